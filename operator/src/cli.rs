@@ -1,0 +1,223 @@
+//! The command line: one binary, four subcommands (DESIGN.md "Layout").
+//!
+//! Every flag can also be given as `SPLITSCOPE_<FLAG>` in the environment, so the same binary is
+//! configured by flags on a laptop and by env vars in a Deployment or DaemonSet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "splitscope",
+    version,
+    about = "TrafficSplit operator and eBPF file-open tracing agent"
+)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, env = "SPLITSCOPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reconcile TrafficSplit resources into Services and routing objects.
+    Controller(ControllerArgs),
+    /// Trace file opens on this node and export them as Prometheus metrics.
+    Agent(AgentArgs),
+    /// Show file opens live, like opensnoop.
+    Trace(TraceArgs),
+    /// Print the TrafficSplit CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "SPLITSCOPE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Watch TrafficSplits in this namespace only (default: all namespaces).
+    #[arg(long, env = "SPLITSCOPE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Reconcile without taking the leader Lease (for local runs with a single replica).
+    #[arg(long, env = "SPLITSCOPE_NO_LEADER_ELECT", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub no_leader_elect: bool,
+
+    /// Namespace of the leader-election Lease (default: the pod's own namespace, else `default`).
+    #[arg(long, env = "SPLITSCOPE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "SPLITSCOPE_LEASE_NAME", default_value = "splitscope-controller")]
+    pub lease_name: String,
+}
+
+/// How the probe hooks the kernel's open path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttachMode {
+    /// kprobe/kretprobe on the open path, falling back to syscall tracepoints.
+    Auto,
+    /// kprobe/kretprobe only; fail if they are unavailable or never fire.
+    Kprobe,
+    /// Syscall tracepoints only.
+    Tracepoint,
+}
+
+/// Whether the agent attributes opens to pods through the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KubernetesMode {
+    /// Use the cluster when one is reachable, else run standalone.
+    Auto,
+    /// Require a reachable cluster.
+    On,
+    /// Never contact a cluster: process and cgroup labels only.
+    Off,
+}
+
+/// Which opens to trace. Applied in the kernel where the probe can.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FilterArgs {
+    /// Only this process (thread group) id.
+    #[arg(long, env = "SPLITSCOPE_PID")]
+    pub pid: Option<u32>,
+
+    /// Only processes with this command name (at most 15 bytes, as the kernel keeps it).
+    #[arg(long, env = "SPLITSCOPE_COMM")]
+    pub comm: Option<String>,
+
+    /// Only processes in this cgroup (v2 directory path, e.g. /sys/fs/cgroup/kubepods.slice/...).
+    #[arg(long, env = "SPLITSCOPE_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Only paths starting with this prefix, as passed to open(2).
+    #[arg(long, env = "SPLITSCOPE_PATH_PREFIX")]
+    pub path_prefix: Option<String>,
+
+    /// Only failed opens.
+    #[arg(long, env = "SPLITSCOPE_FAILED_ONLY", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub failed_only: bool,
+}
+
+/// Probe options shared by `agent` and `trace`.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Attach mode.
+    #[arg(long, env = "SPLITSCOPE_ATTACH", value_enum, default_value_t = AttachMode::Auto)]
+    pub attach: AttachMode,
+
+    /// Kernel function for the kprobe pair (default: the one this kernel really runs).
+    #[arg(long, env = "SPLITSCOPE_KPROBE_TARGET")]
+    pub kprobe_target: Option<String>,
+
+    /// Size of the BPF ring buffer in bytes (a power of two, multiple of the page size).
+    #[arg(long, env = "SPLITSCOPE_RING_SIZE", default_value_t = 4 * 1024 * 1024)]
+    pub ring_size: u32,
+
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Address of the HTTP server for /metrics and /healthz.
+    #[arg(long, env = "SPLITSCOPE_METRICS_ADDR", default_value = "0.0.0.0:9102")]
+    pub metrics_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+
+    /// Pod attribution through the Kubernetes API.
+    #[arg(long, env = "SPLITSCOPE_KUBERNETES", value_enum, default_value_t = KubernetesMode::Auto)]
+    pub kubernetes: KubernetesMode,
+
+    /// Name of this node, to watch only its Pods (set from the downward API in the DaemonSet).
+    #[arg(long, env = "SPLITSCOPE_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+/// Output format of `splitscope trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceOutput {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+
+    /// Output format.
+    #[arg(long, env = "SPLITSCOPE_OUTPUT", value_enum, default_value_t = TraceOutput::Table)]
+    pub output: TraceOutput,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn controller_defaults_match_the_design() {
+        let cli = Cli::try_parse_from(["splitscope", "controller"]).unwrap();
+        let Command::Controller(args) = cli.command else {
+            panic!("not the controller")
+        };
+        assert_eq!(args.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert!(!args.no_leader_elect);
+        assert_eq!(args.namespace, None);
+    }
+
+    #[test]
+    fn agent_parses_filters_and_modes() {
+        let cli = Cli::try_parse_from([
+            "splitscope",
+            "agent",
+            "--attach",
+            "tracepoint",
+            "--ring-size",
+            "65536",
+            "--comm",
+            "cat",
+            "--pid",
+            "42",
+            "--failed-only",
+            "--kubernetes",
+            "off",
+        ])
+        .unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("not the agent")
+        };
+        assert_eq!(args.metrics_addr.to_string(), "0.0.0.0:9102");
+        assert_eq!(args.probe.attach, AttachMode::Tracepoint);
+        assert_eq!(args.probe.ring_size, 65536);
+        assert_eq!(args.probe.filters.comm.as_deref(), Some("cat"));
+        assert_eq!(args.probe.filters.pid, Some(42));
+        assert!(args.probe.filters.failed_only);
+        assert_eq!(args.kubernetes, KubernetesMode::Off);
+    }
+
+    #[test]
+    fn rejects_unknown_attach_mode_by_name() {
+        let err = Cli::try_parse_from(["splitscope", "agent", "--attach", "fentry"]).unwrap_err();
+        assert!(err.to_string().contains("fentry"), "{err}");
+    }
+}

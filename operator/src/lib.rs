@@ -1,0 +1,10 @@
+//! Splitscope: a TrafficSplit operator (`controller`) and an eBPF file-open tracing agent
+//! (`agent`, `trace`), shipped as one binary.
+
+pub mod agent;
+pub mod cli;
+pub mod controller;
+pub mod metrics_server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace;

@@ -1,0 +1,16 @@
+//! `cargo xtask ci`: the one test command (README "Testing"), run by `.ci/run`.
+
+use crate::deps::{self, Set};
+use crate::run::cmd;
+
+pub fn run() -> anyhow::Result<()> {
+    deps::ensure(Set::Test)?;
+    cmd("cargo", &["fmt", "--all", "--", "--check"])?;
+    cmd(
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    cmd("cargo", &["test", "--workspace", "--all-targets"])?;
+    eprintln!("xtask: ci passed");
+    Ok(())
+}
