@@ -1,8 +1,13 @@
 //! `cargo xtask …`: project tasks that need more than cargo (system packages, clang, qemu, kind).
 
+mod bench;
 mod ci;
+mod crds;
 mod deps;
+mod ebpf;
+mod kind;
 mod run;
+mod vm_test;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +35,27 @@ enum Task {
     /// The test command: installs what the tests need, then fmt, clippy, every test tier that
     /// this machine can run.
     Ci,
+    /// Compile the BPF probe (ebpf-probes/src/*.bpf.c) with clang and check the object loads.
+    BuildEbpf,
+    /// Regenerate crds/ from the Rust types (`--check`: fail if the checked-in YAML differs).
+    GenCrds {
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the container image (docker).
+    Image,
+    /// Create a kind cluster with Splitscope, Gateway API, Prometheus and Grafana.
+    KindUp,
+    /// Delete the kind cluster.
+    KindDown,
+    /// Run the end-to-end tests against the current kubectl context.
+    E2e,
+    /// Boot Debian kernels with kprobes under qemu and run the agent's kprobe self-test in each.
+    VmTest,
+    /// Run the criterion benchmarks.
+    Bench,
+    /// Benchmark the probe against no probe and bpftrace, interleaved.
+    BenchProbe,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +63,14 @@ fn main() -> anyhow::Result<()> {
         Task::Deps { set } => deps::ensure(set),
         Task::Agent { args } => run::agent(&args),
         Task::Ci => ci::run(),
+        Task::BuildEbpf => ebpf::build(),
+        Task::GenCrds { check } => crds::generate(check),
+        Task::Image => kind::image(),
+        Task::KindUp => kind::up(),
+        Task::KindDown => kind::down(),
+        Task::E2e => kind::e2e(),
+        Task::VmTest => vm_test::run(),
+        Task::Bench => bench::criterion(),
+        Task::BenchProbe => bench::probe(),
     }
 }
