@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cli;
 pub mod controller;
 pub mod metrics_server;
+pub mod rbac;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
