@@ -1,4 +1,15 @@
-//! The TrafficSplit controller.
+//! The TrafficSplit controller: spec → validate → render → apply → prune → status.
+
+pub mod crd;
+pub mod drift;
+pub mod ownership;
+pub mod render;
+pub mod status;
+pub mod trafficsplit;
+pub mod validate;
+
+#[cfg(test)]
+mod fixtures;
 
 use crate::cli::ControllerArgs;
 
@@ -7,5 +18,5 @@ pub async fn run(_args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 pub fn crd_yaml() -> anyhow::Result<String> {
-    anyhow::bail!("the TrafficSplit CRD is not implemented yet")
+    Ok(crd::crd_yaml()?)
 }
