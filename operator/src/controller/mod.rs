@@ -1,15 +1,26 @@
 //! The TrafficSplit controller: spec → validate → render → apply → prune → status.
 
+pub mod backoff;
+pub mod children;
+pub mod context;
 pub mod crd;
 pub mod drift;
+pub mod endpoints;
+pub mod events;
+pub mod finalizer;
+pub mod metrics;
 pub mod ownership;
+pub mod reconcile;
 pub mod render;
+pub mod route_apis;
 pub mod status;
 pub mod trafficsplit;
 pub mod validate;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod mock_api;
 
 use crate::cli::ControllerArgs;
 
