@@ -21,6 +21,8 @@ pub mod validate;
 mod fixtures;
 #[cfg(test)]
 mod mock_api;
+#[cfg(test)]
+mod schema_check;
 
 use crate::cli::ControllerArgs;
 
