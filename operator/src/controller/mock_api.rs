@@ -313,6 +313,91 @@ pub fn check_rbac(seen: &Seen) {
     }
 }
 
+/// A mock that answers everything plausibly, for code whose exact request sequence is not the
+/// point (the Controller's list/watch streams, the Lease manager): discovery lists every
+/// resource, collections are empty, watches stay open, and Leases are kept in memory so the
+/// Lease manager can take one. Every request is RBAC-checked and recorded.
+pub fn serve_permissive(mut handle: Handle) -> tokio::task::JoinHandle<Vec<Seen>> {
+    tokio::spawn(async move {
+        let mut seen_all = Vec::new();
+        let mut open_watches = Vec::new();
+        let mut leases: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+        let mut version = 1u64;
+        while let Some((request, send)) = handle.next_request().await {
+            let seen = read(request).await;
+            check_rbac(&seen);
+            seen_all.push(seen.clone());
+            let parts: Vec<&str> = seen.path.trim_matches('/').split('/').collect();
+            if seen.query.split('&').any(|p| p == "watch=true") {
+                open_watches.push(send);
+                continue;
+            }
+            version += 1;
+            let reply = match (seen.method.as_str(), parts.as_slice()) {
+                ("GET", ["apis", group, v]) => (200, discovery(group, v)),
+                (_, [.., "leases", name]) | (_, [.., "leases", name, _]) => {
+                    let name = name.to_string();
+                    match seen.method.as_str() {
+                        "GET" => match leases.get(&name) {
+                            Some(l) => (200, l.clone()),
+                            None => (
+                                404,
+                                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                            ),
+                        },
+                        "PATCH" => {
+                            let lease = leases.entry(name.clone()).or_insert_with(|| json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": {}}));
+                            if let Some(spec) = seen.body.get("spec").and_then(Value::as_object) {
+                                for (k, v) in spec {
+                                    lease["spec"][k] = v.clone();
+                                }
+                            }
+                            lease["metadata"]["resourceVersion"] = json!(version.to_string());
+                            (200, lease.clone())
+                        }
+                        _ => {
+                            let mut lease = seen.body.clone();
+                            lease["metadata"]["resourceVersion"] = json!(version.to_string());
+                            leases.insert(name, lease.clone());
+                            (201, lease)
+                        }
+                    }
+                }
+                ("POST", [.., "leases"]) => {
+                    let mut lease = seen.body.clone();
+                    let name = lease["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    lease["metadata"]["resourceVersion"] = json!(version.to_string());
+                    leases.insert(name, lease.clone());
+                    (201, lease)
+                }
+                ("GET", _) => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": version.to_string()}, "items": []}),
+                ),
+                _ => (200, seen.body.clone()),
+            };
+            send.send_response(response(reply.0, reply.1));
+        }
+        drop(open_watches);
+        seen_all
+    })
+}
+
+/// An APIResourceList naming the resources this project uses in `group`.
+fn discovery(group: &str, version: &str) -> Value {
+    let names: &[&str] = match group {
+        "splitscope.dev" => &["trafficsplits", "trafficsplits/status"],
+        "gateway.networking.k8s.io" => &["httproutes"],
+        "networking.istio.io" => &["destinationrules", "virtualservices"],
+        _ => &[],
+    };
+    let resources: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"name": n, "singularName": "", "namespaced": true, "kind": "X", "verbs": ["get", "list", "watch"]}))
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

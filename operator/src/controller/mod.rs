@@ -1,4 +1,9 @@
-//! The TrafficSplit controller: spec → validate → render → apply → prune → status.
+//! The TrafficSplit controller (`splitscope controller`).
+//!
+//! Data flows one way, file by file: `trafficsplit` (the API) → `validate` → `render` →
+//! `reconcile` (observe via `children`/`ownership`/`drift`, apply, prune) → `status`;
+//! `finalizer` tears down; `watches` wires the kube-runtime Controller; `leader` decides whether
+//! this replica runs it; `metrics` and `events` report.
 
 pub mod backoff;
 pub mod children;
@@ -8,6 +13,7 @@ pub mod drift;
 pub mod endpoints;
 pub mod events;
 pub mod finalizer;
+pub mod leader;
 pub mod metrics;
 pub mod ownership;
 pub mod reconcile;
@@ -16,20 +22,149 @@ pub mod route_apis;
 pub mod status;
 pub mod trafficsplit;
 pub mod validate;
+pub mod watches;
 
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
 mod mock_api;
 #[cfg(test)]
+mod rbac_coverage;
+#[cfg(test)]
 mod schema_check;
 
-use crate::cli::ControllerArgs;
+use std::sync::Arc;
 
-pub async fn run(_args: ControllerArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the controller is not implemented yet")
+use anyhow::Context as _;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ControllerArgs;
+use crate::metrics_server::{MetricsServer, Readiness};
+use context::Context;
+use metrics::Metrics;
+use route_apis::RouteApis;
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signal().context("cannot install the signal handlers")?;
+    run_until(args, shutdown).await
 }
 
+/// Runs the controller until `shutdown` is cancelled (the e2e tests run it in-process).
+pub async fn run_until(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Whatever way this returns, stop the metrics server with it.
+    let _stop = shutdown.clone().drop_guard();
+    let metrics = Arc::new(Metrics::new()?);
+    let readiness = Arc::new(Readiness::default());
+    let server = MetricsServer::bind(args.metrics_addr).await?;
+    tracing::info!(addr = %server.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let server = tokio::spawn(server.serve(metrics.registry.clone(), readiness.clone(), shutdown.clone()));
+
+    let client = Client::try_default().await.context(
+        "cannot configure a Kubernetes client: set KUBECONFIG (or ~/.kube/config), or run in a pod with a service account",
+    )?;
+    ensure_crd_installed(&client).await?;
+    let identity = leader::identity();
+
+    let term = {
+        let client = client.clone();
+        let metrics = metrics.clone();
+        let readiness = readiness.clone();
+        let namespace = args.namespace.clone();
+        let identity = identity.clone();
+        move |stop: CancellationToken| {
+            let (client, metrics, readiness, namespace, identity) = (
+                client.clone(),
+                metrics.clone(),
+                readiness.clone(),
+                namespace.clone(),
+                identity.clone(),
+            );
+            async move {
+                if let Err(e) = lead(client, metrics, readiness, namespace, identity, stop.clone()).await {
+                    tracing::error!(error = %format!("{e:#}"), "controller stopped");
+                }
+            }
+        }
+    };
+
+    let result = if args.no_leader_elect {
+        tracing::info!("leader election disabled (--no-leader-elect)");
+        metrics.leader.set(1);
+        term(shutdown.clone()).await;
+        Ok(())
+    } else {
+        let namespace = leader::lease_namespace(args.lease_namespace.as_deref());
+        tracing::info!(lease = %format!("{namespace}/{}", args.lease_name), %identity, "leader election");
+        let manager = leader::manager(client.clone(), &namespace, &args.lease_name, &identity).await?;
+        leader::run(manager, metrics.clone(), readiness, shutdown.clone(), term)
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    shutdown.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server"),
+        Err(e) => tracing::warn!(error = %e, "metrics server task"),
+    }
+    result
+}
+
+/// One leadership term (or the whole run without leader election): discover the routing APIs,
+/// build the context and run the Controller until `stop`.
+async fn lead(
+    client: Client,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    namespace: Option<String>,
+    identity: String,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let route_apis = RouteApis::discover(&client)
+        .await
+        .context("cannot discover the routing APIs")?;
+    tracing::info!(
+        gateway_api = route_apis.gateway(),
+        istio = route_apis.istio(),
+        "routing APIs served (installing one later is noticed, but its objects are only watched after a restart)"
+    );
+    let (slices, writer) = reflector::store::<EndpointSlice>();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), events::reporter(Some(identity))),
+        client,
+        metrics,
+        slices,
+        route_apis,
+        backoff: backoff::ErrorBackoff::default(),
+    });
+    watches::run(ctx, writer, namespace, readiness, stop).await;
+    Ok(())
+}
+
+/// Fails with the fix when the TrafficSplit CRD is not installed (a watch on it would only
+/// error in a loop).
+async fn ensure_crd_installed(client: &Client) -> anyhow::Result<()> {
+    let version = "splitscope.dev/v1alpha1";
+    let served = match client.list_api_group_resources(version).await {
+        Ok(list) => list.resources.iter().any(|r| r.name == "trafficsplits"),
+        Err(kube::Error::Api(s)) if s.code == 404 => false,
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context("cannot reach the Kubernetes API server"));
+        }
+    };
+    if !served {
+        anyhow::bail!(
+            "the TrafficSplit CRD ({version} trafficsplits) is not installed: run `kubectl apply --server-side -f crds/` (or `splitscope crd | kubectl apply --server-side -f -`)"
+        );
+    }
+    Ok(())
+}
+
+/// The CRD as YAML (`splitscope crd`).
 pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(crd::crd_yaml()?)
 }
