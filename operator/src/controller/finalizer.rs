@@ -167,4 +167,21 @@ mod tests {
             ["Deleted", "Deleted", "Deleted", "Orphaned", "CleanedUp"]
         );
     }
+
+    #[tokio::test]
+    async fn istio_cleanup_deletes_virtual_service_then_destination_rule() {
+        let run = Scenario::CleanupIstio.run().await;
+        run.result.unwrap();
+        let writes = run.transcript.writes();
+        assert!(
+            writes[0]
+                .starts_with("DELETE /apis/networking.istio.io/v1/namespaces/shop/virtualservices/checkout"),
+            "{writes:?}"
+        );
+        assert!(
+            writes[1]
+                .starts_with("DELETE /apis/networking.istio.io/v1/namespaces/shop/destinationrules/checkout"),
+            "{writes:?}"
+        );
+    }
 }

@@ -315,6 +315,26 @@ pub enum Scenario {
     Cleanup,
     /// Deleted with deletionPolicy Orphan: the root Service loses our ownerReference instead.
     CleanupOrphan,
+    /// Deleted while Istio is the provider: VirtualService, then DestinationRule.
+    CleanupIstio,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 13] = [
+        Scenario::FinalizerCreation,
+        Scenario::Creation,
+        Scenario::Resync,
+        Scenario::WeightChange,
+        Scenario::Conflict,
+        Scenario::BackendRemoved,
+        Scenario::InvalidSpec,
+        Scenario::RouteApiMissing,
+        Scenario::IstioCreation,
+        Scenario::Adoption,
+        Scenario::Cleanup,
+        Scenario::CleanupOrphan,
+        Scenario::CleanupIstio,
+    ];
 }
 
 /// What one scenario produced.
@@ -577,6 +597,26 @@ impl Scenario {
                 script.push(list_services(vec![]));
                 script.push(patch_status(|_| {}));
                 (base, gateway_only(), vec![], script)
+            }
+            Scenario::CleanupIstio => {
+                let mut ts = deleting(traffic_split());
+                ts.spec.routing.provider = super::trafficsplit::Provider::Istio;
+                let Route::Istio {
+                    destination_rule,
+                    virtual_service,
+                } = render(&ts).route
+                else {
+                    unreachable!()
+                };
+                let script = vec![
+                    Expect::new("GET", VS_PATH).reply(200, live(&virtual_service)),
+                    delete(VS_PATH.into(), "uid-virtualservice-checkout".into()),
+                    Expect::new("GET", DR_PATH).reply(200, live(&destination_rule)),
+                    delete(DR_PATH.into(), "uid-destinationrule-checkout".into()),
+                    list_services(vec![]),
+                    Expect::new("PATCH", TS_PATH).reply(200, serde_json::to_value(traffic_split()).unwrap()),
+                ];
+                (ts, RouteApis::new(false, true), vec![], script)
             }
             Scenario::Cleanup | Scenario::CleanupOrphan => {
                 let mut ts = deleting(traffic_split());

@@ -115,6 +115,8 @@ pub struct Transcript {
     pub requests: Vec<String>,
     /// The Events' bodies, in order.
     pub events: Vec<Value>,
+    /// Every request in full.
+    pub seen: Vec<Seen>,
 }
 
 impl Transcript {
@@ -157,6 +159,7 @@ pub fn serve(mut handle: Handle, script: Vec<Expect>) -> tokio::task::JoinHandle
             let seen = read(request).await;
             check_rbac(&seen);
             transcript.lock().unwrap().requests.push(seen.line());
+            transcript.lock().unwrap().seen.push(seen.clone());
             let is_event = (seen.method == "POST" && seen.path.ends_with("/events"))
                 || (seen.method == "PATCH" && seen.path.contains("/events/"));
             if is_event {

@@ -157,7 +157,12 @@ async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, Error
     let observed_route = match (&desired.route, &route_api) {
         (Route::GatewayApi(route), Ok(())) => {
             let live = routes.http_routes.get(&route.name_any()).await?;
-            ObservedRoute::GatewayApi(observed((**route).clone(), live, &names.name, &names.uid))
+            ObservedRoute::GatewayApi(Box::new(observed(
+                (**route).clone(),
+                live,
+                &names.name,
+                &names.uid,
+            )))
         }
         (
             Route::Istio {
@@ -168,10 +173,10 @@ async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, Error
         ) => {
             let dr = routes.destination_rules.get(&destination_rule.name_any()).await?;
             let vs = routes.virtual_services.get(&virtual_service.name_any()).await?;
-            ObservedRoute::Istio(
-                observed(destination_rule.clone(), dr, &names.name, &names.uid),
-                observed(virtual_service.clone(), vs, &names.name, &names.uid),
-            )
+            ObservedRoute::Istio(Box::new([
+                observed((**destination_rule).clone(), dr, &names.name, &names.uid),
+                observed((**virtual_service).clone(), vs, &names.name, &names.uid),
+            ]))
         }
         _ => ObservedRoute::None,
     };
@@ -390,8 +395,8 @@ pub async fn publish_deleted(
 }
 
 enum ObservedRoute {
-    GatewayApi(Observed<HttpRoute>),
-    Istio(Observed<DynamicObject>, Observed<DynamicObject>),
+    GatewayApi(Box<Observed<HttpRoute>>),
+    Istio(Box<[Observed<DynamicObject>; 2]>),
     None,
 }
 
@@ -407,7 +412,8 @@ impl ObservedRoute {
             ObservedRoute::GatewayApi(o) => {
                 check(&o.ownership, routes.http_routes.describe(&o.desired.name_any()))
             }
-            ObservedRoute::Istio(dr, vs) => {
+            ObservedRoute::Istio(pair) => {
+                let [dr, vs] = &**pair;
                 check(
                     &dr.ownership,
                     routes.destination_rules.describe(&dr.desired.name_any()),
@@ -433,7 +439,8 @@ impl ObservedRoute {
                 apply_child(ctx, ts, &routes.http_routes, o, unchanged).await?;
                 Ok(format!("HTTPRoute {}", o.desired.name_any()))
             }
-            ObservedRoute::Istio(dr, vs) => {
+            ObservedRoute::Istio(pair) => {
+                let [dr, vs] = &**pair;
                 // Subsets before the routes that use them.
                 for (children, o) in [(&routes.destination_rules, dr), (&routes.virtual_services, vs)] {
                     let unchanged = o

@@ -40,8 +40,8 @@ pub struct Desired {
 pub enum Route {
     GatewayApi(Box<HttpRoute>),
     Istio {
-        destination_rule: DynamicObject,
-        virtual_service: DynamicObject,
+        destination_rule: Box<DynamicObject>,
+        virtual_service: Box<DynamicObject>,
     },
     None,
 }
@@ -146,8 +146,8 @@ pub fn render(ts: &TrafficSplit) -> Desired {
         Provider::Istio => {
             let (destination_rule, virtual_service) = istio(ts, meta(name.clone(), None));
             Route::Istio {
-                destination_rule,
-                virtual_service,
+                destination_rule: Box::new(destination_rule),
+                virtual_service: Box::new(virtual_service),
             }
         }
         Provider::None => Route::None,

@@ -74,8 +74,8 @@ fn walk(path: &str, schema: &Value, value: &Value, errors: &mut Vec<String>) {
                     walk(&child, s, v, errors);
                 } else if let Some(s) = extra.filter(|s| s.is_object()) {
                     walk(&child, s, v, errors);
-                } else if !preserve
-                    && !(path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                } else if !(preserve
+                    || path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
                 {
                     errors.push(format!("{child}: unknown field"));
                 }
@@ -145,11 +145,7 @@ fn walk(path: &str, schema: &Value, value: &Value, errors: &mut Vec<String>) {
                 errors.push(format!("{at}: below the minimum {min}"));
             }
         }
-        "boolean" => {
-            if !value.is_boolean() {
-                errors.push(format!("{at}: must be a boolean"));
-            }
-        }
+        "boolean" if !value.is_boolean() => errors.push(format!("{at}: must be a boolean")),
         _ => {}
     }
 }
