@@ -115,9 +115,11 @@ where
         let run = lead(term.clone());
         tokio::pin!(run);
         let mut lost = false;
-        loop {
+        let failed = loop {
             tokio::select! {
-                () = &mut run => break,
+                // The term only ends by itself on shutdown or after losing the Lease; anything
+                // else is a failure: give up the Lease rather than spin.
+                () = &mut run => break !lost && !shutdown.is_cancelled(),
                 changed = leading.changed(), if !lost => {
                     if changed.is_err() || !*leading.borrow_and_update() {
                         tracing::warn!("lost the leader Lease: stopping reconciles");
@@ -126,9 +128,14 @@ where
                     }
                 }
             }
-        }
+        };
         metrics.leader.set(0);
         readiness.set_ready(true);
+        if failed {
+            break Err(LeaderError::Stopped(
+                "the controller stopped while leading (see the error above)".into(),
+            ));
+        }
         if shutdown.is_cancelled() {
             break Ok(());
         }

@@ -95,8 +95,15 @@ pub async fn run_until(args: ControllerArgs, shutdown: CancellationToken) -> any
     let result = if args.no_leader_elect {
         tracing::info!("leader election disabled (--no-leader-elect)");
         metrics.leader.set(1);
-        term(shutdown.clone()).await;
-        Ok(())
+        lead(
+            client.clone(),
+            metrics.clone(),
+            readiness.clone(),
+            args.namespace.clone(),
+            identity.clone(),
+            shutdown.clone(),
+        )
+        .await
     } else {
         let namespace = leader::lease_namespace(args.lease_namespace.as_deref());
         tracing::info!(lease = %format!("{namespace}/{}", args.lease_name), %identity, "leader election");
