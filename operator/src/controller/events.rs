@@ -44,11 +44,37 @@ pub async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(truncate(note)),
         action: action.into(),
         secondary: child,
     };
     if let Err(e) = recorder.publish(&event, &ts.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "cannot publish Event");
+    }
+}
+
+/// The Events API caps `note` at 1 kB.
+fn truncate(mut note: String) -> String {
+    const MAX: usize = 1000;
+    if note.len() > MAX {
+        let mut cut = MAX - 3;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_fit_the_events_api_limit() {
+        assert_eq!(truncate("short".into()), "short");
+        let long = truncate("é".repeat(900));
+        assert!(long.len() <= 1000 && long.ends_with("..."), "{}", long.len());
     }
 }

@@ -9,6 +9,34 @@
 use regex::Regex;
 use serde_json::Value;
 
+/// Fills in the schema's `default`s the way the API server does before storing an object.
+pub fn apply_defaults(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(obj) => {
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, s) in props {
+                    if !obj.contains_key(k)
+                        && let Some(d) = s.get("default")
+                    {
+                        obj.insert(k.clone(), d.clone());
+                    }
+                    if let Some(v) = obj.get_mut(k) {
+                        apply_defaults(s, v);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for v in items {
+                    apply_defaults(s, v);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Every violation found, as `path: problem`.
 pub fn check(schema: &Value, value: &Value) -> Vec<String> {
     let mut errors = Vec::new();
@@ -210,6 +238,32 @@ mod tests {
         ts.spec.routing.hostnames = vec!["shop.example.com".into(), "*.shop.example.com".into()];
         let route = rendered_route(&ts);
         assert_eq!(check(&httproute_v1_schema(), &route), Vec::<String>::new());
+    }
+
+    /// After the API server's defaulting, the stored route still equals what we render, so an
+    /// unchanged route is never re-applied.
+    #[test]
+    fn the_defaulted_route_compares_unchanged() {
+        let schema = httproute_v1_schema();
+        let Route::GatewayApi(desired) = render(&traffic_split()).route else {
+            panic!()
+        };
+        let mut stored = serde_json::to_value(&*desired).unwrap();
+        apply_defaults(&schema, &mut stored);
+        let stored: gateway_api::httproutes::HttpRoute = serde_json::from_value(stored).unwrap();
+        assert!(crate::controller::drift::http_route_unchanged(&stored, &desired));
+
+        // The defaulting is real: a route rendered without explicit defaults would differ.
+        let mut bare = serde_json::to_value(&*desired).unwrap();
+        bare["spec"]["rules"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("matches");
+        apply_defaults(&schema, &mut bare);
+        assert_eq!(
+            bare["spec"]["rules"][0]["matches"][0]["path"]["type"],
+            "PathPrefix"
+        );
     }
 
     /// The checker itself must reject what the API server rejects, or the tests above prove
