@@ -56,6 +56,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
 /// Runs the controller until `shutdown` is cancelled (the e2e tests run it in-process).
 pub async fn run_until(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = Client::try_default().await.context(
+        "cannot configure a Kubernetes client: set KUBECONFIG (or ~/.kube/config), or run in a pod with a service account",
+    )?;
+    serve(args, client, shutdown).await
+}
+
+/// Runs the controller with `client` until `shutdown` is cancelled.
+pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Whatever way this returns, stop the metrics server with it.
     let _stop = shutdown.clone().drop_guard();
     let metrics = Arc::new(Metrics::new()?);
@@ -64,9 +72,6 @@ pub async fn run_until(args: ControllerArgs, shutdown: CancellationToken) -> any
     tracing::info!(addr = %server.local_addr()?, "serving /metrics, /healthz and /readyz");
     let server = tokio::spawn(server.serve(metrics.registry.clone(), readiness.clone(), shutdown.clone()));
 
-    let client = Client::try_default().await.context(
-        "cannot configure a Kubernetes client: set KUBECONFIG (or ~/.kube/config), or run in a pod with a service account",
-    )?;
     ensure_crd_installed(&client).await?;
     let identity = leader::identity();
 
@@ -169,6 +174,103 @@ async fn ensure_crd_installed(client: &Client) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            return String::new();
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// The whole `splitscope controller --no-leader-elect` wiring against a mocked API server:
+    /// /readyz turns 200 once the caches are synced, /metrics carries the design's names, and
+    /// cancelling stops it cleanly.
+    #[tokio::test]
+    async fn serves_metrics_and_readiness_and_stops_on_shutdown() {
+        let (client, handle) = mock_api::client();
+        let server = mock_api::serve_permissive(handle);
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let args = ControllerArgs {
+            metrics_addr: addr,
+            namespace: None,
+            no_leader_elect: true,
+            lease_namespace: None,
+            lease_name: "splitscope-controller".into(),
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(args, client, shutdown.clone()));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !http_get(addr, "/readyz").await.starts_with("HTTP/1.1 200") {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("/readyz never turned ready");
+        let metrics = http_get(addr, "/metrics").await;
+        for name in [
+            "splitscope_reconcile_total",
+            "splitscope_reconcile_duration_seconds",
+            "splitscope_leader 1",
+            "process_cpu_seconds_total",
+        ] {
+            assert!(metrics.contains(name), "missing {name}:\n{metrics}");
+        }
+        assert!(http_get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("did not stop on shutdown")
+            .unwrap()
+            .unwrap();
+        drop(server);
+    }
+
+    #[tokio::test]
+    async fn a_missing_trafficsplit_crd_is_named_with_the_fix() {
+        let (client, mut handle) = mock_api::client();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().path(), "/apis/splitscope.dev/v1alpha1");
+            send.send_response(
+                http::Response::builder()
+                    .status(404)
+                    .body(kube::client::Body::from(
+                        br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#.to_vec(),
+                    ))
+                    .unwrap(),
+            );
+        });
+        let args = ControllerArgs {
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            namespace: None,
+            no_leader_elect: true,
+            lease_namespace: None,
+            lease_name: "splitscope-controller".into(),
+        };
+        let err = serve(args, client, CancellationToken::new()).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("TrafficSplit CRD") && msg.contains("kubectl apply --server-side -f crds/"),
+            "{msg}"
+        );
+        server.await.unwrap();
+    }
 }
 
 /// The CRD as YAML (`splitscope crd`).
