@@ -176,6 +176,11 @@ async fn ensure_crd_installed(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CRD as YAML (`splitscope crd`).
+pub fn crd_yaml() -> anyhow::Result<String> {
+    Ok(crd::crd_yaml()?)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -271,9 +276,4 @@ mod tests {
         );
         server.await.unwrap();
     }
-}
-
-/// The CRD as YAML (`splitscope crd`).
-pub fn crd_yaml() -> anyhow::Result<String> {
-    Ok(crd::crd_yaml()?)
 }
