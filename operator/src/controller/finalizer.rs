@@ -31,7 +31,13 @@ pub async fn cleanup(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action,
     let name = ts.name_any();
     let uid = ts.uid().unwrap_or_default();
 
-    // 1. Route first.
+    // 1. Route first. Its API may have been installed since start-up: ask again if needed.
+    // (Err(name) only says it is still missing: then there is no route to delete.)
+    let _still_missing = ctx
+        .route_apis
+        .ensure(&ctx.client, ts.spec.routing.provider)
+        .await
+        .map_err(Error::Discovery)?;
     let routes = RouteChildren::new(&ctx, &namespace);
     if ctx.route_apis.gateway() {
         delete_if_controlled(&ctx, &ts, &routes.http_routes, &name, &uid).await?;

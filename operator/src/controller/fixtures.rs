@@ -307,6 +307,8 @@ pub enum Scenario {
     InvalidSpec,
     /// Gateway API CRDs absent: Services applied, status names the missing API.
     RouteApiMissing,
+    /// Gateway API CRDs installed after start-up: discovery finds them, the route is applied.
+    RouteApiInstalledLater,
     /// provider Istio: Services, DestinationRule, VirtualService.
     IstioCreation,
     /// The root Service was orphaned by an earlier TrafficSplit of this name: adopted.
@@ -320,7 +322,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::FinalizerCreation,
         Scenario::Creation,
         Scenario::Resync,
@@ -329,6 +331,7 @@ impl Scenario {
         Scenario::BackendRemoved,
         Scenario::InvalidSpec,
         Scenario::RouteApiMissing,
+        Scenario::RouteApiInstalledLater,
         Scenario::IstioCreation,
         Scenario::Adoption,
         Scenario::Cleanup,
@@ -530,6 +533,31 @@ impl Scenario {
                     assert_eq!(ready["reason"], "RouteAPIUnavailable");
                     let msg = ready["message"].as_str().unwrap();
                     assert!(msg.contains("gateway.networking.k8s.io/v1 HTTPRoute"), "{msg}");
+                }));
+                (base, RouteApis::new(false, false), vec![], script)
+            }
+            Scenario::RouteApiInstalledLater => {
+                let mut script = vec![Expect::new("GET", GATEWAY_DISCOVERY_PATH).reply(
+                    200,
+                    json!({
+                        "kind": "APIResourceList", "apiVersion": "v1",
+                        "groupVersion": "gateway.networking.k8s.io/v1",
+                        "resources": [{"name": "httproutes", "singularName": "httproute", "namespaced": true,
+                                       "kind": "HTTPRoute", "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]
+                    }),
+                )];
+                script.extend(gets_absent());
+                script.push(Expect::new("GET", ROUTE_PATH).not_found());
+                script.push(apply_service("checkout", sel_root));
+                script.push(apply_service("checkout-stable", sel_stable));
+                script.push(apply_service("checkout-canary", sel_canary));
+                script.push(apply_route(json!([
+                    ["checkout-stable", 80, 95],
+                    ["checkout-canary", 80, 5]
+                ])));
+                script.push(list_services(vec![]));
+                script.push(patch_status(|status| {
+                    assert_eq!(condition(status, "Ready")["reason"], "EndpointsPending");
                 }));
                 (base, RouteApis::new(false, false), vec![], script)
             }

@@ -35,7 +35,8 @@ use super::render::{
 };
 use super::status::{self, BackendObservation, Observation, Outcome};
 use super::trafficsplit::{
-    FIELD_MANAGER, FINALIZER, Phase, Provider, TrafficSplit, TrafficSplitStatus, backend_service_name,
+    FIELD_MANAGER, FINALIZER, MAX_BACKENDS, Phase, Provider, TrafficSplit, TrafficSplitStatus,
+    backend_service_name,
 };
 use super::validate::validate;
 
@@ -495,10 +496,12 @@ fn observation(ts: &TrafficSplit, ctx: &Context, outcome: Outcome) -> Observatio
     let namespace = ts.namespace().unwrap_or_default();
     let service = ts.service_name();
     let slices = ctx.slices.state();
+    // Bounded like the status schema (an invalid spec may list more backends than allowed).
     let backends = ts
         .spec
         .backends
         .iter()
+        .take(MAX_BACKENDS)
         .map(|b| {
             let backend_service = backend_service_name(&service, &b.name);
             BackendObservation {
@@ -674,6 +677,13 @@ mod tests {
             run.transcript.event_reasons(),
             ["Created", "Created", "Created", "RouteAPIUnavailable"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_route_api_installed_after_start_is_found_and_used() {
+        let run = Scenario::RouteApiInstalledLater.run().await;
+        assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+        assert_eq!(run.transcript.event_reasons(), ["Created"; 4]);
     }
 
     #[tokio::test]
