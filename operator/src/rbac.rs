@@ -29,12 +29,15 @@ pub fn granted(rules: &[Rule], api_group: &str, resource: &str, verb: &str) -> b
 // Server-side apply that creates an object is authorized as `create` as well as `patch`
 // (kube-apiserver's patch handler), so every applied kind needs both.
 
-/// Cluster-wide permissions of the controller (a ClusterRole).
+/// Cluster-wide permissions of the controller (a ClusterRole). Exactly what the code uses:
+/// `controller::rbac_coverage` fails on a request these do not grant and on a verb no request
+/// uses.
 pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
+    // list/watch: the Controller's stream; patch: adding/removing the finalizer.
     Rule {
         api_group: "splitscope.dev",
         resources: &["trafficsplits"],
-        verbs: &["get", "list", "watch", "patch"],
+        verbs: &["list", "watch", "patch"],
     },
     Rule {
         api_group: "splitscope.dev",
@@ -53,10 +56,11 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
         resources: &["services"],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
     },
+    // The slice cache behind status.backends[].readyEndpoints (list/watch only).
     Rule {
         api_group: "discovery.k8s.io",
         resources: &["endpointslices"],
-        verbs: &["get", "list", "watch"],
+        verbs: &["list", "watch"],
     },
     Rule {
         api_group: "gateway.networking.k8s.io",
@@ -75,11 +79,13 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
     },
 ];
 
-/// Permissions of the controller in its own namespace (a Role): the leader-election Lease.
+/// Permissions of the controller in its own namespace (a Role): the leader-election Lease
+/// (kube-lease-manager reads it, creates it when missing, and patches it to take, renew and
+/// release it).
 pub const CONTROLLER_NAMESPACE_RULES: &[Rule] = &[Rule {
     api_group: "coordination.k8s.io",
     resources: &["leases"],
-    verbs: &["get", "create", "update", "patch"],
+    verbs: &["get", "create", "patch"],
 }];
 
 /// Cluster-wide permissions of the node agent: read the Pods on its node for attribution.

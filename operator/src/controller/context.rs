@@ -1,0 +1,56 @@
+//! What every reconcile shares: the API client, the Event recorder, metrics, the EndpointSlice
+//! cache, which routing APIs are served, and the per-object error backoff.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+
+use super::backoff::ErrorBackoff;
+use super::metrics::Metrics;
+use super::route_apis::RouteApis;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// EndpointSlices of our Services (label `app.kubernetes.io/managed-by=splitscope`).
+    pub slices: Store<EndpointSlice>,
+    pub route_apis: RouteApis,
+    pub backoff: ErrorBackoff,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("TrafficSplit {0} has no namespace")]
+    NoNamespace(String),
+    #[error("cannot {action} {kind} {namespace}/{name}: {source}")]
+    Child {
+        action: &'static str,
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot list the Services of TrafficSplit {namespace}/{name}: {source}")]
+    ListServices {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot write the status of TrafficSplit {namespace}/{name}: {source}")]
+    Status {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot discover the routing APIs: {0}")]
+    Discovery(#[source] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}

@@ -1,0 +1,122 @@
+//! Ready endpoints per backend Service, from the EndpointSlices the controller watches (those
+//! labelled `app.kubernetes.io/managed-by=splitscope`: the EndpointSlice controller copies the
+//! Service's labels onto its slices).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// Label the EndpointSlice controller puts on every slice, naming its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Ready endpoints of `namespace/service`, or `None` when it has no EndpointSlice yet.
+///
+/// An endpoint counts when its `ready` condition is not false (the API says nil means ready).
+/// Endpoints are deduplicated by pod (or first address) because one may briefly appear in two
+/// slices while the EndpointSlice controller moves it.
+pub fn ready_endpoints(slices: &[Arc<EndpointSlice>], namespace: &str, service: &str) -> Option<i32> {
+    let mut seen_slice = false;
+    let mut ready = BTreeSet::new();
+    for slice in slices {
+        let labels = slice.metadata.labels.as_ref();
+        if slice.metadata.namespace.as_deref() != Some(namespace)
+            || labels.and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) != Some(service)
+        {
+            continue;
+        }
+        seen_slice = true;
+        for ep in slice.endpoints.iter().flatten() {
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            let id = ep
+                .target_ref
+                .as_ref()
+                .and_then(|r| r.uid.clone())
+                .or_else(|| ep.addresses.first().cloned());
+            if let Some(id) = id {
+                ready.insert(id);
+            }
+        }
+    }
+    seen_slice.then(|| i32::try_from(ready.len()).unwrap_or(i32::MAX))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+    use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    /// A slice of `service` with one endpoint per entry (pod uid, ready?).
+    pub fn slice(
+        namespace: &str,
+        service: &str,
+        suffix: &str,
+        endpoints: &[(&str, Option<bool>)],
+    ) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(format!("{service}-{suffix}")),
+                namespace: Some(namespace.into()),
+                labels: Some(BTreeMap::from([
+                    (SERVICE_NAME_LABEL.to_string(), service.to_string()),
+                    (
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "splitscope".to_string(),
+                    ),
+                    ("splitscope.dev/traffic-split".to_string(), "checkout".to_string()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Some(
+                endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (uid, ready))| Endpoint {
+                        addresses: vec![format!("10.0.0.{i}")],
+                        conditions: Some(EndpointConditions {
+                            ready: *ready,
+                            ..EndpointConditions::default()
+                        }),
+                        target_ref: Some(ObjectReference {
+                            kind: Some("Pod".into()),
+                            uid: Some(uid.to_string()),
+                            ..ObjectReference::default()
+                        }),
+                        ..Endpoint::default()
+                    })
+                    .collect(),
+            ),
+            ports: None,
+        }
+    }
+
+    #[test]
+    fn counts_ready_unique_endpoints_of_the_service() {
+        let slices = vec![
+            Arc::new(slice(
+                "shop",
+                "checkout-stable",
+                "a",
+                &[("p1", Some(true)), ("p2", None), ("p3", Some(false))],
+            )),
+            // p2 again in a second slice (mid-move): counted once.
+            Arc::new(slice(
+                "shop",
+                "checkout-stable",
+                "b",
+                &[("p2", Some(true)), ("p4", Some(true))],
+            )),
+            Arc::new(slice("shop", "checkout-canary", "a", &[])),
+            Arc::new(slice("other", "checkout-stable", "a", &[("p9", Some(true))])),
+        ];
+        assert_eq!(ready_endpoints(&slices, "shop", "checkout-stable"), Some(3));
+        assert_eq!(ready_endpoints(&slices, "shop", "checkout-canary"), Some(0));
+        assert_eq!(ready_endpoints(&slices, "shop", "checkout-beta"), None);
+    }
+}

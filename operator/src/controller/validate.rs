@@ -1,0 +1,643 @@
+//! Controller-side validation of a TrafficSplit spec.
+//!
+//! Mirrors the CRD's OpenAPI schema and CEL rules (trafficsplit.rs) so that an object stored
+//! before the schema existed, or under an older CRD, is still refused with a message naming the
+//! field, and adds the checks that are too costly for CEL (label keys) or need two fields at once
+//! (backend labels that contradict the selector). Pure: no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::trafficsplit::{
+    Backend, MAX_BACKENDS, MAX_HOSTNAMES, MAX_LABELS, MAX_PARENT_REFS, MAX_PORTS, ParentRef, Provider,
+    TrafficSplit, backend_service_name,
+};
+
+/// One problem in the spec, with the path of the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found, in field order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSpec(pub Vec<FieldError>);
+
+impl fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl std::error::Error for InvalidSpec {}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks the spec; `Err` lists every problem with the field it is about.
+pub fn validate(ts: &TrafficSplit) -> Result<(), InvalidSpec> {
+    let spec = &ts.spec;
+    let mut errs = Errors::default();
+
+    let service = ts.service_name();
+    let service_field = if spec.service.is_some() {
+        "spec.service"
+    } else {
+        "metadata.name"
+    };
+    if let Err(why) = dns_1035_label(&service) {
+        errs.add(
+            service_field,
+            format!("{why} (it names the root Service {service:?})"),
+        );
+    }
+
+    check_labels(&mut errs, "spec.selector", &spec.selector);
+
+    check_ports(&mut errs, ts);
+    check_backends(&mut errs, ts, &service);
+    check_routing(&mut errs, ts);
+
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidSpec(errs.0))
+    }
+}
+
+fn check_ports(errs: &mut Errors, ts: &TrafficSplit) {
+    let ports = &ts.spec.ports;
+    if ports.is_empty() {
+        errs.add("spec.ports", "at least one port is required");
+    }
+    if ports.len() > MAX_PORTS {
+        errs.add(
+            "spec.ports",
+            format!("at most {MAX_PORTS} ports are allowed, got {}", ports.len()),
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut pairs = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        match &p.name {
+            Some(name) => {
+                if let Err(why) = dns_1123_label(name) {
+                    errs.add(format!("{at}.name"), why);
+                }
+                if !names.insert(name.as_str()) {
+                    errs.add(format!("{at}.name"), format!("duplicate port name {name:?}"));
+                }
+            }
+            None if ports.len() > 1 => {
+                errs.add(format!("{at}.name"), "required when there is more than one port");
+            }
+            None => {}
+        }
+        if !(1..=65535).contains(&p.port) {
+            errs.add(
+                format!("{at}.port"),
+                format!("must be between 1 and 65535, got {}", p.port),
+            );
+        }
+        if !pairs.insert((p.port, p.protocol.as_str())) {
+            errs.add(
+                format!("{at}.port"),
+                format!("duplicate port {}/{}", p.port, p.protocol.as_str()),
+            );
+        }
+        match &p.target_port {
+            Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => errs.add(
+                format!("{at}.targetPort"),
+                format!("must be between 1 and 65535, got {n}"),
+            ),
+            Some(IntOrString::String(name)) => {
+                if let Err(why) = iana_svc_name(name) {
+                    errs.add(format!("{at}.targetPort"), why);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_backends(errs: &mut Errors, ts: &TrafficSplit, service: &str) {
+    let backends = &ts.spec.backends;
+    if backends.is_empty() {
+        errs.add("spec.backends", "at least one backend is required");
+    }
+    if backends.len() > MAX_BACKENDS {
+        errs.add(
+            "spec.backends",
+            format!(
+                "at most {MAX_BACKENDS} backends are allowed, got {}",
+                backends.len()
+            ),
+        );
+    }
+    let mut names = BTreeSet::new();
+    for (i, b) in backends.iter().enumerate() {
+        let at = format!("spec.backends[{i}]");
+        check_backend(errs, &at, b, service);
+        if !names.insert(b.name.as_str()) {
+            errs.add(
+                format!("{at}.name"),
+                format!("duplicate backend name {:?}", b.name),
+            );
+        }
+        for (key, value) in &b.labels {
+            if let Some(shared) = ts.spec.selector.get(key)
+                && shared != value
+            {
+                errs.add(
+                    format!("{at}.labels.{key}"),
+                    format!("{value:?} contradicts spec.selector.{key}={shared:?}: no pod could match both"),
+                );
+            }
+        }
+    }
+    let sum: i64 = backends.iter().map(|b| i64::from(b.weight)).sum();
+    if !backends.is_empty() && sum != 100 {
+        let parts: Vec<String> = backends
+            .iter()
+            .map(|b| format!("{}={}", b.name, b.weight))
+            .collect();
+        errs.add(
+            "spec.backends",
+            format!("weights must sum to 100, got {sum} ({})", parts.join(", ")),
+        );
+    }
+}
+
+fn check_backend(errs: &mut Errors, at: &str, b: &Backend, service: &str) {
+    if let Err(why) = dns_1123_label(&b.name) {
+        errs.add(format!("{at}.name"), why);
+    } else {
+        let svc = backend_service_name(service, &b.name);
+        if svc.len() > 63 {
+            errs.add(
+                format!("{at}.name"),
+                format!(
+                    "the backend Service name {svc:?} would be {} characters, at most 63 are allowed",
+                    svc.len()
+                ),
+            );
+        }
+    }
+    if !(0..=100).contains(&b.weight) {
+        errs.add(
+            format!("{at}.weight"),
+            format!("must be between 0 and 100, got {}", b.weight),
+        );
+    }
+    check_labels(errs, &format!("{at}.labels"), &b.labels);
+}
+
+fn check_routing(errs: &mut Errors, ts: &TrafficSplit) {
+    let routing = &ts.spec.routing;
+    if !routing.parent_refs.is_empty() && routing.provider != Provider::GatewayApi {
+        errs.add(
+            "spec.routing.parentRefs",
+            format!(
+                "only allowed with provider GatewayAPI, not {}",
+                routing.provider.as_str()
+            ),
+        );
+    }
+    if !routing.hostnames.is_empty() && routing.provider == Provider::None {
+        errs.add(
+            "spec.routing.hostnames",
+            "needs a routing provider (GatewayAPI or Istio), not None",
+        );
+    }
+    if routing.parent_refs.len() > MAX_PARENT_REFS {
+        errs.add(
+            "spec.routing.parentRefs",
+            format!("at most {MAX_PARENT_REFS} are allowed"),
+        );
+    }
+    if routing.hostnames.len() > MAX_HOSTNAMES {
+        errs.add(
+            "spec.routing.hostnames",
+            format!("at most {MAX_HOSTNAMES} are allowed"),
+        );
+    }
+    for (i, p) in routing.parent_refs.iter().enumerate() {
+        check_parent_ref(errs, &format!("spec.routing.parentRefs[{i}]"), p);
+    }
+    for (i, h) in routing.hostnames.iter().enumerate() {
+        if let Err(why) = hostname(h) {
+            errs.add(format!("spec.routing.hostnames[{i}]"), why);
+        }
+    }
+}
+
+fn check_parent_ref(errs: &mut Errors, at: &str, p: &ParentRef) {
+    if p.name.is_empty() || p.name.len() > 253 {
+        errs.add(format!("{at}.name"), "must be 1 to 253 characters");
+    }
+    if let Some(group) = &p.group
+        && !group.is_empty()
+        && let Err(why) = dns_1123_subdomain(group)
+    {
+        errs.add(format!("{at}.group"), why);
+    }
+    if let Some(kind) = &p.kind {
+        let ok = !kind.is_empty()
+            && kind.len() <= 63
+            && kind.starts_with(|c: char| c.is_ascii_alphabetic())
+            && kind.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            errs.add(
+                format!("{at}.kind"),
+                "must be 1 to 63 letters, digits or '-', starting with a letter",
+            );
+        }
+    }
+    if let Some(ns) = &p.namespace
+        && let Err(why) = dns_1123_label(ns)
+    {
+        errs.add(format!("{at}.namespace"), why);
+    }
+    if let Some(section) = &p.section_name
+        && let Err(why) = dns_1123_subdomain(section)
+    {
+        errs.add(format!("{at}.sectionName"), why);
+    }
+    if let Some(port) = p.port
+        && !(1..=65535).contains(&port)
+    {
+        errs.add(
+            format!("{at}.port"),
+            format!("must be between 1 and 65535, got {port}"),
+        );
+    }
+}
+
+fn check_labels(errs: &mut Errors, at: &str, labels: &BTreeMap<String, String>) {
+    if labels.is_empty() {
+        errs.add(at, "at least one label is required");
+    }
+    if labels.len() > MAX_LABELS {
+        errs.add(
+            at,
+            format!("at most {MAX_LABELS} labels are allowed, got {}", labels.len()),
+        );
+    }
+    for (key, value) in labels {
+        if let Err(why) = label_key(key) {
+            errs.add(format!("{at}.{key}"), format!("invalid label key: {why}"));
+        }
+        if let Err(why) = label_value(value) {
+            errs.add(format!("{at}.{key}"), format!("invalid label value: {why}"));
+        }
+    }
+}
+
+fn is_lower_alnum(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+/// RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn dns_1123_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| is_lower_alnum(c) || c == '-')
+        && s.starts_with(is_lower_alnum)
+        && s.ends_with(is_lower_alnum);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS-1123 label (1 to 63 lower-case letters, digits or '-', starting and ending with a letter or digit)"
+        ))
+    }
+}
+
+/// RFC 1035 label: an RFC 1123 label that starts with a letter (what Service names must be).
+pub fn dns_1035_label(s: &str) -> Result<(), String> {
+    if dns_1123_label(s).is_ok() && s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS-1035 label (1 to 63 lower-case letters, digits or '-', starting with a letter and ending with a letter or digit)"
+        ))
+    }
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn dns_1123_subdomain(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| dns_1123_label(l).is_ok()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS-1123 subdomain (dot-separated DNS labels, at most 253 characters)"
+        ))
+    }
+}
+
+/// Gateway API hostname: a DNS subdomain, optionally with a leading `*.` wildcard.
+fn hostname(s: &str) -> Result<(), String> {
+    let rest = s.strip_prefix("*.").unwrap_or(s);
+    dns_1123_subdomain(rest)
+        .map_err(|_| format!("{s:?} is not a hostname (a DNS subdomain, optionally prefixed with '*.')"))
+}
+
+/// IANA service name (a named `targetPort`): 1-15 of `[a-z0-9-]`, at least one letter, no
+/// leading, trailing or doubled '-'.
+fn iana_svc_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s.chars().all(|c| is_lower_alnum(c) || c == '-')
+        && s.chars().any(|c| c.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a port name (1 to 15 lower-case letters, digits or '-', at least one letter, no leading, trailing or doubled '-')"
+        ))
+    }
+}
+
+/// Label key: `[prefix/]name`, prefix a DNS subdomain, name 1-63 of `[A-Za-z0-9-_.]`
+/// alphanumeric at both ends.
+fn label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        dns_1123_subdomain(prefix).map_err(|why| format!("prefix {why}"))?;
+    }
+    if name.is_empty() || name.len() > 63 || !label_chars(name) {
+        return Err(format!(
+            "{key:?}: the name part must be 1 to 63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Label value: empty, or up to 63 of `[A-Za-z0-9-_.]` alphanumeric at both ends.
+fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() || (value.len() <= 63 && label_chars(value)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?}: at most 63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+fn label_chars(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::traffic_split;
+    use crate::controller::trafficsplit::{ParentRef, Protocol, Provider, ServicePort};
+
+    fn fields(ts: &TrafficSplit) -> Vec<String> {
+        validate(ts).unwrap_err().0.into_iter().map(|e| e.field).collect()
+    }
+
+    fn message(ts: &TrafficSplit) -> String {
+        validate(ts).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_design_example_is_valid() {
+        assert_eq!(validate(&traffic_split()), Ok(()));
+    }
+
+    #[test]
+    fn weights_must_sum_to_100() {
+        let mut ts = traffic_split();
+        ts.spec.backends[1].weight = 10;
+        assert_eq!(fields(&ts), ["spec.backends"]);
+        assert!(
+            message(&ts).contains("weights must sum to 100, got 105"),
+            "{}",
+            message(&ts)
+        );
+    }
+
+    #[test]
+    fn weight_out_of_range_names_the_backend() {
+        let mut ts = traffic_split();
+        ts.spec.backends[0].weight = 105;
+        ts.spec.backends[1].weight = -5;
+        let f = fields(&ts);
+        assert!(f.contains(&"spec.backends[0].weight".to_string()), "{f:?}");
+        assert!(f.contains(&"spec.backends[1].weight".to_string()), "{f:?}");
+    }
+
+    #[test]
+    fn backend_names_must_be_unique_dns_labels() {
+        let mut ts = traffic_split();
+        ts.spec.backends[1].name = "stable".into();
+        assert_eq!(fields(&ts), ["spec.backends[1].name"]);
+        assert!(message(&ts).contains("duplicate backend name \"stable\""));
+
+        let mut ts = traffic_split();
+        ts.spec.backends[1].name = "Canary_1".into();
+        assert_eq!(fields(&ts), ["spec.backends[1].name"]);
+        assert!(message(&ts).starts_with("spec.backends[1].name: \"Canary_1\" is not a DNS-1123 label"));
+    }
+
+    #[test]
+    fn backend_count_is_bounded() {
+        let mut ts = traffic_split();
+        ts.spec.backends.clear();
+        assert_eq!(fields(&ts), ["spec.backends"]);
+
+        let mut ts = traffic_split();
+        let template = ts.spec.backends[0].clone();
+        ts.spec.backends = (0..17)
+            .map(|i| Backend {
+                name: format!("b{i}"),
+                weight: if i == 0 { 100 } else { 0 },
+                ..template.clone()
+            })
+            .collect();
+        assert_eq!(fields(&ts), ["spec.backends"]);
+        assert!(message(&ts).contains("at most 16 backends"));
+    }
+
+    #[test]
+    fn backend_service_name_length_is_checked() {
+        let mut ts = traffic_split();
+        ts.spec.service = Some("s".repeat(60));
+        assert_eq!(fields(&ts), ["spec.backends[0].name", "spec.backends[1].name"]);
+    }
+
+    #[test]
+    fn service_name_must_be_a_dns_1035_label() {
+        let mut ts = traffic_split();
+        ts.spec.service = Some("1checkout".into());
+        assert_eq!(fields(&ts), ["spec.service"]);
+
+        let mut ts = traffic_split();
+        ts.spec.service = None;
+        ts.metadata.name = Some("check.out".into());
+        assert_eq!(fields(&ts)[0], "metadata.name");
+    }
+
+    #[test]
+    fn ports_are_required_named_and_unique() {
+        let mut ts = traffic_split();
+        ts.spec.ports.clear();
+        assert_eq!(fields(&ts), ["spec.ports"]);
+
+        let mut ts = traffic_split();
+        ts.spec.ports.push(ServicePort {
+            name: None,
+            port: 81,
+            target_port: None,
+            protocol: Protocol::Tcp,
+        });
+        assert_eq!(fields(&ts), ["spec.ports[1].name"]);
+
+        let mut ts = traffic_split();
+        let mut second = ts.spec.ports[0].clone();
+        second.name = Some("http".into());
+        ts.spec.ports.push(second);
+        assert_eq!(fields(&ts), ["spec.ports[1].name", "spec.ports[1].port"]);
+    }
+
+    #[test]
+    fn port_numbers_and_target_ports_are_checked() {
+        let mut ts = traffic_split();
+        ts.spec.ports[0].port = 0;
+        ts.spec.ports[0].target_port = Some(IntOrString::Int(70000));
+        assert_eq!(fields(&ts), ["spec.ports[0].port", "spec.ports[0].targetPort"]);
+
+        let mut ts = traffic_split();
+        ts.spec.ports[0].target_port = Some(IntOrString::String("http-web-server-x".into()));
+        assert_eq!(fields(&ts), ["spec.ports[0].targetPort"]);
+        ts.spec.ports[0].target_port = Some(IntOrString::String("http".into()));
+        assert_eq!(validate(&ts), Ok(()));
+    }
+
+    #[test]
+    fn parent_refs_only_with_gateway_api() {
+        let mut ts = traffic_split();
+        ts.spec.routing.provider = Provider::Istio;
+        ts.spec.routing.parent_refs = vec![ParentRef {
+            group: None,
+            kind: None,
+            namespace: None,
+            name: "gw".into(),
+            section_name: None,
+            port: None,
+        }];
+        assert_eq!(fields(&ts), ["spec.routing.parentRefs"]);
+        assert!(message(&ts).contains("only allowed with provider GatewayAPI, not Istio"));
+        ts.spec.routing.provider = Provider::GatewayApi;
+        assert_eq!(validate(&ts), Ok(()));
+    }
+
+    #[test]
+    fn parent_ref_fields_are_checked() {
+        let mut ts = traffic_split();
+        ts.spec.routing.parent_refs = vec![ParentRef {
+            group: Some("Bad_Group".into()),
+            kind: Some("9Gateway".into()),
+            namespace: Some("Infra".into()),
+            name: "gw".into(),
+            section_name: Some("-x".into()),
+            port: Some(0),
+        }];
+        assert_eq!(
+            fields(&ts),
+            [
+                "spec.routing.parentRefs[0].group",
+                "spec.routing.parentRefs[0].kind",
+                "spec.routing.parentRefs[0].namespace",
+                "spec.routing.parentRefs[0].sectionName",
+                "spec.routing.parentRefs[0].port"
+            ]
+        );
+    }
+
+    #[test]
+    fn hostnames_are_checked_and_need_a_provider() {
+        let mut ts = traffic_split();
+        ts.spec.routing.hostnames = vec!["*.shop.example".into(), "Bad Host".into()];
+        assert_eq!(fields(&ts), ["spec.routing.hostnames[1]"]);
+        ts.spec.routing.hostnames.pop();
+        ts.spec.routing.provider = Provider::None;
+        assert_eq!(fields(&ts), ["spec.routing.hostnames"]);
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        let mut ts = traffic_split();
+        ts.spec.selector.clear();
+        assert_eq!(fields(&ts), ["spec.selector"]);
+
+        let mut ts = traffic_split();
+        ts.spec.selector.insert("bad key!".into(), "x".into());
+        ts.spec.backends[0]
+            .labels
+            .insert("example.com/track".into(), "-bad".into());
+        assert_eq!(
+            fields(&ts),
+            [
+                "spec.selector.bad key!",
+                "spec.backends[0].labels.example.com/track"
+            ]
+        );
+    }
+
+    #[test]
+    fn backend_labels_must_not_contradict_the_selector() {
+        let mut ts = traffic_split();
+        ts.spec.backends[1].labels.insert("app".into(), "payments".into());
+        assert_eq!(fields(&ts), ["spec.backends[1].labels.app"]);
+        // The same value again is redundant but harmless.
+        let mut ts = traffic_split();
+        ts.spec.backends[1].labels.insert("app".into(), "checkout".into());
+        assert_eq!(validate(&ts), Ok(()));
+    }
+
+    #[test]
+    fn several_problems_are_all_reported() {
+        let mut ts = traffic_split();
+        ts.spec.backends[0].weight = 50;
+        ts.spec.ports[0].port = 0;
+        let msg = message(&ts);
+        assert!(
+            msg.contains("spec.ports[0].port: must be between 1 and 65535"),
+            "{msg}"
+        );
+        assert!(msg.contains("spec.backends: weights must sum to 100"), "{msg}");
+    }
+}
