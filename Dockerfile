@@ -10,6 +10,7 @@ FROM rust:1.95-bookworm AS builder
 
 # clang compiles the BPF C sources (-target bpf, CO-RE) in ebpf-probes' build script, which
 # embeds the object in the binary; llvm provides llvm-strip, libbpf-dev the bpf_helpers headers.
+# It must include every package of the Build set in xtask/src/deps.rs (an xtask test checks).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends clang llvm libbpf-dev \
     && rm -rf /var/lib/apt/lists/*

@@ -39,9 +39,9 @@ struct Spec {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Port {
-    name: String,
+    name: Option<String>,
     port: i32,
-    target_port: IntOrString,
+    target_port: Option<IntOrString>,
     protocol: Option<String>,
 }
 
@@ -218,9 +218,9 @@ fn the_design_example_is_shipped_unchanged() {
     assert_eq!(
         spec.ports,
         vec![Port {
-            name: "http".into(),
+            name: Some("http".into()),
             port: 80,
-            target_port: IntOrString::Int(8080),
+            target_port: Some(IntOrString::Int(8080)),
             protocol: None
         }]
     );
@@ -311,6 +311,8 @@ fn demo_workload_gives_every_backend_endpoints() {
                 backend.name
             );
             for port in &ts.spec.ports {
+                // targetPort defaults to port.
+                let target = port.target_port.clone().unwrap_or(IntOrString::Int(port.port));
                 for d in &pods {
                     let containers = &d
                         .spec
@@ -322,17 +324,17 @@ fn demo_workload_gives_every_backend_endpoints() {
                         .unwrap()
                         .containers;
                     let served =
-                        containers.iter().flat_map(|c| c.ports.iter().flatten()).any(|p| {
-                            match &port.target_port {
+                        containers
+                            .iter()
+                            .flat_map(|c| c.ports.iter().flatten())
+                            .any(|p| match &target {
                                 IntOrString::Int(n) => p.container_port == *n,
                                 IntOrString::String(name) => p.name.as_deref() == Some(name.as_str()),
-                            }
-                        });
+                            });
                     assert!(
                         served,
-                        "{}: {:?} is not a port of {:?}",
+                        "{}: {target:?} is not a port of {:?}",
                         path.display(),
-                        port.target_port,
                         d.metadata.name
                     );
                 }

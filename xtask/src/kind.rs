@@ -522,6 +522,26 @@ mod tests {
         assert!(!lists_cluster("", CLUSTER));
     }
 
+    /// The image builds the probe like `cargo xtask build-ebpf` does: with every package of the
+    /// Build set (xtask/src/deps.rs is the one list).
+    #[test]
+    fn dockerfile_installs_the_build_packages() {
+        let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+        let install = dockerfile
+            .split("apt-get install")
+            .nth(1)
+            .expect("the Dockerfile installs packages with apt-get");
+        let words: Vec<&str> = install
+            .split("&&")
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        for package in crate::deps::packages(crate::deps::Set::Build) {
+            assert!(words.contains(&package), "Dockerfile does not install {package}");
+        }
+    }
+
     #[test]
     fn kind_config_names_the_cluster_the_tasks_use() {
         let config = std::fs::read_to_string(root().join(KIND_CONFIG)).unwrap();
