@@ -1,0 +1,332 @@
+//! The Grafana dashboards: well-formed, every panel queryable, and every metric they use one the
+//! binaries export.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use promql_parser::parser::{Expr, parse};
+use promql_parser::util::{ExprVisitor, walk_expr};
+use serde_json::Value;
+
+use crate::kustomize::{render, repo_root};
+
+/// The metric names of DESIGN.md ("Metrics"), with their types.
+// The lead replaces this list with the names scraped from the real /metrics of both binaries.
+const DESIGN_METRICS: &[(&str, MetricType)] = &[
+    ("splitscope_reconcile_total", MetricType::Counter),
+    ("splitscope_reconcile_duration_seconds", MetricType::Histogram),
+    ("splitscope_trafficsplit_backend_weight", MetricType::Gauge),
+    ("splitscope_trafficsplit_ready", MetricType::Gauge),
+    ("splitscope_leader", MetricType::Gauge),
+    ("splitscope_file_opens_total", MetricType::Counter),
+    ("splitscope_probe_events_total", MetricType::Counter),
+    ("splitscope_probe_events_dropped_total", MetricType::Counter),
+    ("splitscope_probe_attach_info", MetricType::Gauge),
+];
+
+/// Metrics from outside the design that panels may use: the prometheus crate's process
+/// collector (both binaries register it).
+const PROCESS_METRICS: &[&str] = &["process_resident_memory_bytes", "process_cpu_seconds_total"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+fn dashboard_files() -> Vec<PathBuf> {
+    let dir = repo_root().join("deploy/grafana");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn load(path: &PathBuf) -> Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every panel, rows' nested panels included.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        out.push(panel);
+        for nested in panel["panels"].as_array().into_iter().flatten() {
+            out.push(nested);
+        }
+    }
+    out
+}
+
+/// Grafana's interval variables are not PromQL; give them a value so the query parses.
+fn substitute_grafana_intervals(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5m")
+        .replace("${__rate_interval}", "5m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+}
+
+struct Names(BTreeSet<String>);
+
+impl ExprVisitor for Names {
+    type Error = String;
+    fn pre_visit(&mut self, expr: &Expr) -> Result<bool, String> {
+        let selector = match expr {
+            Expr::VectorSelector(vs) => Some(vs),
+            Expr::MatrixSelector(ms) => Some(&ms.vs),
+            _ => None,
+        };
+        if let Some(vs) = selector {
+            match &vs.name {
+                Some(name) => {
+                    self.0.insert(name.clone());
+                }
+                None => {
+                    let by_label = vs.matchers.matchers.iter().find(|m| m.name == "__name__");
+                    match by_label {
+                        Some(m) => {
+                            self.0.insert(m.value.clone());
+                        }
+                        None => return Err("a selector without a metric name".to_owned()),
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The metric names a PromQL expression selects, or why it does not parse.
+fn metric_names(expr: &str) -> Result<BTreeSet<String>, String> {
+    let parsed = parse(&substitute_grafana_intervals(expr)).map_err(|e| format!("{expr}: {e}"))?;
+    let mut names = Names(BTreeSet::new());
+    walk_expr(&mut names, &parsed).map_err(|e| format!("{expr}: {e}"))?;
+    Ok(names.0)
+}
+
+/// Whether `name` is exported: a design metric, a histogram's series, or a process metric.
+fn known_metric(name: &str) -> bool {
+    if PROCESS_METRICS.contains(&name) {
+        return true;
+    }
+    DESIGN_METRICS.iter().any(|(base, ty)| {
+        name == *base
+            || (*ty == MetricType::Histogram
+                && ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_prefix(base) == Some(s)))
+    })
+}
+
+/// The metric selector of a `label_values(selector, label)` variable query.
+fn label_values_selector(query: &str) -> Option<&str> {
+    let inner = query.trim().strip_prefix("label_values(")?.strip_suffix(')')?;
+    let (selector, _label) = inner.rsplit_once(',')?;
+    Some(selector.trim())
+}
+
+/// Every problem of one dashboard, named; empty when it is fine.
+fn problems(name: &str, dashboard: &Value, used: &mut BTreeSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if dashboard["schemaVersion"].as_u64().unwrap_or(0) < 39 {
+        out.push(format!("{name}: schemaVersion below 39"));
+    }
+    if dashboard["uid"].as_str().is_none_or(str::is_empty) {
+        out.push(format!("{name}: no uid"));
+    }
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let has_datasource_var = variables
+        .iter()
+        .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus");
+    if !has_datasource_var {
+        out.push(format!(
+            "{name}: no `datasource` variable of Prometheus data sources"
+        ));
+    }
+    let mut exprs = Vec::new();
+    for variable in &variables {
+        if variable["type"] == "query" {
+            let query = variable["query"]["query"]
+                .as_str()
+                .or(variable["query"].as_str())
+                .unwrap_or_default();
+            match label_values_selector(query) {
+                Some(selector) => exprs.push((format!("variable {}", variable["name"]), selector.to_owned())),
+                None => out.push(format!(
+                    "{name}: variable {} is not label_values(...)",
+                    variable["name"]
+                )),
+            }
+        }
+    }
+    let mut ids = BTreeSet::new();
+    for panel in panels(dashboard) {
+        let title = panel["title"].as_str().unwrap_or("<untitled>");
+        if panel["type"] == "row" {
+            continue;
+        }
+        match panel["id"].as_u64() {
+            Some(id) if ids.insert(id) => {}
+            Some(id) => out.push(format!("{name}: panel {title:?} reuses id {id}")),
+            None => out.push(format!("{name}: panel {title:?} has no id")),
+        }
+        if panel["datasource"]["uid"] != "${datasource}" {
+            out.push(format!(
+                "{name}: panel {title:?} does not use the ${{datasource}} variable"
+            ));
+        }
+        let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+        if targets.is_empty() {
+            out.push(format!("{name}: panel {title:?} has no query"));
+        }
+        for target in &targets {
+            let ds = &target["datasource"];
+            if !ds.is_null() && ds["uid"] != "${datasource}" {
+                out.push(format!("{name}: a query of {title:?} has another data source"));
+            }
+            match target["expr"].as_str().map(str::trim) {
+                Some(expr) if !expr.is_empty() => exprs.push((format!("panel {title:?}"), expr.to_owned())),
+                _ => out.push(format!("{name}: a query of {title:?} has no expr")),
+            }
+        }
+    }
+    for (what, expr) in exprs {
+        match metric_names(&expr) {
+            Ok(names) if names.is_empty() => out.push(format!("{name}: {what} selects no metric: {expr}")),
+            Ok(names) => {
+                for metric in names {
+                    if !known_metric(&metric) {
+                        out.push(format!(
+                            "{name}: {what} uses {metric}, which the binaries do not export"
+                        ));
+                    }
+                    used.insert(metric);
+                }
+            }
+            Err(e) => out.push(format!("{name}: {what} is not valid PromQL: {e}")),
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboards_use_only_exported_metrics_and_are_well_formed() {
+    let files = dashboard_files();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["agent.json", "controller.json"]);
+    let mut used = BTreeSet::new();
+    let mut all = Vec::new();
+    let mut uids = BTreeSet::new();
+    for (path, name) in files.iter().zip(&names) {
+        let dashboard = load(path);
+        assert!(uids.insert(dashboard["uid"].to_string()), "{name}: duplicate uid");
+        all.extend(problems(name, &dashboard, &mut used));
+    }
+    assert!(all.is_empty(), "{all:#?}");
+    // Every design metric is on a dashboard (the histogram through its buckets).
+    for (metric, ty) in DESIGN_METRICS {
+        let shown = match ty {
+            MetricType::Histogram => format!("{metric}_bucket"),
+            _ => metric.to_string(),
+        };
+        assert!(used.contains(&shown), "no panel shows {shown}");
+    }
+}
+
+/// Every dashboard is shipped in a ConfigMap labelled for Grafana, in both overlays.
+#[test]
+fn dashboards_are_provisioned_from_labelled_config_maps() {
+    let files: BTreeSet<String> = dashboard_files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for dir in ["deploy/monitoring", "deploy/prometheus-grafana"] {
+        let rendered = render(dir);
+        let mut shipped = BTreeSet::new();
+        for cm in rendered.of_kind("ConfigMap") {
+            if cm["metadata"]["labels"]["grafana_dashboard"] != "1" {
+                continue;
+            }
+            for (key, value) in cm["data"].as_object().unwrap() {
+                let on_disk = std::fs::read_to_string(repo_root().join("deploy/grafana").join(key)).unwrap();
+                assert_eq!(value.as_str(), Some(on_disk.as_str()), "{dir}: {key} is stale");
+                shipped.insert(key.clone());
+            }
+        }
+        assert_eq!(shipped, files, "{dir}: dashboards shipped");
+    }
+    // The standalone Grafana mounts every labelled ConfigMap.
+    let rendered = render("deploy/prometheus-grafana");
+    let grafana = rendered.find("Deployment", "splitscope-grafana");
+    let mounted: BTreeSet<String> = grafana["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["projected"]["sources"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s["configMap"]["name"].as_str().map(str::to_owned))
+        .collect();
+    let labelled: BTreeSet<String> = rendered
+        .of_kind("ConfigMap")
+        .filter(|cm| cm["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .map(|cm| cm["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(mounted, labelled);
+}
+
+#[test]
+fn metric_extraction_reads_real_promql() {
+    let names = metric_names(
+        "histogram_quantile(0.99, sum by (le) (rate(splitscope_reconcile_duration_seconds_bucket{job=\"x\"}[$__rate_interval])))",
+    )
+    .unwrap();
+    assert_eq!(
+        names,
+        BTreeSet::from(["splitscope_reconcile_duration_seconds_bucket".to_owned()])
+    );
+    let names = metric_names("sum(a_total) / (sum(b_total) + sum(c)) or vector(0)").unwrap();
+    assert_eq!(names.len(), 3);
+    assert!(metric_names("sum(rate(x[5m])").is_err(), "unbalanced parentheses");
+    assert!(known_metric("splitscope_reconcile_duration_seconds_count"));
+    assert!(!known_metric("splitscope_file_opens_total_bucket"));
+    assert!(!known_metric("splitscope_opens_total"));
+    assert_eq!(
+        label_values_selector("label_values(splitscope_file_opens_total{node=~\"$node\"}, namespace)"),
+        Some("splitscope_file_opens_total{node=~\"$node\"}")
+    );
+}
+
+#[test]
+fn a_dashboard_with_an_unknown_metric_is_rejected() {
+    let dashboard = serde_json::json!({
+        "uid": "x", "schemaVersion": 39,
+        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus"}]},
+        "panels": [
+            {"id": 1, "type": "timeseries", "title": "a", "datasource": {"uid": "${datasource}"},
+             "targets": [{"expr": "rate(splitscope_opens_total[5m])"}]},
+            {"id": 1, "type": "timeseries", "title": "b", "datasource": {"uid": "prom"},
+             "targets": [{"expr": ""}]}
+        ]
+    });
+    let found = problems("t", &dashboard, &mut BTreeSet::new());
+    assert!(
+        found.iter().any(|p| p.contains("splitscope_opens_total")),
+        "{found:?}"
+    );
+    assert!(found.iter().any(|p| p.contains("reuses id 1")), "{found:?}");
+    assert!(
+        found.iter().any(|p| p.contains("\"b\" does not use")),
+        "{found:?}"
+    );
+    assert!(found.iter().any(|p| p.contains("\"b\" has no expr")), "{found:?}");
+}
