@@ -135,7 +135,8 @@ impl OpenEvent {
     pub fn tid(&self) -> u32 {
         self.raw.pid
     }
-    /// Process (thread group) id.
+    /// Process (thread group) id: what users call the pid (the kernel's `tgid`).
+    #[allow(clippy::misnamed_getters)]
     pub fn pid(&self) -> u32 {
         self.raw.tgid
     }

@@ -395,8 +395,14 @@ impl KernelAttacher<'_> {
                 self.links.push(Link::Tracepoint("sys_exit_open_regs", id));
                 self.points.push(format!("tracepoint:syscalls:{name}"));
             } else {
+                let enter: &'static str = match *syscall {
+                    "open" => "sys_enter_open_args",
+                    "openat" => "sys_enter_openat_args",
+                    "openat2" => "sys_enter_openat2_args",
+                    _ => "sys_enter_creat_args",
+                };
                 for (program, name) in [
-                    ("sys_enter_open_args", format!("sys_enter_{syscall}")),
+                    (enter, format!("sys_enter_{syscall}")),
                     ("sys_exit_open_paired", format!("sys_exit_{syscall}")),
                 ] {
                     let id = self

@@ -196,13 +196,13 @@ static __always_inline void emit(__u64 pid_tgid, long ret, const char *fname, __
 /* ---- syscall exit tracepoints, arguments from the saved user registers ---- */
 
 SEC("tracepoint")
-int sys_exit_open_regs(struct trace_event_raw_sys_exit *ctx)
+int sys_exit_open_regs(struct syscall_trace_exit *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!task_wanted(pid_tgid >> 32))
 		return 0;
 
-	long nr = ctx->id;
+	int nr = ctx->nr;
 	long ret = ctx->ret;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	const char *fname;
@@ -252,31 +252,44 @@ static __always_inline void keep_args(__u64 pid_tgid, __u64 fname, __u32 flags, 
 		count_drop(1);
 }
 
+/* One program per syscall: a tracepoint program may read no further into its record than the
+ * shortest record it is attached to, and sys_enter_open's has three arguments. */
 SEC("tracepoint")
-int sys_enter_open_args(struct trace_event_raw_sys_enter *ctx)
+int sys_enter_open_args(struct syscall_trace_enter *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!task_wanted(pid_tgid >> 32))
-		return 0;
-
-	switch (ctx->id) {
-	case NR_openat:
-		keep_args(pid_tgid, ctx->args[1], ctx->args[2], ctx->args[3], OPEN_SYSCALL_OPENAT);
-		break;
-	case NR_open:
+	if (task_wanted(pid_tgid >> 32))
 		keep_args(pid_tgid, ctx->args[0], ctx->args[1], ctx->args[2], OPEN_SYSCALL_OPEN);
-		break;
-	case NR_openat2: {
+	return 0;
+}
+
+SEC("tracepoint")
+int sys_enter_openat_args(struct syscall_trace_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32))
+		keep_args(pid_tgid, ctx->args[1], ctx->args[2], ctx->args[3], OPEN_SYSCALL_OPENAT);
+	return 0;
+}
+
+SEC("tracepoint")
+int sys_enter_openat2_args(struct syscall_trace_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32)) {
 		struct open_how how = {};
 		bpf_probe_read_user(&how, sizeof(how), (void *)ctx->args[2]);
 		keep_args(pid_tgid, ctx->args[1], how.flags, how.mode, OPEN_SYSCALL_OPENAT2);
-		break;
 	}
-	case NR_creat:
-		keep_args(pid_tgid, ctx->args[0], O_CREAT | O_WRONLY | O_TRUNC, ctx->args[1],
-			  OPEN_SYSCALL_CREAT);
-		break;
-	}
+	return 0;
+}
+
+SEC("tracepoint")
+int sys_enter_creat_args(struct syscall_trace_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32))
+		keep_args(pid_tgid, ctx->args[0], O_CREAT | O_WRONLY | O_TRUNC, ctx->args[1], OPEN_SYSCALL_CREAT);
 	return 0;
 }
 
@@ -292,7 +305,7 @@ static __always_inline void emit_kept(long ret)
 }
 
 SEC("tracepoint")
-int sys_exit_open_paired(struct trace_event_raw_sys_exit *ctx)
+int sys_exit_open_paired(struct syscall_trace_exit *ctx)
 {
 	emit_kept(ctx->ret);
 	return 0;

@@ -86,25 +86,23 @@ struct open_how {
 	__u64 resolve;
 } __attribute__((preserve_access_index));
 
-/* The records of the syscalls:sys_enter_* / sys_exit_* tracepoints (include/trace/events/syscalls.h). */
-struct trace_entry {
-	unsigned short type;
-	unsigned char flags;
-	unsigned char preempt_count;
-	int pid;
-} __attribute__((preserve_access_index));
+/*
+ * The records of the syscalls:sys_enter_<name> / sys_exit_<name> tracepoints
+ * (kernel/trace/trace_syscalls.c, struct syscall_trace_enter/exit). Their layout is the ABI
+ * printed in tracefs events/syscalls/<event>/format, so no CO-RE here. Note the syscall number
+ * is an int: the raw_syscalls events' `long id` layout (trace_event_raw_sys_exit) is different.
+ */
+struct syscall_trace_enter {
+	__u64 common; /* common_type, common_flags, common_preempt_count, common_pid */
+	int nr;
+	unsigned long args[6]; /* as many as the syscall has: read no further */
+};
 
-struct trace_event_raw_sys_enter {
-	struct trace_entry ent;
-	long id;
-	unsigned long args[6];
-} __attribute__((preserve_access_index));
-
-struct trace_event_raw_sys_exit {
-	struct trace_entry ent;
-	long id;
+struct syscall_trace_exit {
+	__u64 common;
+	int nr;
 	long ret;
-} __attribute__((preserve_access_index));
+};
 
 struct task_struct;
 
