@@ -113,7 +113,8 @@ pub struct TestCgroup {
 
 impl TestCgroup {
     pub fn create(relative: &str) -> Self {
-        let root = cgroup2_mount().expect("a cgroup v2 mount (see /proc/self/mountinfo)");
+        let root = splitscope::agent::cgroups::cgroup2_mount()
+            .expect("a cgroup v2 mount (see /proc/self/mountinfo)");
         let leaf = root.join(relative);
         std::fs::create_dir_all(&leaf).unwrap_or_else(|e| panic!("creating {}: {e}", leaf.display()));
         let mut dirs = Vec::new();
@@ -179,14 +180,4 @@ async fn cgroup_filter_covers_the_cgroup_and_its_descendants() {
             .iter()
             .all(|e| e.cgroup_id() == leaf_id && e.comm() == comm.as_bytes())
     );
-}
-
-fn cgroup2_mount() -> Option<std::path::PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| left.split(' ').nth(4).map(Into::into))?
-    })
 }

@@ -6,6 +6,8 @@
 
 mod support;
 
+mod agent_process;
+mod attribution;
 mod filters;
 mod overload;
 mod stream;
