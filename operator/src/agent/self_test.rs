@@ -13,6 +13,13 @@ use crate::cli::SelfTestArgs;
 const KINDS: [&str; 4] = ["open", "openat", "openat2", "creat"];
 
 pub async fn run(args: SelfTestArgs) -> anyhow::Result<()> {
+    // The files exist before the probe attaches, so creating them is not counted.
+    let dir = std::env::temp_dir().join(format!("splitscope-self-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir_s = dir.to_string_lossy().into_owned();
+    for kind in KINDS {
+        std::fs::write(format!("{dir_s}/{kind}"), b"x")?;
+    }
     let mut config = super::probe_config(&args.probe)?;
     config.self_test_timeout = Duration::from_millis(args.self_test_ms);
     let mut probe = super::load_probe(config)
@@ -40,14 +47,10 @@ pub async fn run(args: SelfTestArgs) -> anyhow::Result<()> {
         bail!("self-test: expected target {target}, attached {}", info.target);
     }
 
-    let dir = std::env::temp_dir().join(format!("splitscope-self-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dir_s = dir.to_string_lossy().into_owned();
     let mut stream = probe.events(Duration::from_millis(20))?;
     let mut expected: BTreeMap<String, u32> = BTreeMap::new();
     for kind in KINDS {
         let exists = format!("{dir_s}/{kind}");
-        std::fs::write(&exists, b"x")?;
         let missing = format!("{dir_s}/missing-{kind}");
         let mut supported = true;
         for _ in 0..args.opens {
