@@ -145,8 +145,11 @@ impl Probe {
         preflight::check_btf()?;
         let tracefs = match preflight::ensure_tracefs() {
             Ok(path) => Some(path),
-            // Kprobes attach through the PMU without tracefs; only tracepoint mode needs it.
-            Err(err) if config.attach == AttachMode::Kprobe => {
+            // Kprobes attach through the PMU without tracefs: go on where they are an option.
+            Err(err)
+                if config.attach != AttachMode::Tracepoint
+                    && std::path::Path::new(crate::facts::KPROBE_PMU_TYPE).exists() =>
+            {
                 tracing::warn!("{err}");
                 None
             }
