@@ -14,7 +14,7 @@ pub mod plan;
 pub mod preflight;
 pub mod stream;
 
-pub use event::{OpenEvent, OpenResult, RawOpenEvent, Syscall};
+pub use event::{OpenEvent, OpenEventRef, OpenRecord, OpenResult, RawOpenEvent, Syscall};
 pub use filters::Filters;
 pub use loader::{AttachInfo, Probe, ProbeConfig, ProbeError, TracepointArgs};
 pub use plan::AttachMode;

@@ -9,7 +9,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::event::{DecodeError, OpenEvent};
+use crate::event::{DecodeError, OpenEvent, OpenEventRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -60,6 +60,27 @@ impl EventStream {
                 _ = self.tick.tick() => {}
             }
         }
+    }
+
+    /// Hands every record in the ring now to `f`, read in place (no copy); returns how many.
+    pub fn drain(&mut self, mut f: impl FnMut(Result<OpenEventRef<'_>, DecodeError>)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.get_mut().next() {
+            n += 1;
+            f(OpenEventRef::new(&item));
+        }
+        self.received += n as u64;
+        n
+    }
+
+    /// Waits until the ring may hold records again: a wakeup from the probe or the drain timer.
+    /// Call it after [`Self::drain`] found the ring empty.
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        tokio::select! {
+            guard = self.ring.readable_mut() => guard?.clear_ready(),
+            _ = self.tick.tick() => {}
+        }
+        Ok(())
     }
 
     /// Records taken from the ring so far.

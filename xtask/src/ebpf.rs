@@ -35,23 +35,43 @@ pub fn build() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let headers = output("llvm-objdump", &["-h", object.to_str().context("path")?])?;
-    for section in ["tracepoint", "kprobe", "kretprobe", ".maps", ".rodata", ".BTF", ".BTF.ext", "license"] {
+    for section in [
+        "tracepoint",
+        "kprobe",
+        "kretprobe",
+        ".maps",
+        ".rodata",
+        ".BTF",
+        ".BTF.ext",
+        "license",
+    ] {
         if !headers.split_whitespace().any(|w| w == section) {
             bail!("{} has no {section} section:\n{headers}", object.display());
         }
     }
-    let btf = output("bpftool", &["btf", "dump", "file", object.to_str().context("path")?])?;
+    let btf = output(
+        "bpftool",
+        &["btf", "dump", "file", object.to_str().context("path")?],
+    )?;
     if !btf.contains("STRUCT 'open_event' size=320") {
         bail!("struct open_event is not 320 bytes in the object's BTF (see ebpf-probes/src/bpf/fileopen.h)");
     }
-    eprintln!("xtask: {} compiled ({} bytes), sections and BTF ok", object.display(), std::fs::metadata(&object)?.len());
+    eprintln!(
+        "xtask: {} compiled ({} bytes), sections and BTF ok",
+        object.display(),
+        std::fs::metadata(&object)?.len()
+    );
 
     if !deps::is_root() {
-        eprintln!("xtask: not root: skipped loading the programs into the kernel (run as root to verify them)");
+        eprintln!(
+            "xtask: not root: skipped loading the programs into the kernel (run as root to verify them)"
+        );
         return Ok(());
     }
     if !std::path::Path::new("/sys/fs/bpf").join(".").exists() || !is_bpffs() {
-        let _ = Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status();
+        let _ = Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status();
     }
     let pin = format!("/sys/fs/bpf/splitscope-build-check-{}", std::process::id());
     std::fs::create_dir_all(&pin).with_context(|| format!("creating {pin} (is bpffs mounted?)"))?;
@@ -62,11 +82,18 @@ pub fn build() -> anyhow::Result<()> {
         .output()
         .context("running bpftool")?;
     let pinned: Vec<String> = std::fs::read_dir(&pin)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     let _ = std::fs::remove_dir_all(&pin);
     if !loaded.status.success() {
-        bail!("the kernel's verifier rejected the probe:\n{}", String::from_utf8_lossy(&loaded.stderr));
+        bail!(
+            "the kernel's verifier rejected the probe:\n{}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
     }
     for program in PROGRAMS {
         if !pinned.iter().any(|p| p == program) {
@@ -78,7 +105,8 @@ pub fn build() -> anyhow::Result<()> {
 }
 
 fn is_bpffs() -> bool {
-    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| m.lines().any(|l| l.contains(" /sys/fs/bpf bpf ")))
+    std::fs::read_to_string("/proc/self/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.contains(" /sys/fs/bpf bpf ")))
 }
 
 fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
@@ -87,7 +115,11 @@ fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("running {program} (install it with `cargo xtask deps`)"))?;
     if !out.status.success() {
-        bail!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

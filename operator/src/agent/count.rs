@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
+#[cfg(test)]
+use splitscope_probes::OpenEvent;
 use splitscope_probes::errno::errno_name;
-use splitscope_probes::{OpenEvent, OpenResult};
+use splitscope_probes::{OpenRecord, OpenResult};
 
 use super::attribution::Attributor;
 use super::metrics::{AgentMetrics, OpenLabels};
@@ -59,7 +61,7 @@ impl OpenCounter {
         &self.metrics
     }
 
-    pub fn count(&mut self, event: &OpenEvent) {
+    pub fn count(&mut self, event: &impl OpenRecord) {
         self.metrics.events().inc();
         let key = Key {
             // Standalone, the cgroup does not change any label: one key per comm and result.
@@ -86,7 +88,7 @@ impl OpenCounter {
     }
 
     #[cold]
-    fn resolve(&mut self, key: Key, event: &OpenEvent, generation: u64) -> IntCounter {
+    fn resolve(&mut self, key: Key, event: &impl OpenRecord, generation: u64) -> IntCounter {
         let attribution = self.attributor.attribute(key.cgroup_id);
         let labels = OpenLabels {
             namespace: attribution.pod.namespace,

@@ -120,13 +120,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut counters_tick = tokio::time::interval(Duration::from_millis(500));
     let mut decode_errors = 0u64;
     loop {
-        // Drain what is there without going through select! per record.
-        while let Some(event) = stream.try_next() {
-            match event {
-                Ok(event) => counter.count(&event),
-                Err(err) => note_decode_error(&mut decode_errors, &err),
-            }
-        }
+        // Everything in the ring, read in place; then wait for a wakeup or the drain timer.
+        stream.drain(|event| match event {
+            Ok(event) => counter.count(&event),
+            Err(err) => note_decode_error(&mut decode_errors, &err),
+        });
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -134,11 +132,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 Ok(total) => counter.metrics().set_dropped(total),
                 Err(err) => tracing::warn!(error = %err, "reading the drop counter"),
             },
-            event = stream.next() => match event {
-                Ok(event) => counter.count(&event),
-                Err(splitscope_probes::StreamError::Decode(err)) => note_decode_error(&mut decode_errors, &err),
-                Err(err) => return Err(err).context("reading the probe's ring buffer"),
-            },
+            ready = stream.wait() => ready.context("waiting on the probe's ring buffer")?,
         }
     }
     probe.detach();
