@@ -163,8 +163,9 @@ impl Probe {
             tracing::info!("not trying {why}");
         }
 
-        // Force a wakeup once a quarter of the ring is unread; the reader's timer drains the rest.
-        let wakeup_bytes: u64 = u64::from(config.ring_size) / 4;
+        // Force a wakeup at every eighth of the ring that fills up unread (a power of two, as the
+        // probe's mask needs, and more than a record); the reader's timer drains the rest.
+        let wakeup_bytes: u64 = (u64::from(config.ring_size) / 8).max(512);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("events", config.ring_size)
             .override_global("targ_tgid", &globals.targ_tgid, true)

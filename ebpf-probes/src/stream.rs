@@ -1,6 +1,6 @@
 //! The decoded event stream: the ring buffer's fd registered with tokio, drained until empty
 //! before readiness is cleared (the kernel signals again only after the reader caught up), plus
-//! a short timer because the probe wakes the reader only when a quarter of the ring is unread.
+//! a short timer because the probe wakes the reader only when another eighth of the ring is unread.
 
 use std::time::Duration;
 

@@ -27,8 +27,8 @@ use count::OpenCounter;
 use metrics::AgentMetrics;
 use pods::PodDirectory;
 
-/// How often the reader drains the ring without a wakeup (the probe wakes it only when a
-/// quarter of the ring is unread). Bounds how stale the metrics can be.
+/// How often the reader drains the ring without a wakeup (the probe wakes it each time another
+/// eighth of the ring fills unread). Bounds how stale the metrics can be.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The probe configuration for the `agent`/`trace` flags.
