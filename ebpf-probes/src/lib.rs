@@ -1,1 +1,21 @@
+//! `splitscope-probes`: the BPF file-open probe (C in `src/bpf/`, compiled by build.rs) and its
+//! aya loader.
+//!
+//! Data flows one way: [`Probe::load`] (preflight → attach [`plan`] → self-test) →
+//! [`EventStream`] (ring buffer → [`OpenEvent::decode`]) → the caller.
 
+pub mod errno;
+pub mod event;
+pub mod facts;
+pub mod filters;
+pub mod loader;
+pub mod open_flags;
+pub mod plan;
+pub mod preflight;
+pub mod stream;
+
+pub use event::{OpenEvent, OpenEventRef, OpenRecord, OpenResult, RawOpenEvent, Syscall};
+pub use filters::Filters;
+pub use loader::{AttachInfo, Probe, ProbeConfig, ProbeError, TracepointArgs};
+pub use plan::AttachMode;
+pub use stream::{EventStream, StreamError};

@@ -39,6 +39,10 @@ pub enum Command {
     Trace(TraceArgs),
     /// Print the TrafficSplit CustomResourceDefinition as YAML.
     Crd,
+    /// Load the probe, open known files through every open syscall and check the probe reported
+    /// each exactly once (used by `cargo xtask vm-test` inside qemu guests).
+    #[command(hide = true)]
+    SelfTest(SelfTestArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -125,6 +129,10 @@ pub struct ProbeArgs {
     #[arg(long, env = "SPLITSCOPE_RING_SIZE", default_value_t = 4 * 1024 * 1024)]
     pub ring_size: u32,
 
+    /// How tracepoint mode reads an open's arguments (benchmarking aid).
+    #[arg(long, hide = true, env = "SPLITSCOPE_TRACEPOINT_ARGS", value_enum, default_value_t = TracepointArgsMode::Auto)]
+    pub tracepoint_args: TracepointArgsMode,
+
     #[command(flatten)]
     pub filters: FilterArgs,
 }
@@ -145,6 +153,44 @@ pub struct AgentArgs {
     /// Name of this node, to watch only its Pods (set from the downward API in the DaemonSet).
     #[arg(long, env = "SPLITSCOPE_NODE_NAME")]
     pub node_name: Option<String>,
+
+    /// Distinct splitscope_file_opens_total series before new label sets are counted in the
+    /// `other` bucket.
+    #[arg(long, env = "SPLITSCOPE_MAX_SERIES", default_value_t = 5000)]
+    pub max_series: usize,
+}
+
+/// How tracepoint mode gets an open's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TracepointArgsMode {
+    /// Saved registers where the kernel allows it (>= 5.15), else enter/exit pairing.
+    Auto,
+    /// sys_exit only, arguments from the task's saved user registers.
+    SavedRegs,
+    /// sys_enter keeps the arguments in a map, sys_exit emits.
+    EnterExit,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SelfTestArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+
+    /// Opens of each kind (ok and missing) through each syscall.
+    #[arg(long, default_value_t = 5)]
+    pub opens: u32,
+
+    /// Fail unless the probe attached in this mode (kprobe or tracepoint).
+    #[arg(long)]
+    pub expect_mode: Option<String>,
+
+    /// Fail unless the probe attached to this target (e.g. do_sys_openat2).
+    #[arg(long)]
+    pub expect_target: Option<String>,
+
+    /// How long the start-up self-test waits per candidate, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub self_test_ms: u64,
 }
 
 /// Output format of `splitscope trace`.

@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Controller(args) => splitscope::controller::run(args).await,
         Command::Agent(args) => splitscope::agent::run(args).await,
         Command::Trace(args) => splitscope::trace::run(args).await,
+        Command::SelfTest(args) => splitscope::agent::self_test::run(args).await,
         Command::Crd => {
             print!("{}", splitscope::controller::crd_yaml()?);
             Ok(())

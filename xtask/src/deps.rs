@@ -9,17 +9,34 @@ use anyhow::{Context, bail};
 pub enum Set {
     /// Compile the BPF probe: clang (BPF target), llvm, libbpf headers.
     Build,
+    /// The qemu test bed of `cargo xtask vm-test`.
+    Vm,
+    /// `cargo xtask bench-probe`: the peers the probe is compared with.
+    Bench,
     /// Everything `cargo xtask ci` runs: Build plus Prometheus and the qemu test bed.
     Test,
 }
 
-const BUILD: &[&str] = &["clang", "llvm", "libbpf-dev"];
-const TEST_EXTRA: &[&str] = &["prometheus", "qemu-system-x86", "busybox-static", "cpio", "kmod"];
+const BUILD: &[&str] = &["clang", "llvm", "libbpf-dev", "bpftool"];
+/// qemu, an initramfs (busybox, cpio, gzip), module dependencies (kmod) and unpacking Debian's
+/// .ko.xz modules (xz-utils).
+const VM: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
+    "xz-utils",
+    "gzip",
+];
+const BENCH: &[&str] = &["bpftrace", "libbpf-tools"];
+const TEST_EXTRA: &[&str] = &["prometheus"];
 
 pub fn packages(set: Set) -> Vec<&'static str> {
     match set {
         Set::Build => BUILD.to_vec(),
-        Set::Test => BUILD.iter().chain(TEST_EXTRA).copied().collect(),
+        Set::Vm => VM.to_vec(),
+        Set::Bench => BUILD.iter().chain(BENCH).copied().collect(),
+        Set::Test => BUILD.iter().chain(TEST_EXTRA).chain(VM).copied().collect(),
     }
 }
 

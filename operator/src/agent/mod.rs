@@ -1,7 +1,148 @@
-//! The node agent.
+//! The node agent: kernel → ring buffer → decode → attribute → count → scrape.
+//!
+//! `run` loads the probe (splitscope-probes), connects to Kubernetes when there is a cluster
+//! (pods.rs), and feeds every decoded open through `count::OpenCounter` into the metrics that
+//! `metrics_server` serves. SIGTERM/SIGINT detach the probe before exit.
 
-use crate::cli::AgentArgs;
+pub mod attribution;
+pub mod cgroups;
+pub mod containers;
+pub mod count;
+pub mod metrics;
+pub mod pods;
+pub mod self_test;
 
-pub async fn run(_args: AgentArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the agent is not implemented yet")
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use splitscope_probes::filters::resolve_cgroup;
+use splitscope_probes::{AttachMode as ProbeAttach, Filters, Probe, ProbeConfig, TracepointArgs};
+
+use crate::cli::{AgentArgs, AttachMode, ProbeArgs, TracepointArgsMode};
+use crate::metrics_server::{MetricsServer, Readiness};
+use attribution::Attributor;
+use cgroups::CgroupPaths;
+use count::OpenCounter;
+use metrics::AgentMetrics;
+use pods::PodDirectory;
+
+/// How often the reader drains the ring without a wakeup (the probe wakes it each time another
+/// eighth of the ring fills unread). Bounds how stale the metrics can be.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The probe configuration for the `agent`/`trace` flags.
+pub fn probe_config(args: &ProbeArgs) -> anyhow::Result<ProbeConfig> {
+    let f = &args.filters;
+    let cgroup = f.cgroup.as_deref().map(resolve_cgroup).transpose()?;
+    if let Some(comm) = &f.comm
+        && comm.len() > 15
+    {
+        tracing::warn!(
+            "--comm {comm:?} is longer than the 15 bytes the kernel keeps; matching {:?}",
+            &comm[..15]
+        );
+    }
+    Ok(ProbeConfig {
+        attach: match args.attach {
+            AttachMode::Auto => ProbeAttach::Auto,
+            AttachMode::Kprobe => ProbeAttach::Kprobe,
+            AttachMode::Tracepoint => ProbeAttach::Tracepoint,
+        },
+        kprobe_target: args.kprobe_target.clone(),
+        ring_size: args.ring_size,
+        filters: Filters {
+            pid: f.pid,
+            comm: f.comm.clone(),
+            cgroup,
+            path_prefix: f.path_prefix.clone(),
+            failed_only: f.failed_only,
+        },
+        tracepoint_args: match args.tracepoint_args {
+            TracepointArgsMode::Auto => TracepointArgs::Auto,
+            TracepointArgsMode::SavedRegs => TracepointArgs::SavedRegs,
+            TracepointArgsMode::EnterExit => TracepointArgs::EnterExit,
+        },
+        ..ProbeConfig::default()
+    })
+}
+
+/// Loads the probe off the async threads (the self-test waits for its own opens).
+pub async fn load_probe(config: ProbeConfig) -> anyhow::Result<Probe> {
+    let started = Instant::now();
+    let probe = tokio::task::spawn_blocking(move || Probe::load(config))
+        .await
+        .context("the probe loader panicked")??;
+    let info = probe.attach_info();
+    tracing::info!(
+        mode = info.mode,
+        target = %info.target,
+        points = %info.points.join(" "),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "probe attached"
+    );
+    Ok(probe)
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signal()?;
+    let config = probe_config(&args.probe)?;
+    let server = MetricsServer::bind(args.metrics_addr).await?;
+    let addr = server.local_addr()?;
+    let metrics = AgentMetrics::new(args.max_series)?;
+    let readiness = Arc::new(Readiness::default());
+    let server_task = tokio::spawn(server.serve(metrics.registry(), readiness.clone(), shutdown.clone()));
+    tracing::info!("serving metrics on http://{addr}/metrics");
+
+    let mut probe = load_probe(config).await?;
+    let info = probe.attach_info();
+    metrics.set_attach_info(info.mode, &info.target);
+
+    let directory = match pods::connect(args.kubernetes).await? {
+        Some(client) => {
+            let node = pods::node_name(args.node_name.as_deref());
+            tracing::info!(node = %node, "attributing opens to this node's Pods");
+            let directory = Arc::new(PodDirectory::default());
+            tokio::spawn(pods::reflect(client, node, directory.clone(), shutdown.clone()));
+            Some(directory)
+        }
+        None => None,
+    };
+    let cgroup_root = cgroups::cgroup2_mount();
+    if directory.is_some() && cgroup_root.is_none() {
+        tracing::warn!("no cgroup v2 mount in /proc/self/mountinfo: opens cannot be attributed to pods");
+    }
+    let mut counter = OpenCounter::new(metrics, Attributor::new(CgroupPaths::new(cgroup_root), directory));
+    let mut stream = probe.events(DRAIN_INTERVAL)?;
+    readiness.set_ready(true);
+    tracing::info!("agent ready");
+
+    let mut counters_tick = tokio::time::interval(Duration::from_millis(500));
+    let mut decode_errors = 0u64;
+    loop {
+        // Everything in the ring, read in place; then wait for a wakeup or the drain timer.
+        stream.drain(|event| match event {
+            Ok(event) => counter.count(&event),
+            Err(err) => note_decode_error(&mut decode_errors, &err),
+        });
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = counters_tick.tick() => match probe.dropped() {
+                Ok(total) => counter.metrics().set_dropped(total),
+                Err(err) => tracing::warn!(error = %err, "reading the drop counter"),
+            },
+            ready = stream.wait() => ready.context("waiting on the probe's ring buffer")?,
+        }
+    }
+    probe.detach();
+    server_task.await.context("metrics server task")??;
+    Ok(())
+}
+
+fn note_decode_error(count: &mut u64, err: &splitscope_probes::event::DecodeError) {
+    *count += 1;
+    if count.is_power_of_two() {
+        tracing::warn!(error = %err, total = *count, "undecodable ring buffer records");
+    }
 }

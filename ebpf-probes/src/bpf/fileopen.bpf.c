@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/*
+ * File-open tracer: one ring-buffer record per open(2), openat(2), openat2(2) and creat(2).
+ *
+ * Attach points (user space picks one set, see the loader's attach plan):
+ *  - kprobe + kretprobe on the kernel's open path (do_sys_openat2 or do_sys_open): the entry
+ *    keeps the arguments per thread in `start`, the return emits the record with the result.
+ *  - the syscall exit tracepoints syscalls:sys_exit_{open,openat,openat2,creat}: the arguments are
+ *    read at exit from the registers the task saved when it entered the syscall
+ *    (bpf_task_pt_regs, Linux >= 5.15), so one program per open and no map round trip.
+ *  - the same tracepoints paired with sys_enter_* through `start`, for kernels without
+ *    bpf_task_pt_regs.
+ *
+ * Records are submitted without waking the reader; a wakeup is forced only when the unread data
+ * crosses a multiple of `wakeup_bytes`, and user space also drains on a short timer. A wakeup per record costs
+ * about 3.6 us per open on the machines this was measured on, batching about 0.9 us.
+ */
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "fileopen.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
+#define NR_open 2
+#define NR_creat 85
+#define NR_openat 257
+#define NR_openat2 437
+
+#define O_WRONLY 01
+#define O_CREAT 0100
+#define O_TRUNC 01000
+
+#define PREFIX_MAX OPEN_EVENT_FNAME_LEN
+
+/*
+ * Load-time configuration. `const volatile` globals live in .rodata, which the loader rewrites
+ * before loading and then freezes: the verifier sees constants and prunes disabled filters.
+ * All zero = trace everything, a wakeup per record.
+ */
+const volatile __u32 targ_tgid = 0;         /* only this process */
+const volatile __u64 targ_cgroup_id = 0;    /* only this cgroup v2 (and its descendants) */
+const volatile __u32 targ_cgroup_level = 0; /* its depth below the cgroup v2 root */
+const volatile __u32 targ_comm_set = 0;
+const volatile __u64 targ_comm[2] = {};     /* only this comm: 16 bytes, NUL padded */
+const volatile __u32 targ_prefix_len = 0;
+const volatile char targ_prefix[PREFIX_MAX] = {}; /* only paths starting with this */
+const volatile __u32 targ_failed_only = 0;
+const volatile __u64 wakeup_bytes = 0; /* force a wakeup when unread data crosses a multiple */
+
+/* Puts struct open_event into the object's BTF (records are reserved as void *), so a test can
+ * check the Rust mirror against what clang laid out. Lives in .rodata beside the filters. */
+struct open_event *const volatile open_event_layout = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024); /* the loader sets the real size */
+} events SEC(".maps");
+
+/* Records lost: [0] ring buffer full, [1] no room to keep an open's arguments until its exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+/* Process id of the loader while it runs its start-up self-test: its opens bypass the filters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} selftest_tgid SEC(".maps");
+
+/* An open's arguments between entry and exit, per thread. */
+struct open_args {
+	__u64 fname;
+	__u32 flags;
+	__u32 mode;
+	__u32 syscall;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u64);
+	__type(value, struct open_args);
+} start SEC(".maps");
+
+static __always_inline void count_drop(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &slot);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline bool is_selftest(__u32 tgid)
+{
+	__u32 zero = 0;
+	__u32 *t = bpf_map_lookup_elem(&selftest_tgid, &zero);
+	return t && *t == tgid;
+}
+
+/* The filters that depend only on the task, checked before any other work. */
+static __always_inline bool task_passes(__u32 tgid)
+{
+	if (targ_tgid && targ_tgid != tgid)
+		return false;
+	if (targ_cgroup_id) {
+		__u64 id = targ_cgroup_level ? bpf_get_current_ancestor_cgroup_id(targ_cgroup_level)
+					     : bpf_get_current_cgroup_id();
+		if (id != targ_cgroup_id)
+			return false;
+	}
+	if (targ_comm_set) {
+		__u64 comm[2] = {};
+		bpf_get_current_comm(comm, sizeof(comm));
+		if (comm[0] != targ_comm[0] || comm[1] != targ_comm[1])
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool task_wanted(__u32 tgid)
+{
+	return task_passes(tgid) || is_selftest(tgid);
+}
+
+static __always_inline bool prefix_matches(const char *fname)
+{
+	for (__u32 i = 0; i < PREFIX_MAX; i++) {
+		if (i >= targ_prefix_len)
+			return true;
+		if (fname[i] != targ_prefix[i])
+			return false;
+	}
+	return true;
+}
+
+/* Writes one record. The task filters have passed; the result filters are applied here. */
+static __always_inline void emit(__u64 pid_tgid, long ret, const char *fname, __u32 flags, __u32 mode,
+				 __u32 syscall)
+{
+	__u32 tgid = pid_tgid >> 32;
+	struct open_event *e;
+	long n;
+
+	if (targ_failed_only && ret >= 0 && !is_selftest(tgid))
+		return;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(0);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->ret = ret;
+	e->pid = (__u32)pid_tgid;
+	e->tgid = tgid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->flags = flags;
+	e->mode = mode;
+	e->syscall = syscall;
+	e->eflags = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	n = bpf_probe_read_user_str(e->fname, sizeof(e->fname), fname);
+	if (n <= 0) {
+		e->fname[0] = 0;
+		e->fname_len = 0;
+		e->eflags = OPEN_EVENT_F_FNAME_FAULT;
+	} else {
+		e->fname_len = n - 1;
+		if (n == sizeof(e->fname))
+			e->eflags = OPEN_EVENT_F_FNAME_TRUNCATED;
+	}
+	if (targ_prefix_len && (n <= 0 || !prefix_matches(e->fname)) && !is_selftest(tgid)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return;
+	}
+
+	__u64 wake = 0; /* without a threshold: the kernel's default, a wakeup when the reader waits */
+	if (wakeup_bytes) {
+		/*
+		 * Wake the reader each time the unread data crosses a multiple of wakeup_bytes (a power
+		 * of two). This record's bytes are already in avail (reserved, not committed). Producers
+		 * on several CPUs race between reserve and query and can all step over one crossing, so
+		 * there are several per ring (wakeup_bytes = ring / 8): a missed one is followed by the
+		 * next long before the ring is full.
+		 */
+		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		__u64 step = ~(wakeup_bytes - 1);
+		wake = (avail >= wakeup_bytes && (avail & step) != ((avail - sizeof(*e)) & step))
+			       ? BPF_RB_FORCE_WAKEUP
+			       : BPF_RB_NO_WAKEUP;
+	}
+	bpf_ringbuf_submit(e, wake);
+}
+
+/* ---- syscall exit tracepoints, arguments from the saved user registers ---- */
+
+SEC("tracepoint")
+int sys_exit_open_regs(struct syscall_trace_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!task_wanted(pid_tgid >> 32))
+		return 0;
+
+	int nr = ctx->nr;
+	long ret = ctx->ret;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	const char *fname;
+	__u32 flags, mode, syscall;
+
+	switch (nr) {
+	case NR_openat:
+		fname = (const char *)regs->si;
+		flags = regs->dx;
+		mode = regs->r10;
+		syscall = OPEN_SYSCALL_OPENAT;
+		break;
+	case NR_open:
+		fname = (const char *)regs->di;
+		flags = regs->si;
+		mode = regs->dx;
+		syscall = OPEN_SYSCALL_OPEN;
+		break;
+	case NR_openat2: {
+		struct open_how how = {};
+		fname = (const char *)regs->si;
+		bpf_probe_read_user(&how, sizeof(how), (void *)regs->dx);
+		flags = how.flags;
+		mode = how.mode;
+		syscall = OPEN_SYSCALL_OPENAT2;
+		break;
+	}
+	case NR_creat:
+		fname = (const char *)regs->di;
+		flags = O_CREAT | O_WRONLY | O_TRUNC;
+		mode = regs->si;
+		syscall = OPEN_SYSCALL_CREAT;
+		break;
+	default:
+		return 0;
+	}
+	emit(pid_tgid, ret, fname, flags, mode, syscall);
+	return 0;
+}
+
+/* ---- syscall enter + exit tracepoints, paired through `start` ---- */
+
+static __always_inline void keep_args(__u64 pid_tgid, __u64 fname, __u32 flags, __u32 mode, __u32 syscall)
+{
+	struct open_args args = {.fname = fname, .flags = flags, .mode = mode, .syscall = syscall};
+	if (bpf_map_update_elem(&start, &pid_tgid, &args, BPF_ANY))
+		count_drop(1);
+}
+
+/* One program per syscall: a tracepoint program may read no further into its record than the
+ * shortest record it is attached to, and sys_enter_open's has three arguments. */
+SEC("tracepoint")
+int sys_enter_open_args(struct syscall_trace_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32))
+		keep_args(pid_tgid, ctx->args[0], ctx->args[1], ctx->args[2], OPEN_SYSCALL_OPEN);
+	return 0;
+}
+
+SEC("tracepoint")
+int sys_enter_openat_args(struct syscall_trace_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32))
+		keep_args(pid_tgid, ctx->args[1], ctx->args[2], ctx->args[3], OPEN_SYSCALL_OPENAT);
+	return 0;
+}
+
+SEC("tracepoint")
+int sys_enter_openat2_args(struct syscall_trace_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32)) {
+		struct open_how how = {};
+		bpf_probe_read_user(&how, sizeof(how), (void *)ctx->args[2]);
+		keep_args(pid_tgid, ctx->args[1], how.flags, how.mode, OPEN_SYSCALL_OPENAT2);
+	}
+	return 0;
+}
+
+SEC("tracepoint")
+int sys_enter_creat_args(struct syscall_trace_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32))
+		keep_args(pid_tgid, ctx->args[0], O_CREAT | O_WRONLY | O_TRUNC, ctx->args[1], OPEN_SYSCALL_CREAT);
+	return 0;
+}
+
+static __always_inline void emit_kept(long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct open_args *args = bpf_map_lookup_elem(&start, &pid_tgid);
+	if (!args)
+		return; /* filtered at entry, or the open began before the probe was attached */
+	struct open_args a = *args;
+	bpf_map_delete_elem(&start, &pid_tgid);
+	emit(pid_tgid, ret, (const char *)a.fname, a.flags, a.mode, a.syscall);
+}
+
+SEC("tracepoint")
+int sys_exit_open_paired(struct syscall_trace_exit *ctx)
+{
+	emit_kept(ctx->ret);
+	return 0;
+}
+
+/* ---- kprobe + kretprobe on the kernel's open path ---- */
+
+/* long do_sys_open(int dfd, const char __user *filename, int flags, umode_t mode) */
+SEC("kprobe")
+int BPF_KPROBE(kprobe_do_sys_open, int dfd, const char *filename, int flags, unsigned short mode)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32))
+		keep_args(pid_tgid, (__u64)filename, flags, mode, OPEN_SYSCALL_UNKNOWN);
+	return 0;
+}
+
+/* long do_sys_openat2(int dfd, const char __user *filename, struct open_how *how) */
+SEC("kprobe")
+int BPF_KPROBE(kprobe_do_sys_openat2, int dfd, const char *filename, struct open_how *how)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (task_wanted(pid_tgid >> 32))
+		keep_args(pid_tgid, (__u64)filename, BPF_CORE_READ(how, flags), BPF_CORE_READ(how, mode),
+			  OPEN_SYSCALL_UNKNOWN);
+	return 0;
+}
+
+SEC("kretprobe")
+int BPF_KRETPROBE(kretprobe_open, long ret)
+{
+	emit_kept(ret);
+	return 0;
+}

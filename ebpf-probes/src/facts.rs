@@ -1,0 +1,103 @@
+//! What the running kernel offers for tracing opens, read from /sys, tracefs and /proc. The
+//! attach plan is a pure function of these facts (see `plan`), so it is tested with fakes.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Whether a kernel function can carry a kprobe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunctionFact {
+    /// Listed in tracefs `available_filter_functions`: a real, probe-able function.
+    Traceable,
+    /// Only in /proc/kallsyms (tracefs unreadable, or the function is not ftrace-able): a
+    /// kprobe may still attach.
+    InKallsyms,
+    /// Not in this kernel (never built, renamed, or inlined everywhere).
+    Absent,
+}
+
+pub trait KernelFacts {
+    /// The kprobe PMU exists (/sys/bus/event_source/devices/kprobe): CONFIG_KPROBES is set.
+    fn has_kprobe_pmu(&self) -> bool;
+    /// Whether `name` is a kernel function a kprobe can attach to.
+    fn function(&self, name: &str) -> FunctionFact;
+    /// Whether the tracepoint `category:name` exists (tracefs events/<category>/<name>).
+    fn has_tracepoint(&self, category: &str, name: &str) -> bool;
+}
+
+/// The facts of the running kernel.
+pub struct SystemFacts {
+    tracefs: Option<PathBuf>,
+    filter_functions: OnceLock<Option<HashSet<String>>>,
+    kallsyms: OnceLock<Option<HashSet<String>>>,
+}
+
+pub const KPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+impl SystemFacts {
+    /// `tracefs`: where tracefs is mounted, if it is.
+    pub fn new(tracefs: Option<PathBuf>) -> Self {
+        Self {
+            tracefs,
+            filter_functions: OnceLock::new(),
+            kallsyms: OnceLock::new(),
+        }
+    }
+
+    fn filter_functions(&self) -> Option<&HashSet<String>> {
+        self.filter_functions
+            .get_or_init(|| {
+                let path = self.tracefs.as_ref()?.join("available_filter_functions");
+                let text = std::fs::read_to_string(path).ok()?;
+                // Lines are `name` or `name [module]`.
+                Some(
+                    text.lines()
+                        .filter_map(|l| l.split_whitespace().next())
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            })
+            .as_ref()
+    }
+
+    fn kallsyms(&self) -> Option<&HashSet<String>> {
+        self.kallsyms
+            .get_or_init(|| {
+                let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
+                // `address type name [module]`; functions are type t/T.
+                Some(
+                    text.lines()
+                        .filter_map(|l| {
+                            let mut it = l.split_whitespace();
+                            let (_, ty, name) = (it.next()?, it.next()?, it.next()?);
+                            matches!(ty, "t" | "T").then(|| name.to_owned())
+                        })
+                        .collect(),
+                )
+            })
+            .as_ref()
+    }
+}
+
+impl KernelFacts for SystemFacts {
+    fn has_kprobe_pmu(&self) -> bool {
+        Path::new(KPROBE_PMU_TYPE).exists()
+    }
+
+    fn function(&self, name: &str) -> FunctionFact {
+        if self.filter_functions().is_some_and(|f| f.contains(name)) {
+            FunctionFact::Traceable
+        } else if self.kallsyms().is_some_and(|k| k.contains(name)) {
+            FunctionFact::InKallsyms
+        } else {
+            FunctionFact::Absent
+        }
+    }
+
+    fn has_tracepoint(&self, category: &str, name: &str) -> bool {
+        self.tracefs
+            .as_ref()
+            .is_some_and(|t| t.join("events").join(category).join(name).join("id").is_file())
+    }
+}

@@ -1,0 +1,550 @@
+//! Loads the probe, attaches the first candidate whose start-up self-test sees opens, and hands
+//! out the event stream and counters.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::kprobe::KProbeLinkId;
+use aya::programs::trace_point::TracePointLinkId;
+use aya::programs::{KProbe, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+
+use crate::event::OpenEvent;
+use crate::facts::SystemFacts;
+use crate::filters::{FilterError, Filters};
+use crate::plan::{self, AttachMode, Attacher, Attempt, Candidate, PlanError, SelfTest};
+use crate::preflight::{self, PreflightError};
+use crate::stream::EventStream;
+
+/// The compiled probe (build.rs → OUT_DIR), aligned as the ELF parser needs.
+pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fileopen.bpf.o"));
+
+/// How tracepoint mode gets an open's arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TracepointArgs {
+    /// Saved registers where the kernel has bpf_task_pt_regs (>= 5.15), else enter+exit.
+    #[default]
+    Auto,
+    /// One program on sys_exit_*, arguments from the task's saved user registers.
+    SavedRegs,
+    /// sys_enter_* keeps the arguments in a hash map, sys_exit_* emits (slower: one map
+    /// update, lookup and delete per open).
+    EnterExit,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub attach: AttachMode,
+    /// Overrides the kprobe target choice.
+    pub kprobe_target: Option<String>,
+    /// Ring buffer bytes: a power of two and a multiple of the page size.
+    pub ring_size: u32,
+    pub filters: Filters,
+    /// How long the start-up self-test waits for its own opens per candidate.
+    pub self_test_timeout: Duration,
+    pub tracepoint_args: TracepointArgs,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            attach: AttachMode::Auto,
+            kprobe_target: None,
+            ring_size: 4 * 1024 * 1024,
+            filters: Filters::default(),
+            self_test_timeout: Duration::from_secs(1),
+            tracepoint_args: TracepointArgs::Auto,
+        }
+    }
+}
+
+/// Which attach points are active, and how the choice was made.
+#[derive(Clone, Debug)]
+pub struct AttachInfo {
+    /// `kprobe` or `tracepoint`.
+    pub mode: &'static str,
+    /// The kprobe function, or the tracepoints.
+    pub target: String,
+    /// Every attached point, e.g. `kprobe:do_sys_openat2`, `kretprobe:do_sys_openat2`.
+    pub points: Vec<String>,
+    /// Candidates tried before this one, and why they were left.
+    pub attempts: Vec<Attempt>,
+    /// Candidates not tried at all, and why.
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("--ring-size {size}: must be a power of two and a multiple of the page size ({page} bytes)")]
+    RingSize { size: u32, page: u64 },
+    #[error("loading the BPF object failed (kernel >= 5.8 with BTF needed)")]
+    Load(#[source] aya::EbpfError),
+    #[error("the BPF object has no {0}")]
+    Missing(&'static str),
+    #[error("BPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(
+        "no attach point passed the start-up self-test (the probe must see its own test opens):\n  {}",
+        .attempts.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+    )]
+    SelfTest { attempts: Vec<Attempt> },
+    #[error("the event stream was already taken")]
+    StreamTaken,
+    #[error("cannot watch the ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+enum Link {
+    Kprobe(&'static str, KProbeLinkId),
+    Tracepoint(&'static str, TracePointLinkId),
+}
+
+/// A loaded, attached probe. Dropping it detaches every point and unloads the programs.
+pub struct Probe {
+    ebpf: Ebpf,
+    ring: Option<RingBuf<MapData>>,
+    drops: PerCpuArray<MapData, u64>,
+    links: Vec<Link>,
+    info: AttachInfo,
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+fn check_ring_size(size: u32) -> Result<(), ProbeError> {
+    let page = page_size();
+    if size == 0 || !size.is_power_of_two() || u64::from(size) % page != 0 {
+        return Err(ProbeError::RingSize { size, page });
+    }
+    Ok(())
+}
+
+impl Probe {
+    /// Checks privileges, BTF and tracefs, loads the probe with the filters as load-time
+    /// constants, and attaches the first candidate of the attach plan whose self-test sees opens.
+    /// Blocks for up to `self_test_timeout` per candidate that stays silent.
+    pub fn load(config: ProbeConfig) -> Result<Self, ProbeError> {
+        check_ring_size(config.ring_size)?;
+        let globals = config.filters.globals()?;
+        preflight::check_privileges()?;
+        preflight::check_btf()?;
+        let tracefs = match preflight::ensure_tracefs() {
+            Ok(path) => Some(path),
+            // Kprobes attach through the PMU without tracefs: go on where they are an option.
+            Err(err)
+                if config.attach != AttachMode::Tracepoint
+                    && std::path::Path::new(crate::facts::KPROBE_PMU_TYPE).exists() =>
+            {
+                tracing::warn!("{err}");
+                None
+            }
+            Err(err) => return Err(err.into()),
+        };
+        preflight::raise_memlock();
+
+        let facts = SystemFacts::new(tracefs);
+        let plan = plan::plan(config.attach, config.kprobe_target.as_deref(), &facts)?;
+        for why in &plan.skipped {
+            tracing::info!("not trying {why}");
+        }
+
+        // Force a wakeup at every eighth of the ring that fills up unread (a power of two, as the
+        // probe's mask needs, and more than a record); the reader's timer drains the rest.
+        let wakeup_bytes: u64 = (u64::from(config.ring_size) / 8).max(512);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("events", config.ring_size)
+            .override_global("targ_tgid", &globals.targ_tgid, true)
+            .override_global("targ_cgroup_id", &globals.targ_cgroup_id, true)
+            .override_global("targ_cgroup_level", &globals.targ_cgroup_level, true)
+            .override_global("targ_comm_set", &globals.targ_comm_set, true)
+            .override_global("targ_comm", &globals.targ_comm, true)
+            .override_global("targ_prefix_len", &globals.targ_prefix_len, true)
+            .override_global("targ_prefix", &globals.targ_prefix, true)
+            .override_global("targ_failed_only", &globals.targ_failed_only, true)
+            .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .load(PROBE_OBJECT)
+            .map_err(ProbeError::Load)?;
+
+        let ring_map = ebpf.take_map("events").ok_or(ProbeError::Missing("events map"))?;
+        let mut ring = RingBuf::try_from(ring_map).map_err(|source| ProbeError::Map {
+            name: "events",
+            source,
+        })?;
+        let drops_map = ebpf.take_map("drops").ok_or(ProbeError::Missing("drops map"))?;
+        let drops = PerCpuArray::try_from(drops_map).map_err(|source| ProbeError::Map {
+            name: "drops",
+            source,
+        })?;
+
+        let pid = std::process::id();
+        set_selftest_tgid(&mut ebpf, pid)?;
+        let mut attacher = KernelAttacher {
+            ebpf: &mut ebpf,
+            ring: &mut ring,
+            links: Vec::new(),
+            tracepoint_args: config.tracepoint_args,
+            timeout: config.self_test_timeout,
+            points: Vec::new(),
+        };
+        let chosen = plan::choose(&plan, &mut attacher);
+        let (links, points) = (
+            std::mem::take(&mut attacher.links),
+            std::mem::take(&mut attacher.points),
+        );
+        set_selftest_tgid(&mut ebpf, 0)?;
+        let (candidate, attempts) = chosen.map_err(|attempts| ProbeError::SelfTest { attempts })?;
+        for attempt in &attempts {
+            tracing::warn!("left {attempt}");
+        }
+        let info = AttachInfo {
+            mode: candidate.mode(),
+            target: candidate.target(),
+            points,
+            attempts,
+            skipped: plan.skipped,
+        };
+        Ok(Self {
+            ebpf,
+            ring: Some(ring),
+            drops,
+            links,
+            info,
+        })
+    }
+
+    pub fn attach_info(&self) -> &AttachInfo {
+        &self.info
+    }
+
+    /// The decoded event stream (once). Needs a tokio runtime. `drain_interval`: how often the
+    /// reader looks at the ring without a wakeup (wakeups are batched).
+    pub fn events(&mut self, drain_interval: Duration) -> Result<EventStream, ProbeError> {
+        let ring = self.ring.take().ok_or(ProbeError::StreamTaken)?;
+        Ok(EventStream::new(ring, drain_interval)?)
+    }
+
+    /// Records the kernel could not deliver (ring buffer full, or no room to keep an open's
+    /// arguments between entry and exit), summed over CPUs.
+    pub fn dropped(&self) -> Result<u64, ProbeError> {
+        let mut total = 0u64;
+        for slot in 0..2u32 {
+            let per_cpu = self.drops.get(&slot, 0).map_err(|source| ProbeError::Map {
+                name: "drops",
+                source,
+            })?;
+            total = per_cpu.iter().fold(total, |acc, v| acc.wrapping_add(*v));
+        }
+        Ok(total)
+    }
+
+    /// Detaches every point now (dropping the probe does the same).
+    pub fn detach(mut self) {
+        detach_links(&mut self.ebpf, &mut self.links);
+        tracing::info!("probe detached");
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        detach_links(&mut self.ebpf, &mut self.links);
+    }
+}
+
+fn set_selftest_tgid(ebpf: &mut Ebpf, tgid: u32) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut("selftest_tgid")
+        .ok_or(ProbeError::Missing("selftest_tgid map"))?;
+    let mut array: Array<&mut MapData, u32> = Array::try_from(map).map_err(|source| ProbeError::Map {
+        name: "selftest_tgid",
+        source,
+    })?;
+    array.set(0, tgid, 0).map_err(|source| ProbeError::Map {
+        name: "selftest_tgid",
+        source,
+    })
+}
+
+fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<Link>) {
+    for link in links.drain(..) {
+        let (name, result) = match link {
+            Link::Kprobe(name, id) => match ebpf.program_mut(name).map(<&mut KProbe>::try_from) {
+                Some(Ok(p)) => (name, p.detach(id)),
+                _ => continue,
+            },
+            Link::Tracepoint(name, id) => match ebpf.program_mut(name).map(<&mut TracePoint>::try_from) {
+                Some(Ok(p)) => (name, p.detach(id)),
+                _ => continue,
+            },
+        };
+        if let Err(err) = result {
+            tracing::warn!(program = name, error = %err, "detach failed");
+        }
+    }
+}
+
+/// Attaches to the running kernel and runs the self-test against the real ring buffer.
+struct KernelAttacher<'a> {
+    ebpf: &'a mut Ebpf,
+    ring: &'a mut RingBuf<MapData>,
+    links: Vec<Link>,
+    tracepoint_args: TracepointArgs,
+    timeout: Duration,
+    points: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttachError {
+    #[error("no program {0} in the object")]
+    NoProgram(&'static str),
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+fn program_error(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> AttachError {
+    let what = what.into();
+    move |source| AttachError::Program { what, source }
+}
+
+impl KernelAttacher<'_> {
+    fn kprobe(&mut self, program: &'static str) -> Result<&mut KProbe, AttachError> {
+        let p: &mut KProbe = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(AttachError::NoProgram(program))?
+            .try_into()
+            .map_err(program_error(program))?;
+        if p.fd().is_err() {
+            p.load().map_err(program_error(format!("loading {program}")))?;
+        }
+        Ok(p)
+    }
+
+    fn tracepoint(&mut self, program: &'static str) -> Result<&mut TracePoint, AttachError> {
+        let p: &mut TracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(AttachError::NoProgram(program))?
+            .try_into()
+            .map_err(program_error(program))?;
+        if p.fd().is_err() {
+            p.load().map_err(program_error(format!("loading {program}")))?;
+        }
+        Ok(p)
+    }
+
+    fn attach_kprobes(&mut self, function: &str) -> Result<(), AttachError> {
+        let entry = match function {
+            "do_sys_open" => "kprobe_do_sys_open",
+            _ => "kprobe_do_sys_openat2",
+        };
+        let id = self
+            .kprobe(entry)?
+            .attach(function, 0)
+            .map_err(program_error(format!("kprobe on {function}")))?;
+        self.links.push(Link::Kprobe(entry, id));
+        self.points.push(format!("kprobe:{function}"));
+        let id = self
+            .kprobe("kretprobe_open")?
+            .attach(function, 0)
+            .map_err(program_error(format!("kretprobe on {function}")))?;
+        self.links.push(Link::Kprobe("kretprobe_open", id));
+        self.points.push(format!("kretprobe:{function}"));
+        Ok(())
+    }
+
+    fn attach_tracepoints(&mut self, syscalls: &[&'static str]) -> Result<(), AttachError> {
+        let saved_regs = match self.tracepoint_args {
+            TracepointArgs::EnterExit => false,
+            TracepointArgs::SavedRegs => {
+                self.tracepoint("sys_exit_open_regs")?;
+                true
+            }
+            TracepointArgs::Auto => match self.tracepoint("sys_exit_open_regs") {
+                Ok(_) => true,
+                Err(err) => {
+                    tracing::info!(
+                        "reading arguments from saved registers is not possible here ({err}); pairing \
+                         sys_enter/sys_exit instead"
+                    );
+                    false
+                }
+            },
+        };
+        for syscall in syscalls {
+            if saved_regs {
+                let name = format!("sys_exit_{syscall}");
+                let id = self
+                    .tracepoint("sys_exit_open_regs")?
+                    .attach("syscalls", &name)
+                    .map_err(program_error(format!("tracepoint syscalls:{name}")))?;
+                self.links.push(Link::Tracepoint("sys_exit_open_regs", id));
+                self.points.push(format!("tracepoint:syscalls:{name}"));
+            } else {
+                let enter: &'static str = match *syscall {
+                    "open" => "sys_enter_open_args",
+                    "openat" => "sys_enter_openat_args",
+                    "openat2" => "sys_enter_openat2_args",
+                    _ => "sys_enter_creat_args",
+                };
+                for (program, name) in [
+                    (enter, format!("sys_enter_{syscall}")),
+                    ("sys_exit_open_paired", format!("sys_exit_{syscall}")),
+                ] {
+                    let id = self
+                        .tracepoint(program)?
+                        .attach("syscalls", &name)
+                        .map_err(program_error(format!("tracepoint syscalls:{name}")))?;
+                    self.links.push(Link::Tracepoint(program, id));
+                    self.points.push(format!("tracepoint:syscalls:{name}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Attacher for KernelAttacher<'_> {
+    type Error = AttachError;
+
+    fn attach(&mut self, candidate: &Candidate) -> Result<(), AttachError> {
+        let result = match candidate {
+            Candidate::Kprobe { function } => self.attach_kprobes(function),
+            Candidate::Tracepoints { syscalls } => self.attach_tracepoints(syscalls),
+        };
+        if result.is_err() {
+            self.detach(candidate);
+        }
+        result
+    }
+
+    fn self_test(&mut self, candidate: &Candidate) -> Result<SelfTest, AttachError> {
+        let syscalls: Vec<&'static str> = match candidate {
+            Candidate::Kprobe { .. } => plan::OPEN_SYSCALLS.to_vec(),
+            Candidate::Tracepoints { syscalls } => syscalls.clone(),
+        };
+        Ok(run_self_test(self.ring, &syscalls, self.timeout))
+    }
+
+    fn detach(&mut self, _candidate: &Candidate) {
+        detach_links(self.ebpf, &mut self.links);
+        self.points.clear();
+    }
+}
+
+/// Opens a path that cannot exist through each syscall, repeating every 200 ms, until the ring
+/// shows every one of them or `timeout` passes. Other records in the ring predate the probe's
+/// start and are discarded.
+fn run_self_test(ring: &mut RingBuf<MapData>, syscalls: &[&'static str], timeout: Duration) -> SelfTest {
+    let pid = std::process::id();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = format!("/.splitscope-selftest-{pid}-{nonce}");
+    let mut expected: HashSet<&'static str> = syscalls.iter().copied().collect();
+    let mut seen: HashSet<&'static str> = HashSet::new();
+    let start = Instant::now();
+    let mut next_round = start;
+    let mut round = 0u32;
+    loop {
+        if Instant::now() >= next_round {
+            for syscall in expected.clone() {
+                let path = format!("{dir}-{round}/{syscall}");
+                if open_missing(syscall, &path) == Some(libc::ENOSYS) {
+                    expected.remove(syscall); // the kernel has no such syscall (openat2 < 5.6)
+                }
+            }
+            round += 1;
+            next_round += Duration::from_millis(200);
+        }
+        while let Some(item) = ring.next() {
+            let Ok(event) = OpenEvent::decode(&item) else {
+                continue;
+            };
+            if event.pid() != pid {
+                continue;
+            }
+            let name = event.filename();
+            if !name.starts_with(dir.as_bytes()) {
+                continue;
+            }
+            if let Some(s) = syscalls
+                .iter()
+                .find(|s| name.ends_with(format!("/{s}").as_bytes()))
+            {
+                seen.insert(s);
+            }
+        }
+        if expected.iter().all(|s| seen.contains(s)) {
+            return SelfTest::Passed;
+        }
+        if start.elapsed() >= timeout {
+            let mut missed: Vec<&'static str> = syscalls
+                .iter()
+                .copied()
+                .filter(|s| expected.contains(s) && !seen.contains(s))
+                .collect();
+            missed.sort_unstable();
+            return SelfTest::Missed(missed);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Opens `path` (which must not exist) through `syscall`; returns the errno.
+fn open_missing(syscall: &str, path: &str) -> Option<i32> {
+    let c = CString::new(path).ok()?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: libc::O_RDONLY as u64,
+        mode: 0,
+        resolve: 0,
+    };
+    // SAFETY: the path is NUL-terminated and `how` outlives the call; raw syscalls so that each
+    // one really is the syscall named (libc's open() is openat(2)).
+    let ret = unsafe {
+        match syscall {
+            "open" => libc::syscall(libc::SYS_open, c.as_ptr(), libc::O_RDONLY),
+            "openat" => libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY),
+            "openat2" => libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            ),
+            "creat" => libc::syscall(libc::SYS_creat, c.as_ptr(), 0o600),
+            _ => return None,
+        }
+    };
+    if ret >= 0 {
+        // SAFETY: closing the descriptor this call just got.
+        unsafe { libc::close(ret as i32) };
+        return None;
+    }
+    std::io::Error::last_os_error().raw_os_error()
+}

@@ -1,0 +1,485 @@
+//! Which attach points to try, in which order, and the walk that keeps the first one whose
+//! start-up self-test sees opens.
+//!
+//! Kprobe targets, in order of preference:
+//! - `do_sys_openat2`: since Linux 5.6 every open(2), openat(2), creat(2) and openat2(2) passes
+//!   through it (do_sys_open became a wrapper of it), so it sees all four.
+//! - `do_sys_open`: the classic target, the only one before 5.6. On 5.6+ it never sees openat2(2),
+//!   and where the compiler inlined it into the syscalls (Debian 6.1 and 6.12) a kprobe on it
+//!   attaches and never fires; the self-test catches both and moves on.
+//!
+//! Then the syscall tracepoints, which every kernel with CONFIG_FTRACE_SYSCALLS has.
+
+use crate::facts::{FunctionFact, KernelFacts};
+
+/// How the probe hooks the open path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// Kprobes on the function the kernel really runs, else the syscall tracepoints.
+    #[default]
+    Auto,
+    /// Kprobes only.
+    Kprobe,
+    /// Syscall tracepoints only.
+    Tracepoint,
+}
+
+/// The kprobe targets whose arguments the probe knows how to read, best first.
+pub const KPROBE_TARGETS: &[&str] = &["do_sys_openat2", "do_sys_open"];
+
+/// The four open syscalls, as tracepoint name stems.
+pub const OPEN_SYSCALLS: &[&str] = &["open", "openat", "openat2", "creat"];
+
+/// One set of attach points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Candidate {
+    /// kprobe + kretprobe on this kernel function.
+    Kprobe { function: String },
+    /// `syscalls:sys_exit_<name>` (and `sys_enter_<name>` where needed) for these syscalls.
+    Tracepoints { syscalls: Vec<&'static str> },
+}
+
+impl Candidate {
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Kprobe { .. } => "kprobe",
+            Self::Tracepoints { .. } => "tracepoint",
+        }
+    }
+
+    /// The `target` label: the kprobe function, or the tracepoints.
+    pub fn target(&self) -> String {
+        match self {
+            Self::Kprobe { function } => function.clone(),
+            Self::Tracepoints { syscalls } => syscalls
+                .iter()
+                .map(|s| format!("syscalls:sys_exit_{s}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+impl std::fmt::Display for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kprobe { function } => write!(f, "kprobe {function}"),
+            Self::Tracepoints { .. } => write!(f, "tracepoints {}", self.target()),
+        }
+    }
+}
+
+/// The ordered candidates, and why others were left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub candidates: Vec<Candidate>,
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "this kernel has no kprobes (no {pmu}; CONFIG_KPROBES is not set): use --attach tracepoint, \
+         or --attach auto to fall back to the syscall tracepoints"
+    )]
+    NoKprobes { pmu: &'static str },
+    #[error(
+        "--kprobe-target {target}: the probe reads the arguments of {} only",
+        KPROBE_TARGETS.join(" and ")
+    )]
+    UnsupportedTarget { target: String },
+    #[error("--kprobe-target {target}: no such function in this kernel (not in /proc/kallsyms)")]
+    TargetAbsent { target: String },
+    #[error("no kprobe target in this kernel: neither {} exists", KPROBE_TARGETS.join(" nor "))]
+    NoKprobeTarget,
+    #[error(
+        "no syscall tracepoints (syscalls:sys_exit_openat missing under tracefs events/): the kernel \
+         lacks CONFIG_FTRACE_SYSCALLS, or tracefs is not mounted"
+    )]
+    NoTracepoints,
+    #[error("nothing to attach to: {}", .skipped.join("; "))]
+    Nothing { skipped: Vec<String> },
+}
+
+/// Decides the candidates for `mode` from the kernel's facts.
+pub fn plan(
+    mode: AttachMode,
+    kprobe_target: Option<&str>,
+    facts: &dyn KernelFacts,
+) -> Result<Plan, PlanError> {
+    let mut plan = Plan::default();
+    if let Some(target) = kprobe_target
+        && !KPROBE_TARGETS.contains(&target)
+    {
+        return Err(PlanError::UnsupportedTarget {
+            target: target.to_owned(),
+        });
+    }
+
+    if matches!(mode, AttachMode::Auto | AttachMode::Kprobe) {
+        if !facts.has_kprobe_pmu() {
+            if mode == AttachMode::Kprobe {
+                return Err(PlanError::NoKprobes {
+                    pmu: crate::facts::KPROBE_PMU_TYPE,
+                });
+            }
+            plan.skipped
+                .push("kprobes: this kernel has no kprobe PMU (CONFIG_KPROBES unset)".into());
+        } else {
+            // An explicit target goes first; in auto mode the other known targets follow it.
+            let order: Vec<&str> = match (kprobe_target, mode) {
+                (Some(t), AttachMode::Kprobe) => vec![t],
+                (Some(t), _) => std::iter::once(t)
+                    .chain(KPROBE_TARGETS.iter().copied().filter(|k| *k != t))
+                    .collect(),
+                (None, _) => KPROBE_TARGETS.to_vec(),
+            };
+            for function in order {
+                match facts.function(function) {
+                    FunctionFact::Traceable | FunctionFact::InKallsyms => {
+                        plan.candidates.push(Candidate::Kprobe {
+                            function: function.to_owned(),
+                        })
+                    }
+                    FunctionFact::Absent => {
+                        if kprobe_target == Some(function) && mode == AttachMode::Kprobe {
+                            return Err(PlanError::TargetAbsent {
+                                target: function.to_owned(),
+                            });
+                        }
+                        plan.skipped
+                            .push(format!("kprobe {function}: not in this kernel"));
+                    }
+                }
+            }
+            if mode == AttachMode::Kprobe && plan.candidates.is_empty() {
+                return Err(PlanError::NoKprobeTarget);
+            }
+        }
+    }
+
+    if matches!(mode, AttachMode::Auto | AttachMode::Tracepoint) {
+        let syscalls: Vec<&'static str> = OPEN_SYSCALLS
+            .iter()
+            .copied()
+            .filter(|s| facts.has_tracepoint("syscalls", &format!("sys_exit_{s}")))
+            .collect();
+        if syscalls.contains(&"openat") {
+            plan.candidates.push(Candidate::Tracepoints { syscalls });
+        } else if mode == AttachMode::Tracepoint {
+            return Err(PlanError::NoTracepoints);
+        } else {
+            plan.skipped.push(PlanError::NoTracepoints.to_string());
+        }
+    }
+
+    if plan.candidates.is_empty() {
+        return Err(PlanError::Nothing {
+            skipped: plan.skipped,
+        });
+    }
+    Ok(plan)
+}
+
+/// What the start-up self-test saw for one candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    /// Every test open was reported.
+    Passed,
+    /// These syscalls' test opens were never reported.
+    Missed(Vec<&'static str>),
+}
+
+/// One candidate tried at start-up and what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub candidate: Candidate,
+    pub outcome: String,
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.candidate, self.outcome)
+    }
+}
+
+/// Attaches candidates and runs the self-test: the side-effecting half of the walk, faked in tests.
+pub trait Attacher {
+    type Error: std::fmt::Display;
+    fn attach(&mut self, candidate: &Candidate) -> Result<(), Self::Error>;
+    fn self_test(&mut self, candidate: &Candidate) -> Result<SelfTest, Self::Error>;
+    fn detach(&mut self, candidate: &Candidate);
+}
+
+/// Tries the candidates in order and keeps the first whose self-test passes. Returns it with
+/// the attempts before it, or every attempt when none passed.
+pub fn choose<A: Attacher>(plan: &Plan, attacher: &mut A) -> Result<(Candidate, Vec<Attempt>), Vec<Attempt>> {
+    let mut attempts = Vec::new();
+    for candidate in &plan.candidates {
+        let outcome = match attacher.attach(candidate) {
+            Err(err) => format!("could not attach: {err}"),
+            Ok(()) => match attacher.self_test(candidate) {
+                Ok(SelfTest::Passed) => return Ok((candidate.clone(), attempts)),
+                Ok(SelfTest::Missed(missed)) => {
+                    attacher.detach(candidate);
+                    let why = match candidate {
+                        Candidate::Kprobe { function } => format!(
+                            " ({function} is not on this kernel's path for them, e.g. inlined into \
+                             the syscalls)"
+                        ),
+                        Candidate::Tracepoints { .. } => String::new(),
+                    };
+                    format!(
+                        "attached but never fired for the test {}{why}",
+                        missed
+                            .iter()
+                            .map(|s| format!("{s}(2)"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+                Err(err) => {
+                    attacher.detach(candidate);
+                    format!("self-test failed: {err}")
+                }
+            },
+        };
+        attempts.push(Attempt {
+            candidate: candidate.clone(),
+            outcome,
+        });
+    }
+    Err(attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeKernel {
+        kprobes: bool,
+        functions: HashMap<&'static str, FunctionFact>,
+        tracepoints: Vec<&'static str>,
+    }
+
+    impl FakeKernel {
+        /// Debian 6.1/6.12: kprobes, do_sys_open still a symbol (inlined at its call sites).
+        fn debian() -> Self {
+            Self {
+                kprobes: true,
+                functions: HashMap::from([
+                    ("do_sys_open", FunctionFact::Traceable),
+                    ("do_sys_openat2", FunctionFact::Traceable),
+                ]),
+                tracepoints: vec!["open", "openat", "openat2", "creat"],
+            }
+        }
+        /// This CI machine: no kprobes, syscall tracepoints.
+        fn no_kprobes() -> Self {
+            Self {
+                kprobes: false,
+                tracepoints: vec!["open", "openat", "openat2", "creat"],
+                ..Self::default()
+            }
+        }
+        /// A 5.4 kernel: do_sys_open only, no openat2.
+        fn old() -> Self {
+            Self {
+                kprobes: true,
+                functions: HashMap::from([("do_sys_open", FunctionFact::Traceable)]),
+                tracepoints: vec!["open", "openat", "creat"],
+            }
+        }
+    }
+
+    impl KernelFacts for FakeKernel {
+        fn has_kprobe_pmu(&self) -> bool {
+            self.kprobes
+        }
+        fn function(&self, name: &str) -> FunctionFact {
+            self.functions.get(name).copied().unwrap_or(FunctionFact::Absent)
+        }
+        fn has_tracepoint(&self, category: &str, name: &str) -> bool {
+            category == "syscalls"
+                && self
+                    .tracepoints
+                    .iter()
+                    .any(|s| name.strip_prefix("sys_exit_") == Some(s))
+        }
+    }
+
+    fn kprobe(f: &str) -> Candidate {
+        Candidate::Kprobe { function: f.into() }
+    }
+    fn all_tracepoints() -> Candidate {
+        Candidate::Tracepoints {
+            syscalls: vec!["open", "openat", "openat2", "creat"],
+        }
+    }
+
+    #[test]
+    fn auto_prefers_do_sys_openat2_then_do_sys_open_then_tracepoints() {
+        let plan = plan(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
+        assert_eq!(
+            plan.candidates,
+            vec![kprobe("do_sys_openat2"), kprobe("do_sys_open"), all_tracepoints()]
+        );
+    }
+
+    #[test]
+    fn auto_without_kprobes_uses_tracepoints_and_says_why() {
+        let plan = plan(AttachMode::Auto, None, &FakeKernel::no_kprobes()).unwrap();
+        assert_eq!(plan.candidates, vec![all_tracepoints()]);
+        assert!(plan.skipped[0].contains("no kprobe PMU"), "{:?}", plan.skipped);
+    }
+
+    #[test]
+    fn old_kernel_uses_do_sys_open_and_the_tracepoints_it_has() {
+        let plan = plan(AttachMode::Auto, None, &FakeKernel::old()).unwrap();
+        assert_eq!(
+            plan.candidates,
+            vec![
+                kprobe("do_sys_open"),
+                Candidate::Tracepoints {
+                    syscalls: vec!["open", "openat", "creat"]
+                }
+            ]
+        );
+        assert!(plan.skipped.iter().any(|s| s.contains("do_sys_openat2")));
+    }
+
+    #[test]
+    fn forced_kprobe_without_kprobes_names_the_missing_pmu() {
+        let err = plan(AttachMode::Kprobe, None, &FakeKernel::no_kprobes()).unwrap_err();
+        assert!(matches!(err, PlanError::NoKprobes { .. }));
+        assert!(err.to_string().contains("CONFIG_KPROBES"), "{err}");
+    }
+
+    #[test]
+    fn forced_kprobe_target_is_the_only_candidate() {
+        let plan = plan(AttachMode::Kprobe, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        assert_eq!(plan.candidates, vec![kprobe("do_sys_open")]);
+    }
+
+    #[test]
+    fn target_in_auto_mode_goes_first_then_the_others() {
+        let plan = plan(AttachMode::Auto, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        assert_eq!(
+            plan.candidates,
+            vec![kprobe("do_sys_open"), kprobe("do_sys_openat2"), all_tracepoints()]
+        );
+    }
+
+    #[test]
+    fn unknown_and_absent_targets_are_named() {
+        let err = plan(AttachMode::Auto, Some("vfs_open"), &FakeKernel::debian()).unwrap_err();
+        assert!(err.to_string().contains("vfs_open") && err.to_string().contains("do_sys_openat2"));
+        let err = plan(AttachMode::Kprobe, Some("do_sys_openat2"), &FakeKernel::old()).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::TargetAbsent {
+                target: "do_sys_openat2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn tracepoint_mode_never_plans_kprobes_and_fails_without_tracepoints() {
+        let plan_tp = plan(AttachMode::Tracepoint, None, &FakeKernel::debian()).unwrap();
+        assert_eq!(plan_tp.candidates, vec![all_tracepoints()]);
+        let bare = FakeKernel {
+            kprobes: true,
+            ..FakeKernel::default()
+        };
+        assert_eq!(
+            plan(AttachMode::Tracepoint, None, &bare),
+            Err(PlanError::NoTracepoints)
+        );
+        assert!(matches!(
+            plan(AttachMode::Auto, None, &bare),
+            Err(PlanError::Nothing { .. })
+        ));
+    }
+
+    /// A kernel where the probes that attach fire or not as scripted.
+    struct FakeAttacher {
+        refuses: Vec<&'static str>,
+        silent: Vec<(&'static str, Vec<&'static str>)>,
+        attached: Vec<String>,
+        log: Vec<String>,
+    }
+
+    impl Attacher for FakeAttacher {
+        type Error = String;
+        fn attach(&mut self, c: &Candidate) -> Result<(), String> {
+            self.log.push(format!("attach {c}"));
+            if self.refuses.iter().any(|r| c.to_string() == *r) {
+                return Err("EINVAL".into());
+            }
+            self.attached.push(c.to_string());
+            Ok(())
+        }
+        fn self_test(&mut self, c: &Candidate) -> Result<SelfTest, String> {
+            Ok(
+                match self.silent.iter().find(|(name, _)| c.to_string() == *name) {
+                    Some((_, missed)) => SelfTest::Missed(missed.clone()),
+                    None => SelfTest::Passed,
+                },
+            )
+        }
+        fn detach(&mut self, c: &Candidate) {
+            self.log.push(format!("detach {c}"));
+            self.attached.retain(|a| *a != c.to_string());
+        }
+    }
+
+    #[test]
+    fn self_test_moves_past_an_inlined_do_sys_open_to_do_sys_openat2() {
+        let plan = plan(AttachMode::Auto, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        let mut fake = FakeAttacher {
+            refuses: vec![],
+            silent: vec![("kprobe do_sys_open", vec!["open", "openat", "openat2", "creat"])],
+            attached: vec![],
+            log: vec![],
+        };
+        let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
+        assert_eq!(chosen, kprobe("do_sys_openat2"));
+        assert_eq!(attempts.len(), 1);
+        assert!(attempts[0].outcome.contains("never fired"), "{}", attempts[0]);
+        assert!(attempts[0].outcome.contains("inlined"), "{}", attempts[0]);
+        // The silent probe was detached before the next one was attached.
+        assert_eq!(fake.attached, vec!["kprobe do_sys_openat2".to_string()]);
+        assert_eq!(fake.log[1], "detach kprobe do_sys_open");
+    }
+
+    #[test]
+    fn self_test_falls_back_to_tracepoints_when_no_kprobe_fires() {
+        let plan = plan(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
+        let mut fake = FakeAttacher {
+            refuses: vec!["kprobe do_sys_openat2"],
+            silent: vec![("kprobe do_sys_open", vec!["openat2"])],
+            attached: vec![],
+            log: vec![],
+        };
+        let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
+        assert_eq!(chosen, all_tracepoints());
+        assert!(attempts[0].outcome.contains("could not attach: EINVAL"));
+        assert!(attempts[1].outcome.contains("openat2(2)"));
+    }
+
+    #[test]
+    fn every_failure_is_reported_when_nothing_passes() {
+        let plan = plan(AttachMode::Kprobe, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        let mut fake = FakeAttacher {
+            refuses: vec![],
+            silent: vec![("kprobe do_sys_open", vec!["openat"])],
+            attached: vec![],
+            log: vec![],
+        };
+        let attempts = choose(&plan, &mut fake).unwrap_err();
+        assert_eq!(attempts.len(), 1);
+        assert!(fake.attached.is_empty());
+    }
+}

@@ -1,0 +1,110 @@
+//! The agent's per-event path: decode a ring-buffer record, attribute it, count it.
+//! `cargo xtask bench` runs this and writes the figures into BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
+use kube::api::ObjectMeta;
+use splitscope::agent::attribution::Attributor;
+use splitscope::agent::cgroups::CgroupPaths;
+use splitscope::agent::count::OpenCounter;
+use splitscope::agent::metrics::AgentMetrics;
+use splitscope::agent::pods::{PodDirectory, PodIndex};
+use splitscope_probes::event::{encode, sample};
+use splitscope_probes::{OpenEvent, OpenEventRef};
+
+fn records(n: usize, cgroup_id: u64) -> Vec<[u8; splitscope_probes::event::RECORD_SIZE]> {
+    (0..n)
+        .map(|i| {
+            let mut raw = sample(
+                1000 + i as u32,
+                &format!("comm{}", i % 64),
+                "/etc/ld.so.cache",
+                if i % 5 == 0 { -2 } else { 3 },
+            );
+            raw.cgroup_id = cgroup_id;
+            encode(&raw)
+        })
+        .collect()
+}
+
+fn hot_path(c: &mut Criterion) {
+    let batch = records(1024, 1);
+    c.bench_function("decode (copy out the whole record, as trace does)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % batch.len();
+            black_box(OpenEvent::decode(black_box(&batch[i])).ok())
+        })
+    });
+
+    let mut standalone = OpenCounter::new(
+        AgentMetrics::new(5000).unwrap(),
+        Attributor::new(CgroupPaths::new(None), None),
+    );
+    c.bench_function("read in place + count, standalone (64 comms x ok/ENOENT)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % batch.len();
+            if let Ok(event) = OpenEventRef::new(&batch[i]) {
+                standalone.count(&event);
+            }
+        })
+    });
+
+    // In a cluster: a kubelet-shaped cgroup directory tree (plain directories stand in for the
+    // cgroup fs: the agent maps directory inodes to paths the same way) and a Pod that lists the
+    // container.
+    let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let uid = "7c1e8a4b-2f3d-4e5f-9a0b-1c2d3e4f5a6b";
+    let root = std::env::temp_dir().join(format!("splitscope-bench-cg-{}", std::process::id()));
+    let leaf = root.join(format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope",
+        uid.replace('-', "_")
+    ));
+    std::fs::create_dir_all(&leaf).unwrap();
+    let cgroup_id = std::fs::metadata(&leaf).unwrap().ino();
+    let pod = Pod {
+        metadata: ObjectMeta {
+            namespace: Some("shop".into()),
+            name: Some("checkout-1".into()),
+            uid: Some(uid.into()),
+            ..ObjectMeta::default()
+        },
+        status: Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "app".into(),
+                container_id: Some(format!("containerd://{id}")),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    let directory = Arc::new(PodDirectory::default());
+    directory.replace(PodIndex::build([&pod]));
+    let in_pod = records(1024, cgroup_id);
+    let mut cluster = OpenCounter::new(
+        AgentMetrics::new(5000).unwrap(),
+        Attributor::new(CgroupPaths::new(Some(root.clone())), Some(directory)),
+    );
+    c.bench_function(
+        "read in place + attribute + count, in a pod (64 comms x ok/ENOENT)",
+        |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) % in_pod.len();
+                if let Ok(event) = OpenEventRef::new(&in_pod[i]) {
+                    cluster.count(&event);
+                }
+            })
+        },
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

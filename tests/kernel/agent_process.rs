@@ -1,0 +1,239 @@
+//! The agent and `trace` as real processes: exact counts scraped over real HTTP, live JSON
+//! lines, and a clean exit on SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+/// The agent/trace binary with JSON logs; stderr lines arrive on the returned channel.
+fn spawn(args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
+    require_bpf();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_splitscope-under-test"))
+        .arg("--log-format")
+        .arg("json")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[child] {line}");
+            let value = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+            if tx.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn message(v: &serde_json::Value) -> &str {
+    v["fields"]["message"].as_str().unwrap_or_default()
+}
+
+/// Waits for a log line whose message starts with `prefix`.
+async fn wait_for(logs: &mut mpsc::UnboundedReceiver<serde_json::Value>, prefix: &str) -> serde_json::Value {
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(v) = logs.recv().await {
+            if message(&v).starts_with(prefix) {
+                return Some(v);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(v)) => v,
+        _ => panic!("the child never logged {prefix:?}"),
+    }
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn series_value(metrics: &str, comm: &str, result: &str) -> Option<u64> {
+    let want = format!(
+        r#"splitscope_file_opens_total{{comm="{comm}",container="",namespace="",pod="",result="{result}"}} "#
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+}
+
+#[tokio::test]
+async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm() {
+    const N: u64 = 11;
+    const M: u64 = 6;
+    let (mut agent, mut logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"]);
+    let serving = wait_for(&mut logs, "serving metrics on http://").await;
+    let addr = message(&serving)
+        .trim_start_matches("serving metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    wait_for(&mut logs, "agent ready").await;
+    assert!(http_get(&addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(&addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+
+    let files = Files::new("ag");
+    let comm = unique("ssm");
+    run_opener(
+        &comm,
+        &[
+            op("openat", &files.exists, N as u32),
+            op("open", &files.missing, M as u32),
+        ],
+    )
+    .await;
+
+    // Within a second the counts are exact, and they stay exact.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut metrics;
+    loop {
+        metrics = http_get(&addr, "/metrics").await;
+        let done = series_value(&metrics, &comm, "ok") >= Some(N)
+            && series_value(&metrics, &comm, "ENOENT") >= Some(M);
+        if done || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    metrics = http_get(&addr, "/metrics").await;
+    assert_eq!(series_value(&metrics, &comm, "ok"), Some(N), "{metrics}");
+    assert_eq!(series_value(&metrics, &comm, "ENOENT"), Some(M));
+    assert!(
+        metrics.contains(r#"splitscope_probe_attach_info{mode="#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("splitscope_probe_events_dropped_total 0"));
+    let events: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("splitscope_probe_events_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(events >= N + M);
+    assert!(metrics.contains("process_resident_memory_bytes"));
+
+    sigterm(&agent);
+    wait_for(&mut logs, "probe detached").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "agent exit: {status}");
+}
+
+#[tokio::test]
+async fn trace_prints_one_json_object_per_open() {
+    let comm = unique("sst");
+    let (mut trace, mut logs) = spawn(&["trace", "--output", "json", "--comm", &comm]);
+    wait_for(&mut logs, "probe attached").await;
+    let files = Files::new("tr");
+    run_opener(
+        &comm,
+        &[op("openat", &files.exists, 3), op("openat", &files.missing, 2)],
+    )
+    .await;
+
+    let mut lines = BufReader::new(trace.stdout.take().unwrap()).lines();
+    let mut objects = Vec::new();
+    while objects.len() < 5 {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("trace printed the opens")
+            .unwrap()
+            .unwrap();
+        objects.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    sigterm(&trace);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), trace.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    assert!(objects.iter().all(|o| o["comm"] == comm.as_str()));
+    let ok: Vec<_> = objects.iter().filter(|o| o["fd"].is_number()).collect();
+    let failed: Vec<_> = objects.iter().filter(|o| o["error"] == "ENOENT").collect();
+    assert_eq!((ok.len(), failed.len()), (3, 2), "{objects:#?}");
+    assert!(
+        ok.iter()
+            .all(|o| o["path"] == files.exists.as_str() && o["syscall"] == "openat")
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|o| o["path"] == files.missing.as_str() && o["errno"] == 2)
+    );
+    assert!(
+        ok.iter()
+            .all(|o| o["flag_names"] == serde_json::json!(["O_RDONLY", "O_NOCTTY"]))
+    );
+}
+
+#[tokio::test]
+async fn trace_table_has_the_opensnoop_columns() {
+    let comm = unique("ssb");
+    let (mut trace, mut logs) = spawn(&["trace", "--comm", &comm]);
+    wait_for(&mut logs, "probe attached").await;
+    let files = Files::new("tb");
+    run_opener(&comm, &[op("openat", &files.missing, 1)]).await;
+    let mut lines = BufReader::new(trace.stdout.take().unwrap()).lines();
+    let header = lines.next_line().await.unwrap().unwrap();
+    for column in ["TIME", "PID", "COMM", "FD/ERR", "FLAGS", "PATH"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        row.contains(&comm) && row.contains("ENOENT") && row.ends_with(&files.missing),
+        "{row}"
+    );
+    sigterm(&trace);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), trace.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test]
+async fn agent_names_a_bad_cgroup_filter_and_exits_non_zero() {
+    let (mut agent, _logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--cgroup", "/tmp"]);
+    let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success());
+}

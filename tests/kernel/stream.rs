@@ -1,0 +1,149 @@
+//! Real opens observed through the ring buffer: exact counts, paths, flags, every syscall.
+
+use std::time::Duration;
+
+use splitscope_probes::{AttachMode, OpenResult, ProbeConfig, Syscall, TracepointArgs};
+
+use crate::support::*;
+
+fn tracepoints(args: TracepointArgs) -> ProbeConfig {
+    ProbeConfig {
+        attach: AttachMode::Tracepoint,
+        tracepoint_args: args,
+        ..ProbeConfig::default()
+    }
+}
+
+async fn exact_ok_and_enoent(config: ProbeConfig) {
+    const N: usize = 7;
+    const M: usize = 5;
+    let files = Files::new("ex");
+    let comm = unique("ssx");
+    let (probe, mut stream) = load(config);
+    assert_eq!(probe.attach_info().mode, "tracepoint");
+
+    run_opener(
+        &comm,
+        &[
+            op("openat", &files.exists, N as u32),
+            op("openat", &files.missing, M as u32),
+        ],
+    )
+    .await;
+    let events = collect(&mut stream, N + M, Duration::from_secs(5), comm_is(&comm)).await;
+
+    let ok: Vec<_> = events.iter().filter(|e| e.result().is_ok()).collect();
+    let enoent: Vec<_> = events
+        .iter()
+        .filter(|e| e.result() == OpenResult::Errno(libc::ENOENT))
+        .collect();
+    assert_eq!(ok.len(), N, "ok opens for {comm}: {events:#?}");
+    assert_eq!(enoent.len(), M, "ENOENT opens for {comm}");
+    assert_eq!(events.len(), N + M, "nothing else from {comm}");
+    for e in &ok {
+        assert_eq!(e.filename(), files.exists.as_bytes());
+        assert_eq!(e.flags(), (libc::O_RDONLY | libc::O_NOCTTY) as u32);
+        assert_eq!(e.syscall(), Syscall::Openat);
+        assert!(e.ret() >= 3, "an fd: {}", e.ret());
+    }
+    for e in &enoent {
+        assert_eq!(e.filename(), files.missing.as_bytes());
+        assert_eq!(e.ret(), -i64::from(libc::ENOENT));
+    }
+    let child = events[0].pid();
+    assert!(
+        events
+            .iter()
+            .all(|e| e.pid() == child && e.tid() == child && e.uid() == 0)
+    );
+    assert!(events.iter().all(|e| e.cgroup_id() != 0));
+    assert_eq!(probe.dropped().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn exact_counts_with_arguments_from_saved_registers() {
+    exact_ok_and_enoent(tracepoints(TracepointArgs::SavedRegs)).await;
+}
+
+#[tokio::test]
+async fn exact_counts_with_enter_exit_pairing() {
+    exact_ok_and_enoent(tracepoints(TracepointArgs::EnterExit)).await;
+}
+
+#[tokio::test]
+async fn auto_mode_on_this_kernel_reports_its_choice_and_counts_exactly() {
+    let (probe, mut stream) = load(ProbeConfig::default());
+    let info = probe.attach_info().clone();
+    // This machine's kernel has no kprobes: auto must have said so and used the tracepoints.
+    if !std::path::Path::new(splitscope_probes::facts::KPROBE_PMU_TYPE).exists() {
+        assert_eq!(info.mode, "tracepoint");
+        assert!(info.skipped.iter().any(|s| s.contains("kprobe")), "{info:?}");
+    }
+    assert!(!info.points.is_empty());
+    let files = Files::new("au");
+    let comm = unique("ssa");
+    run_opener(&comm, &[op("openat", &files.exists, 3)]).await;
+    let events = collect(&mut stream, 3, Duration::from_secs(5), comm_is(&comm)).await;
+    assert_eq!(events.len(), 3);
+}
+
+#[tokio::test]
+async fn open_openat_openat2_and_creat_are_each_one_event() {
+    let files = Files::new("all");
+    let created = files.dir.join("created").to_str().unwrap().to_owned();
+    let comm = unique("ss4");
+    let (_probe, mut stream) = load(tracepoints(TracepointArgs::Auto));
+    run_opener(
+        &comm,
+        &[
+            op("open", &files.exists, 2),
+            op("openat", &files.exists, 3),
+            op("openat2", &files.exists, 4),
+            op("creat", &created, 5),
+        ],
+    )
+    .await;
+    let events = collect(&mut stream, 14, Duration::from_secs(5), comm_is(&comm)).await;
+    let count = |s: Syscall| events.iter().filter(|e| e.syscall() == s).count();
+    assert_eq!(
+        (
+            count(Syscall::Open),
+            count(Syscall::Openat),
+            count(Syscall::Openat2),
+            count(Syscall::Creat)
+        ),
+        (2, 3, 4, 5),
+        "{events:#?}"
+    );
+    assert!(events.iter().all(|e| e.result().is_ok()));
+    for e in &events {
+        let want = match e.syscall() {
+            Syscall::Open => (libc::O_RDONLY | libc::O_CLOEXEC) as u32,
+            Syscall::Openat => (libc::O_RDONLY | libc::O_NOCTTY) as u32,
+            Syscall::Openat2 => (libc::O_RDONLY | libc::O_NOFOLLOW) as u32,
+            Syscall::Creat => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32,
+            Syscall::Unknown => panic!("tracepoint mode knows the syscall"),
+        };
+        assert_eq!(e.flags(), want, "{:?}", e.syscall());
+        if e.syscall() == Syscall::Creat {
+            assert_eq!(e.mode(), 0o640);
+            assert_eq!(e.filename(), created.as_bytes());
+        }
+    }
+}
+
+#[tokio::test]
+async fn filenames_longer_than_the_buffer_are_cut_and_flagged() {
+    let files = Files::new("long");
+    let long = format!("{}/{}", files.dir.display(), "n".repeat(300));
+    let comm = unique("ssl");
+    let (_probe, mut stream) = load(tracepoints(TracepointArgs::Auto));
+    run_opener(&comm, &[op("openat", &long, 1)]).await;
+    let events = collect(&mut stream, 1, Duration::from_secs(5), comm_is(&comm)).await;
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.filename().len(), 255);
+    assert!(long.as_bytes().starts_with(e.filename()));
+    assert!(e.filename_truncated());
+    assert_eq!(e.result(), OpenResult::Errno(libc::ENAMETOOLONG));
+}

@@ -1,0 +1,114 @@
+//! Shared by the real-kernel tests: the access check, unique names, the opener child, collecting
+//! events.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use splitscope_probes::{EventStream, OpenEvent, Probe, ProbeConfig};
+
+/// Fails the test, naming what is missing, when this process cannot load BPF programs.
+pub fn require_bpf() {
+    if let Err(err) = splitscope_probes::preflight::check_privileges() {
+        panic!("the real-kernel tests need BPF: {err}");
+    }
+    if let Err(err) = splitscope_probes::preflight::check_btf() {
+        panic!("the real-kernel tests need kernel BTF: {err}");
+    }
+}
+
+/// A command name (<= 15 bytes) and file-name stem no other process uses.
+pub fn unique(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    let mut name = format!("{tag}{pid}x{n}");
+    name.truncate(15);
+    name
+}
+
+/// A fresh directory holding an existing file `exists`; `missing` is never created.
+pub struct Files {
+    pub dir: PathBuf,
+    pub exists: String,
+    pub missing: String,
+}
+
+impl Files {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("splitscope-kt-{}", unique(tag)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exists = dir.join("exists");
+        std::fs::write(&exists, b"x").unwrap();
+        Self {
+            exists: exists.to_str().unwrap().to_owned(),
+            missing: dir.join("missing").to_str().unwrap().to_owned(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn opener_command(comm: &str, ops: &[String]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_splitscope-test-opener"));
+    cmd.arg("--comm").arg(comm).args(ops).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the opener to completion (the command is built before the first await).
+pub fn run_opener(comm: &str, ops: &[String]) -> impl std::future::Future<Output = ()> + 'static {
+    let mut cmd = opener_command(comm, ops);
+    async move {
+        let status = cmd.status().await.unwrap();
+        assert!(status.success(), "opener failed: {status}");
+    }
+}
+
+pub fn load(config: ProbeConfig) -> (Probe, EventStream) {
+    require_bpf();
+    let mut probe = Probe::load(config).unwrap_or_else(|e| panic!("loading the probe: {e:#}"));
+    let stream = probe.events(Duration::from_millis(20)).unwrap();
+    (probe, stream)
+}
+
+/// Reads events until `want` of them match `keep` (then 300 ms more, to catch any extra), or
+/// until `timeout`. Returns the matching ones.
+pub async fn collect(
+    stream: &mut EventStream,
+    want: usize,
+    timeout: Duration,
+    keep: impl Fn(&OpenEvent) -> bool,
+) -> Vec<OpenEvent> {
+    let mut kept = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut settle_until = None;
+    loop {
+        let until = settle_until.unwrap_or(deadline).min(deadline);
+        match tokio::time::timeout_at(until, stream.next()).await {
+            Err(_) => return kept,
+            Ok(event) => {
+                let event = event.expect("a decodable record");
+                if keep(&event) {
+                    kept.push(event);
+                    if kept.len() >= want && settle_until.is_none() {
+                        settle_until = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn comm_is(comm: &str) -> impl Fn(&OpenEvent) -> bool + '_ {
+    move |e| e.comm() == comm.as_bytes()
+}
+
+pub fn op(kind: &str, path: &str, count: u32) -> String {
+    format!("{kind}:{path}:{count}")
+}
