@@ -11,6 +11,8 @@ pub fn run() -> anyhow::Result<()> {
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
     )?;
     cmd("cargo", &["test", "--workspace", "--all-targets"])?;
+    // Every program of the object through this kernel's verifier, kprobe ones included.
+    crate::ebpf::build()?;
     // The kprobe path in Debian kernels under qemu (this machine's kernel has no kprobes).
     crate::vm_test::run()?;
     eprintln!("xtask: ci passed");

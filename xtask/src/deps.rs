@@ -7,17 +7,22 @@ use anyhow::{Context, bail};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Set {
-    /// Compile the BPF probe: clang (BPF target), llvm, libbpf headers.
+    /// Compile the BPF probe: clang (BPF target), llvm, libbpf headers. The Dockerfile's builder
+    /// installs exactly these (a test checks).
     Build,
+    /// `cargo xtask build-ebpf`: Build plus bpftool, to inspect the object's BTF and have the
+    /// kernel's verifier load every program.
+    Ebpf,
     /// The qemu test bed of `cargo xtask vm-test`.
     Vm,
     /// `cargo xtask bench-probe`: the peers the probe is compared with.
     Bench,
-    /// Everything `cargo xtask ci` runs: Build plus Prometheus and the qemu test bed.
+    /// Everything `cargo xtask ci` runs: Ebpf plus Prometheus and the qemu test bed.
     Test,
 }
 
-const BUILD: &[&str] = &["clang", "llvm", "libbpf-dev", "bpftool"];
+const BUILD: &[&str] = &["clang", "llvm", "libbpf-dev"];
+const EBPF_EXTRA: &[&str] = &["bpftool"];
 /// qemu, an initramfs (busybox, cpio, gzip), module dependencies (kmod) and unpacking Debian's
 /// .ko.xz modules (xz-utils).
 const VM: &[&str] = &[
@@ -34,9 +39,16 @@ const TEST_EXTRA: &[&str] = &["prometheus"];
 pub fn packages(set: Set) -> Vec<&'static str> {
     match set {
         Set::Build => BUILD.to_vec(),
+        Set::Ebpf => BUILD.iter().chain(EBPF_EXTRA).copied().collect(),
         Set::Vm => VM.to_vec(),
         Set::Bench => BUILD.iter().chain(BENCH).copied().collect(),
-        Set::Test => BUILD.iter().chain(TEST_EXTRA).chain(VM).copied().collect(),
+        Set::Test => BUILD
+            .iter()
+            .chain(EBPF_EXTRA)
+            .chain(TEST_EXTRA)
+            .chain(VM)
+            .copied()
+            .collect(),
     }
 }
 

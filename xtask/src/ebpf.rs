@@ -26,7 +26,7 @@ const PROGRAMS: &[&str] = &[
 ];
 
 pub fn build() -> anyhow::Result<()> {
-    deps::ensure(Set::Build)?;
+    deps::ensure(Set::Ebpf)?;
     let out_dir = root().join("target/bpf");
     std::fs::create_dir_all(&out_dir)?;
     let object = out_dir.join("fileopen.bpf.o");
