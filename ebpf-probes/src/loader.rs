@@ -102,6 +102,12 @@ pub enum ProbeError {
     SelfTest { attempts: Vec<Attempt> },
     #[error("the event stream was already taken")]
     StreamTaken,
+    #[error("cannot read {what}: {source}")]
+    ReadFile {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot watch the ring buffer: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -191,8 +197,7 @@ impl Probe {
             source,
         })?;
 
-        let pid = std::process::id();
-        set_selftest_tgid(&mut ebpf, pid)?;
+        set_selftest(&mut ebpf, Some(SelftestTask::current()?))?;
         let mut attacher = KernelAttacher {
             ebpf: &mut ebpf,
             ring: &mut ring,
@@ -206,7 +211,7 @@ impl Probe {
             std::mem::take(&mut attacher.links),
             std::mem::take(&mut attacher.points),
         );
-        set_selftest_tgid(&mut ebpf, 0)?;
+        set_selftest(&mut ebpf, None)?;
         let (candidate, attempts) = chosen.map_err(|attempts| ProbeError::SelfTest { attempts })?;
         for attempt in &attempts {
             tracing::warn!("left {attempt}");
@@ -265,18 +270,54 @@ impl Drop for Probe {
     }
 }
 
-fn set_selftest_tgid(ebpf: &mut Ebpf, tgid: u32) -> Result<(), ProbeError> {
+/// The loader as the probe's `selftest` map names it (struct selftest_task in fileopen.bpf.c): its
+/// tgid inside its own pid namespace and that namespace's identity. In a pod without hostPID the
+/// kernel-wide tgid differs from `std::process::id()`, so a plain tgid would never match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct SelftestTask {
+    tgid: u32,
+    pad: u32,
+    pidns_dev: u64,
+    pidns_ino: u64,
+}
+
+// SAFETY: plain old data, repr(C), no padding left implicit (pad is explicit), every bit
+// pattern valid.
+unsafe impl aya::Pod for SelftestTask {}
+
+impl SelftestTask {
+    fn current() -> Result<Self, ProbeError> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::metadata("/proc/self/ns/pid").map_err(|source| ProbeError::ReadFile {
+            what: "/proc/self/ns/pid (the pid namespace the self-test identifies itself by)",
+            source,
+        })?;
+        Ok(Self {
+            tgid: std::process::id(),
+            pad: 0,
+            pidns_dev: ns.dev(),
+            pidns_ino: ns.ino(),
+        })
+    }
+}
+
+/// Marks the self-test as running (`Some`) or over (`None`).
+fn set_selftest(ebpf: &mut Ebpf, task: Option<SelftestTask>) -> Result<(), ProbeError> {
     let map = ebpf
-        .map_mut("selftest_tgid")
-        .ok_or(ProbeError::Missing("selftest_tgid map"))?;
-    let mut array: Array<&mut MapData, u32> = Array::try_from(map).map_err(|source| ProbeError::Map {
-        name: "selftest_tgid",
-        source,
-    })?;
-    array.set(0, tgid, 0).map_err(|source| ProbeError::Map {
-        name: "selftest_tgid",
-        source,
-    })
+        .map_mut("selftest")
+        .ok_or(ProbeError::Missing("selftest map"))?;
+    let mut array: Array<&mut MapData, SelftestTask> =
+        Array::try_from(map).map_err(|source| ProbeError::Map {
+            name: "selftest",
+            source,
+        })?;
+    array
+        .set(0, task.unwrap_or_default(), 0)
+        .map_err(|source| ProbeError::Map {
+            name: "selftest",
+            source,
+        })
 }
 
 fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<Link>) {
@@ -480,9 +521,8 @@ fn run_self_test(ring: &mut RingBuf<MapData>, syscalls: &[&'static str], timeout
             let Ok(event) = OpenEvent::decode(&item) else {
                 continue;
             };
-            if event.pid() != pid {
-                continue;
-            }
+            // Matched by the unique path alone: the event's tgid is the kernel-wide one, which in
+            // a pod without hostPID is not `std::process::id()`.
             let name = event.filename();
             if !name.starts_with(dir.as_bytes()) {
                 continue;

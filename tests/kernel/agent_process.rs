@@ -12,8 +12,22 @@ use crate::support::*;
 
 /// The agent/trace binary with JSON logs; stderr lines arrive on the returned channel.
 fn spawn(args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
+    spawn_under(&[], args)
+}
+
+/// Like `spawn`, with the binary started by `wrapper` (e.g. `unshare …`).
+fn spawn_under(wrapper: &[&str], args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
     require_bpf();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_splitscope-under-test"))
+    let bin = env!("CARGO_BIN_EXE_splitscope-under-test");
+    let mut command = match wrapper {
+        [] => Command::new(bin),
+        [program, rest @ ..] => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin);
+            c
+        }
+    };
+    let mut child = command
         .arg("--log-format")
         .arg("json")
         .args(args)
@@ -146,6 +160,69 @@ async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "agent exit: {status}");
+}
+
+/// As in a DaemonSet pod without hostPID: the agent lives in its own pid namespace, so the tgid
+/// the kernel reports for its opens is not the pid it knows itself by. The start-up self-test
+/// must still recognise its own opens — through an in-kernel comm filter that they do not pass —
+/// and the filtered counts must be exact.
+#[tokio::test]
+async fn agent_in_its_own_pid_namespace_passes_the_self_test_and_counts_exactly() {
+    let comm = unique("ssn");
+    let (_agent, mut logs) = spawn_under(
+        &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child=SIGTERM",
+        ],
+        &[
+            "agent",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--kubernetes",
+            "off",
+            "--comm",
+            &comm,
+        ],
+    );
+    let serving = wait_for(&mut logs, "serving metrics on http://").await;
+    let addr = message(&serving)
+        .trim_start_matches("serving metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    wait_for(&mut logs, "agent ready").await;
+
+    let files = Files::new("ns");
+    run_opener(
+        &comm,
+        &[op("openat", &files.exists, 4), op("openat", &files.missing, 3)],
+    )
+    .await;
+    let other = unique("sso");
+    run_opener(&other, &[op("openat", &files.exists, 2)]).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut metrics;
+    loop {
+        metrics = http_get(&addr, "/metrics").await;
+        let done = series_value(&metrics, &comm, "ok") >= Some(4)
+            && series_value(&metrics, &comm, "ENOENT") >= Some(3);
+        if done || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    metrics = http_get(&addr, "/metrics").await;
+    assert_eq!(series_value(&metrics, &comm, "ok"), Some(4), "{metrics}");
+    assert_eq!(series_value(&metrics, &comm, "ENOENT"), Some(3), "{metrics}");
+    assert_eq!(
+        series_value(&metrics, &other, "ok"),
+        None,
+        "the comm filter let {other} through"
+    );
 }
 
 #[tokio::test]

@@ -67,13 +67,25 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
-/* Process id of the loader while it runs its start-up self-test: its opens bypass the filters. */
+/*
+ * The loader while it runs its start-up self-test: its opens bypass the filters. It is named by
+ * its tgid inside its own pid namespace (dev + inode of /proc/self/ns/pid), because the agent runs
+ * in a pod without hostPID: the kernel-wide tgid of bpf_get_current_pid_tgid() is not the pid the
+ * process knows itself by. tgid 0 = no self-test running.
+ */
+struct selftest_task {
+	__u32 tgid;
+	__u32 pad;
+	__u64 pidns_dev;
+	__u64 pidns_ino;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} selftest_tgid SEC(".maps");
+	__type(value, struct selftest_task);
+} selftest SEC(".maps");
 
 /* An open's arguments between entry and exit, per thread. */
 struct open_args {
@@ -98,11 +110,18 @@ static __always_inline void count_drop(__u32 slot)
 		*n += 1;
 }
 
-static __always_inline bool is_selftest(__u32 tgid)
+static __always_inline bool is_selftest(void)
 {
 	__u32 zero = 0;
-	__u32 *t = bpf_map_lookup_elem(&selftest_tgid, &zero);
-	return t && *t == tgid;
+	struct selftest_task *t = bpf_map_lookup_elem(&selftest, &zero);
+	struct bpf_pidns_info ns = {};
+
+	if (!t || !t->tgid)
+		return false;
+	/* Fails (non-zero) when the current task is not in that pid namespace. */
+	if (bpf_get_ns_current_pid_tgid(t->pidns_dev, t->pidns_ino, &ns, sizeof(ns)))
+		return false;
+	return ns.tgid == t->tgid;
 }
 
 /* The filters that depend only on the task, checked before any other work. */
@@ -127,7 +146,7 @@ static __always_inline bool task_passes(__u32 tgid)
 
 static __always_inline bool task_wanted(__u32 tgid)
 {
-	return task_passes(tgid) || is_selftest(tgid);
+	return task_passes(tgid) || is_selftest();
 }
 
 static __always_inline bool prefix_matches(const char *fname)
@@ -149,7 +168,7 @@ static __always_inline void emit(__u64 pid_tgid, long ret, const char *fname, __
 	struct open_event *e;
 	long n;
 
-	if (targ_failed_only && ret >= 0 && !is_selftest(tgid))
+	if (targ_failed_only && ret >= 0 && !is_selftest())
 		return;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -178,7 +197,7 @@ static __always_inline void emit(__u64 pid_tgid, long ret, const char *fname, __
 		if (n == sizeof(e->fname))
 			e->eflags = OPEN_EVENT_F_FNAME_TRUNCATED;
 	}
-	if (targ_prefix_len && (n <= 0 || !prefix_matches(e->fname)) && !is_selftest(tgid)) {
+	if (targ_prefix_len && (n <= 0 || !prefix_matches(e->fname)) && !is_selftest()) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}

@@ -29,6 +29,12 @@ typedef _Bool bool;
 #define true 1
 #define false 0
 
+/* UAPI (include/uapi/linux/bpf.h): filled by bpf_get_ns_current_pid_tgid. */
+struct bpf_pidns_info {
+	__u32 pid;
+	__u32 tgid;
+};
+
 /* UAPI constants (include/uapi/linux/bpf.h); stable ABI values. */
 enum {
 	BPF_MAP_TYPE_HASH = 1,
