@@ -2,16 +2,17 @@
 //! binaries export.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
-use promql_parser::parser::{Expr, parse};
-use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
+use splitscope_tests::dashboards::{
+    dashboard_files, label_values_selector, load, metric_names, panels, variable_query, variables,
+};
 
 use crate::kustomize::{render, repo_root};
 
-/// The metric names of DESIGN.md ("Metrics"), with their types.
-// The lead replaces this list with the names scraped from the real /metrics of both binaries.
+/// The metric names of DESIGN.md ("Metrics"), with their types: the contract the dashboards are
+/// held to here, statically. tests/kernel/dashboards.rs holds them to the names the real
+/// binaries export, through a real Prometheus.
 const DESIGN_METRICS: &[(&str, MetricType)] = &[
     ("splitscope_reconcile_total", MetricType::Counter),
     ("splitscope_reconcile_duration_seconds", MetricType::Histogram),
@@ -35,80 +36,6 @@ enum MetricType {
     Histogram,
 }
 
-fn dashboard_files() -> Vec<PathBuf> {
-    let dir = repo_root().join("deploy/grafana");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn load(path: &PathBuf) -> Value {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every panel, rows' nested panels included.
-fn panels(dashboard: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    for panel in dashboard["panels"].as_array().into_iter().flatten() {
-        out.push(panel);
-        for nested in panel["panels"].as_array().into_iter().flatten() {
-            out.push(nested);
-        }
-    }
-    out
-}
-
-/// Grafana's interval variables are not PromQL; give them a value so the query parses.
-fn substitute_grafana_intervals(expr: &str) -> String {
-    expr.replace("$__rate_interval", "5m")
-        .replace("${__rate_interval}", "5m")
-        .replace("$__interval", "1m")
-        .replace("$__range", "1h")
-}
-
-struct Names(BTreeSet<String>);
-
-impl ExprVisitor for Names {
-    type Error = String;
-    fn pre_visit(&mut self, expr: &Expr) -> Result<bool, String> {
-        let selector = match expr {
-            Expr::VectorSelector(vs) => Some(vs),
-            Expr::MatrixSelector(ms) => Some(&ms.vs),
-            _ => None,
-        };
-        if let Some(vs) = selector {
-            match &vs.name {
-                Some(name) => {
-                    self.0.insert(name.clone());
-                }
-                None => {
-                    let by_label = vs.matchers.matchers.iter().find(|m| m.name == "__name__");
-                    match by_label {
-                        Some(m) => {
-                            self.0.insert(m.value.clone());
-                        }
-                        None => return Err("a selector without a metric name".to_owned()),
-                    }
-                }
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// The metric names a PromQL expression selects, or why it does not parse.
-fn metric_names(expr: &str) -> Result<BTreeSet<String>, String> {
-    let parsed = parse(&substitute_grafana_intervals(expr)).map_err(|e| format!("{expr}: {e}"))?;
-    let mut names = Names(BTreeSet::new());
-    walk_expr(&mut names, &parsed).map_err(|e| format!("{expr}: {e}"))?;
-    Ok(names.0)
-}
-
 /// Whether `name` is exported: a design metric, a histogram's series, or a process metric.
 fn known_metric(name: &str) -> bool {
     if PROCESS_METRICS.contains(&name) {
@@ -123,13 +50,6 @@ fn known_metric(name: &str) -> bool {
     })
 }
 
-/// The metric selector of a `label_values(selector, label)` variable query.
-fn label_values_selector(query: &str) -> Option<&str> {
-    let inner = query.trim().strip_prefix("label_values(")?.strip_suffix(')')?;
-    let (selector, _label) = inner.rsplit_once(',')?;
-    Some(selector.trim())
-}
-
 /// Every problem of one dashboard, named; empty when it is fine.
 fn problems(name: &str, dashboard: &Value, used: &mut BTreeSet<String>) -> Vec<String> {
     let mut out = Vec::new();
@@ -139,10 +59,7 @@ fn problems(name: &str, dashboard: &Value, used: &mut BTreeSet<String>) -> Vec<S
     if dashboard["uid"].as_str().is_none_or(str::is_empty) {
         out.push(format!("{name}: no uid"));
     }
-    let variables = dashboard["templating"]["list"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let variables = variables(dashboard);
     let has_datasource_var = variables
         .iter()
         .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus");
@@ -154,11 +71,7 @@ fn problems(name: &str, dashboard: &Value, used: &mut BTreeSet<String>) -> Vec<S
     let mut exprs = Vec::new();
     for variable in &variables {
         if variable["type"] == "query" {
-            let query = variable["query"]["query"]
-                .as_str()
-                .or(variable["query"].as_str())
-                .unwrap_or_default();
-            match label_values_selector(query) {
+            match label_values_selector(variable_query(variable)) {
                 Some(selector) => exprs.push((format!("variable {}", variable["name"]), selector.to_owned())),
                 None => out.push(format!(
                     "{name}: variable {} is not label_values(...)",
@@ -285,25 +198,10 @@ fn dashboards_are_provisioned_from_labelled_config_maps() {
 }
 
 #[test]
-fn metric_extraction_reads_real_promql() {
-    let names = metric_names(
-        "histogram_quantile(0.99, sum by (le) (rate(splitscope_reconcile_duration_seconds_bucket{job=\"x\"}[$__rate_interval])))",
-    )
-    .unwrap();
-    assert_eq!(
-        names,
-        BTreeSet::from(["splitscope_reconcile_duration_seconds_bucket".to_owned()])
-    );
-    let names = metric_names("sum(a_total) / (sum(b_total) + sum(c)) or vector(0)").unwrap();
-    assert_eq!(names.len(), 3);
-    assert!(metric_names("sum(rate(x[5m])").is_err(), "unbalanced parentheses");
+fn known_metrics_include_histogram_series_only_for_histograms() {
     assert!(known_metric("splitscope_reconcile_duration_seconds_count"));
     assert!(!known_metric("splitscope_file_opens_total_bucket"));
     assert!(!known_metric("splitscope_opens_total"));
-    assert_eq!(
-        label_values_selector("label_values(splitscope_file_opens_total{node=~\"$node\"}, namespace)"),
-        Some("splitscope_file_opens_total{node=~\"$node\"}")
-    );
 }
 
 #[test]

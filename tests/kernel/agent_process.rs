@@ -1,86 +1,11 @@
 //! The agent and `trace` as real processes: exact counts scraped over real HTTP, live JSON
 //! lines, and a clean exit on SIGTERM.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::*;
-
-/// The agent/trace binary with JSON logs; stderr lines arrive on the returned channel.
-fn spawn(args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
-    spawn_under(&[], args)
-}
-
-/// Like `spawn`, with the binary started by `wrapper` (e.g. `unshare …`).
-fn spawn_under(wrapper: &[&str], args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
-    require_bpf();
-    let bin = env!("CARGO_BIN_EXE_splitscope-under-test");
-    let mut command = match wrapper {
-        [] => Command::new(bin),
-        [program, rest @ ..] => {
-            let mut c = Command::new(program);
-            c.args(rest).arg(bin);
-            c
-        }
-    };
-    let mut child = command
-        .arg("--log-format")
-        .arg("json")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("[child] {line}");
-            let value = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-            if tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn message(v: &serde_json::Value) -> &str {
-    v["fields"]["message"].as_str().unwrap_or_default()
-}
-
-/// Waits for a log line whose message starts with `prefix`.
-async fn wait_for(logs: &mut mpsc::UnboundedReceiver<serde_json::Value>, prefix: &str) -> serde_json::Value {
-    let found = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(v) = logs.recv().await {
-            if message(&v).starts_with(prefix) {
-                return Some(v);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(v)) => v,
-        _ => panic!("the child never logged {prefix:?}"),
-    }
-}
-
-async fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
-}
 
 fn series_value(metrics: &str, comm: &str, result: &str) -> Option<u64> {
     let want = format!(
@@ -90,12 +15,6 @@ fn series_value(metrics: &str, comm: &str, result: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix(&want))
         .map(|v| v.trim().parse().unwrap())
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().unwrap() as i32;
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod support;
 
 mod agent_process;
 mod attribution;
+mod dashboards;
 mod filters;
 mod overload;
 mod stream;

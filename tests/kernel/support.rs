@@ -3,8 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 
 use splitscope_probes::{EventStream, OpenEvent, Probe, ProbeConfig};
 
@@ -111,4 +115,96 @@ pub fn comm_is(comm: &str) -> impl Fn(&OpenEvent) -> bool + '_ {
 
 pub fn op(kind: &str, path: &str, count: u32) -> String {
     format!("{kind}:{path}:{count}")
+}
+
+/// The splitscope binary with JSON logs; stderr lines arrive on the returned channel.
+pub fn spawn(args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
+    spawn_under(&[], args)
+}
+
+/// Like `spawn`, with the binary started by `wrapper` (e.g. `unshare …`).
+pub fn spawn_under(wrapper: &[&str], args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
+    require_bpf();
+    spawn_with_env(wrapper, &[], args)
+}
+
+/// The splitscope binary with extra environment variables (no BPF check: the controller needs
+/// none).
+pub fn spawn_with_env(
+    wrapper: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    args: &[&str],
+) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
+    let bin = env!("CARGO_BIN_EXE_splitscope-under-test");
+    let mut command = match wrapper {
+        [] => Command::new(bin),
+        [program, rest @ ..] => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin);
+            c
+        }
+    };
+    let mut child = command
+        .envs(env.iter().copied())
+        .arg("--log-format")
+        .arg("json")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[child] {line}");
+            let value = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+            if tx.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+pub fn message(v: &serde_json::Value) -> &str {
+    v["fields"]["message"].as_str().unwrap_or_default()
+}
+
+/// Waits for a log line whose message starts with `prefix`.
+pub async fn wait_for(
+    logs: &mut mpsc::UnboundedReceiver<serde_json::Value>,
+    prefix: &str,
+) -> serde_json::Value {
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(v) = logs.recv().await {
+            if message(&v).starts_with(prefix) {
+                return Some(v);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(v)) => v,
+        _ => panic!("the child never logged {prefix:?}"),
+    }
+}
+
+pub async fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+pub fn sigterm(child: &Child) {
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
 }

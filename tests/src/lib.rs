@@ -1,1 +1,4 @@
+//! Shared pieces of the workspace-level tests.
 
+pub mod dashboards;
+pub mod fake_api_server;

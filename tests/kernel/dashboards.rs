@@ -1,0 +1,446 @@
+//! The Grafana dashboards against the live binaries, through a real Prometheus (Debian's
+//! package): the agent traces this kernel's opens, the controller reconciles a TrafficSplit
+//! served by a fake API server (tests/src/fake_api_server.rs), Prometheus scrapes both, and every
+//! panel's query — as Grafana sends it with every variable at "All" — must parse, evaluate and
+//! return data. Every metric name the dashboards use must be one the binaries really export.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use splitscope_tests::dashboards::{self, Query};
+use splitscope_tests::fake_api_server::{FakeApiServer, Resource};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+/// Grafana's `$__rate_interval` at a 1 s scrape interval is 4 scrapes; a little more keeps
+/// `rate()` fed while a scrape is late on a busy 2-core machine.
+const RATE_INTERVAL: &str = "6s";
+const NODE: &str = "test-node";
+const CONTROLLER_POD: &str = "splitscope-controller-test";
+
+fn resources() -> Vec<Resource> {
+    let r = |prefix, plural, kind, subresources| Resource {
+        prefix,
+        plural,
+        kind,
+        namespaced: true,
+        subresources,
+    };
+    vec![
+        r(
+            "/apis/splitscope.dev/v1alpha1",
+            "trafficsplits",
+            "TrafficSplit",
+            &["status"][..],
+        ),
+        r("/api/v1", "services", "Service", &[]),
+        r(
+            "/apis/discovery.k8s.io/v1",
+            "endpointslices",
+            "EndpointSlice",
+            &[],
+        ),
+        r(
+            "/apis/gateway.networking.k8s.io/v1",
+            "httproutes",
+            "HTTPRoute",
+            &[],
+        ),
+        r("/apis/events.k8s.io/v1", "events", "Event", &[]),
+    ]
+}
+
+/// The design's checkout split (finalizer already added), and ready endpoints for both backends.
+fn objects() -> Vec<Value> {
+    let slice = |backend: &str, ready: usize| {
+        let service = format!("checkout-{backend}");
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {
+                "name": format!("{service}-abcde"), "namespace": "shop",
+                "labels": {
+                    "kubernetes.io/service-name": service,
+                    "app.kubernetes.io/managed-by": "splitscope",
+                    "splitscope.dev/traffic-split": "checkout",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": (0..ready).map(|i| json!({
+                "addresses": [format!("10.0.0.{i}")],
+                "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "name": format!("{backend}-{i}"), "namespace": "shop", "uid": format!("{backend}-uid-{i}")},
+            })).collect::<Vec<_>>(),
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        })
+    };
+    vec![
+        json!({
+            "apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {
+                "name": "checkout", "namespace": "shop", "uid": "ts-uid-1", "generation": 1,
+                "finalizers": ["splitscope.dev/cleanup"],
+            },
+            "spec": {
+                "service": "checkout",
+                "selector": {"app": "checkout"},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                "backends": [
+                    {"name": "stable", "labels": {"version": "v1"}, "weight": 95},
+                    {"name": "canary", "labels": {"version": "v2"}, "weight": 5},
+                ],
+                "routing": {"provider": "GatewayAPI"},
+                "deletionPolicy": "Delete",
+            },
+        }),
+        slice("stable", 3),
+        slice("canary", 1),
+    ]
+}
+
+fn require_prometheus() {
+    let found = std::process::Command::new("prometheus")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "this test needs a real Prometheus server: install Debian's `prometheus` package \
+         (`cargo xtask deps test` does)"
+    );
+}
+
+/// A port nobody listens on now (Prometheus cannot report a port 0 choice back).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// GET over HTTP/1.0 (no chunked bodies to decode); returns (status code, body).
+async fn get(addr: &str, path_and_query: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
+}
+
+/// Every sample name of a Prometheus text exposition (histograms as their _bucket/_sum/_count).
+fn exported_names(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
+        .collect()
+}
+
+struct Prometheus {
+    /// Killed on drop.
+    _child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    async fn start(jobs: &[(&str, &str, (&str, &str))]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n");
+        for (job, target, (label, value)) in jobs {
+            // As deploy/prometheus-grafana/prometheus.yml: the job is the metrics Service's name,
+            // the metrics keep their own labels, the target's node/pod are added.
+            config.push_str(&format!(
+                "  - job_name: {job}\n    honor_labels: true\n    static_configs:\n      - targets: ['{target}']\n        labels: {{{label}: {value}}}\n"
+            ));
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start prometheus");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() && get(&addr, "/-/ready").await.0 == 200 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Prometheus never became ready on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Self {
+            _child: child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// An instant query: Ok(result vector) or Err(Prometheus's error).
+    async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
+        let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
+        let (code, body) = get(&self.addr, &format!("/api/v1/query?query={encoded}")).await;
+        let reply: Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {code}: {e}: {body}"))?;
+        if reply["status"] != "success" {
+            return Err(format!("{}: {}", reply["errorType"], reply["error"]));
+        }
+        Ok(reply["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+fn sample_value(sample: &Value) -> f64 {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Opens files under a unique comm until cancelled, so rates and failed-open panels have data.
+fn keep_opening(comm: String, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let files = Files::new("dash");
+        while !stop.is_cancelled() {
+            run_opener(
+                &comm,
+                &[op("openat", &files.exists, 3), op("openat", &files.missing, 2)],
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prometheus() {
+    require_bpf();
+    require_prometheus();
+
+    // The controller, reconciling the checkout split.
+    let api = FakeApiServer::start(resources(), objects()).await.unwrap();
+    let kube_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(kube_dir.path()).unwrap();
+    let (controller, mut controller_logs) = spawn_with_env(
+        &[],
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("POD_NAME", OsStr::new(CONTROLLER_POD)),
+        ],
+        &["controller", "--no-leader-elect", "--metrics-addr", "127.0.0.1:0"],
+    );
+    let serving = wait_for(&mut controller_logs, "serving /metrics").await;
+    let controller_addr = serving["fields"]["addr"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let phase = api
+            .object("/apis/splitscope.dev/v1alpha1/trafficsplits", "shop", "checkout")
+            .map(|ts| ts["status"]["phase"].clone());
+        if phase == Some(json!("Ready")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller never reported checkout Ready (phase {phase:?}); requests: {:#?}",
+            api.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Ready once its caches are synced (a poll in short rounds may trail the first reconcile).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get(&controller_addr, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "the controller's /readyz never turned 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The agent, on this kernel.
+    let (agent, mut agent_logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"]);
+    let serving = wait_for(&mut agent_logs, "serving metrics on http://").await;
+    let agent_addr = message(&serving)
+        .trim_start_matches("serving metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    wait_for(&mut agent_logs, "agent ready").await;
+    let stop = CancellationToken::new();
+    let opener = keep_opening(unique("ssdash"), stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 1. Every metric a dashboard uses is exported by the real binaries.
+    let mut exported = exported_names(&get(&controller_addr, "/metrics").await.1);
+    exported.extend(exported_names(&get(&agent_addr, "/metrics").await.1));
+    let files = dashboards::dashboard_files();
+    let loaded: Vec<(String, Value)> = files
+        .iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                dashboards::load(p),
+            )
+        })
+        .collect();
+    let mut unexported = Vec::new();
+    for (name, dashboard) in &loaded {
+        for Query { what, expr } in dashboards::queries(dashboard) {
+            for metric in dashboards::metric_names(&expr).unwrap() {
+                if !exported.contains(&metric) {
+                    unexported.push(format!("{name}: {what} uses {metric}"));
+                }
+            }
+        }
+    }
+    assert!(
+        unexported.is_empty(),
+        "not exported by the binaries: {unexported:#?}\nexported: {exported:#?}"
+    );
+
+    // 2. A real Prometheus scrapes both, labelled as in the cluster.
+    let constants: BTreeMap<String, String> = loaded
+        .iter()
+        .flat_map(|(_, d)| dashboards::constants(d))
+        .collect();
+    let agent_job = constants
+        .get("agent_job")
+        .expect("agent dashboard has an agent_job constant")
+        .clone();
+    let controller_job = constants
+        .get("controller_job")
+        .expect("controller dashboard has a controller_job constant")
+        .clone();
+    for job in [&agent_job, &controller_job] {
+        let services = std::fs::read_to_string(dashboards::repo_root().join(format!(
+            "deploy/{}/metrics-service.yaml",
+            if *job == agent_job { "agent" } else { "controller" }
+        )))
+        .unwrap();
+        assert!(
+            services.contains(&format!("name: {job}")),
+            "no metrics Service named {job}: the job name would not match"
+        );
+    }
+    let prometheus = Prometheus::start(&[
+        (&agent_job, &agent_addr, ("node", NODE)),
+        (
+            &controller_job,
+            &controller_addr,
+            ("kubernetes_pod", CONTROLLER_POD),
+        ),
+    ])
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let ready = prometheus
+            .query("min(count_over_time(up[10s])) >= 7 and min(up) == 1")
+            .await
+            .is_ok_and(|r| !r.is_empty());
+        if ready {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus never scraped both binaries 7 times"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // 3. Every query of every dashboard, as Grafana sends it, returns data.
+    let mut failures = Vec::new();
+    let mut answers: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (name, dashboard) in &loaded {
+        for Query { what, expr } in dashboards::queries(dashboard) {
+            let sent = dashboards::as_sent(&expr, &constants, RATE_INTERVAL);
+            match prometheus.query(&sent).await {
+                Ok(result) if result.is_empty() => {
+                    failures.push(format!("{name}: {what}: no data for {sent}"))
+                }
+                Ok(result) => {
+                    println!(
+                        "{name}: {what}: {} series, first {}",
+                        result.len(),
+                        result[0]["value"]
+                    );
+                    answers.insert(format!("{name}: {what}"), result);
+                }
+                Err(e) => failures.push(format!("{name}: {what}: {e} for {sent}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // 4. The panels that state facts state the right ones.
+    let weights = prometheus
+        .query(
+            r#"max by (backend) (splitscope_trafficsplit_backend_weight{namespace="shop", name="checkout"})"#,
+        )
+        .await
+        .unwrap();
+    let weights: BTreeMap<String, f64> = weights
+        .iter()
+        .map(|s| {
+            (
+                s["metric"]["backend"].as_str().unwrap().to_owned(),
+                sample_value(s),
+            )
+        })
+        .collect();
+    assert_eq!(
+        weights,
+        BTreeMap::from([("canary".to_owned(), 5.0), ("stable".to_owned(), 95.0)])
+    );
+    let ready = &answers["controller.json: panel \"Ready TrafficSplits\""];
+    assert_eq!(sample_value(&ready[0]), 1.0, "{ready:?}");
+    let leader = &answers["controller.json: panel \"Current leader\""];
+    assert_eq!(
+        leader[0]["metric"]["kubernetes_pod"], CONTROLLER_POD,
+        "{leader:?}"
+    );
+    let attach = &answers["agent.json: panel \"Attach mode per node\""];
+    assert_eq!(attach[0]["metric"]["node"], NODE, "{attach:?}");
+    assert!(
+        ["tracepoint", "kprobe"].contains(&attach[0]["metric"]["mode"].as_str().unwrap()),
+        "{attach:?}"
+    );
+    let failed = &answers["agent.json: panel \"Failed opens/s by errno\""];
+    assert!(
+        failed
+            .iter()
+            .any(|s| s["metric"]["result"] == "ENOENT" && sample_value(s) > 0.0),
+        "{failed:?}"
+    );
+
+    stop.cancel();
+    opener.await.unwrap();
+    for child in [&controller, &agent] {
+        sigterm(child);
+    }
+    for mut child in [controller, agent] {
+        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+    drop(prometheus);
+}
