@@ -272,7 +272,10 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     // Ready once its caches are synced (a poll in short rounds may trail the first reconcile).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while get(&controller_addr, "/readyz").await.0 != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "the controller's /readyz never turned 200");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller's /readyz never turned 200"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

@@ -23,7 +23,11 @@ pub const CHECKED_IN_PATH: &str = "crds/trafficsplits.splitscope.dev.yaml";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
     use serde_json::{Value, json};
+
+    use super::super::trafficsplit::TrafficSplit;
+    use super::super::validate::validate;
 
     fn checked_in() -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -295,5 +299,44 @@ mod tests {
         );
         obj["spec"]["service"] = json!("checkout");
         assert_eq!(cel_errors(&obj), Vec::<String>::new());
+    }
+
+    /// Every TrafficSplit under examples/ is what the API server would accept (the CRD's
+    /// schema after defaulting, and its CEL rules) and what the controller would reconcile.
+    #[test]
+    fn shipped_examples_pass_the_crd_schema_cel_and_the_controller() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut files = vec![root.clone()];
+        let mut checked = Vec::new();
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let mut obj = Value::deserialize(doc).unwrap();
+                if obj["kind"] != "TrafficSplit" {
+                    continue;
+                }
+                let schema = schema();
+                super::super::schema_check::apply_defaults(&schema, &mut obj);
+                let errors = super::super::schema_check::check(&schema, &obj);
+                assert!(errors.is_empty(), "{}: schema: {errors:?}", path.display());
+                assert_eq!(cel_errors(&obj), Vec::<String>::new(), "{}: CEL", path.display());
+                let ts: TrafficSplit = serde_json::from_value(obj).unwrap();
+                if let Err(invalid) = validate(&ts) {
+                    panic!("{}: the controller refuses it: {invalid}", path.display());
+                }
+                checked.push(ts.metadata.name.clone().unwrap_or_default());
+            }
+        }
+        assert!(
+            checked.len() >= 3,
+            "the 95/5, 50/50 and Istio examples: {checked:?}"
+        );
     }
 }
