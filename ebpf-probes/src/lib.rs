@@ -12,6 +12,7 @@ pub mod loader;
 pub mod open_flags;
 pub mod plan;
 pub mod preflight;
+pub mod raw_open;
 pub mod stream;
 
 pub use event::{OpenEvent, OpenEventRef, OpenRecord, OpenResult, RawOpenEvent, Syscall};

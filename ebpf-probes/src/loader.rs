@@ -553,38 +553,8 @@ fn run_self_test(ring: &mut RingBuf<MapData>, syscalls: &[&'static str], timeout
 /// Opens `path` (which must not exist) through `syscall`; returns the errno.
 fn open_missing(syscall: &str, path: &str) -> Option<i32> {
     let c = CString::new(path).ok()?;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
+    match crate::raw_open::open_via(syscall, &c, libc::O_RDONLY, 0o600) {
+        Ok(_fd) => None, // closed on drop; the path was meant not to exist
+        Err(e) => e.raw_os_error(),
     }
-    let how = OpenHow {
-        flags: libc::O_RDONLY as u64,
-        mode: 0,
-        resolve: 0,
-    };
-    // SAFETY: the path is NUL-terminated and `how` outlives the call; raw syscalls so that each
-    // one really is the syscall named (libc's open() is openat(2)).
-    let ret = unsafe {
-        match syscall {
-            "open" => libc::syscall(libc::SYS_open, c.as_ptr(), libc::O_RDONLY),
-            "openat" => libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY),
-            "openat2" => libc::syscall(
-                libc::SYS_openat2,
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            ),
-            "creat" => libc::syscall(libc::SYS_creat, c.as_ptr(), 0o600),
-            _ => return None,
-        }
-    };
-    if ret >= 0 {
-        // SAFETY: closing the descriptor this call just got.
-        unsafe { libc::close(ret as i32) };
-        return None;
-    }
-    std::io::Error::last_os_error().raw_os_error()
 }

@@ -118,51 +118,15 @@ pub async fn run(args: SelfTestArgs) -> anyhow::Result<()> {
 
 /// One open through the named syscall; Ok(()) on success (the fd is closed), Err(errno) else.
 fn open_with(kind: &str, path: &str) -> anyhow::Result<Result<(), i32>> {
+    // creat(2) of a missing file would create it: aim it at a missing directory instead.
+    let path = if kind == "creat" && path.contains("/missing-") {
+        format!("{path}/x")
+    } else {
+        path.to_owned()
+    };
     let c = CString::new(path)?;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
+    match splitscope_probes::raw_open::open_via(kind, &c, libc::O_RDONLY, 0o600) {
+        Ok(_fd) => Ok(Ok(())),
+        Err(e) => Ok(Err(e.raw_os_error().unwrap_or(0))),
     }
-    let how = OpenHow {
-        flags: libc::O_RDONLY as u64,
-        mode: 0,
-        resolve: 0,
-    };
-    // SAFETY: a NUL-terminated path and a live open_how; raw syscalls so that each is the one
-    // named (libc's open() is openat(2)).
-    let ret = unsafe {
-        match kind {
-            "open" => libc::syscall(libc::SYS_open, c.as_ptr(), libc::O_RDONLY),
-            "openat" => libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY),
-            "openat2" => libc::syscall(
-                libc::SYS_openat2,
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            ),
-            _ => {
-                // creat(2) of a missing file would create it: aim it at a missing directory.
-                let target = if path.contains("/missing-") {
-                    CString::new(format!("{path}/x"))?
-                } else {
-                    c.clone()
-                };
-                let r = libc::syscall(libc::SYS_creat, target.as_ptr(), 0o600);
-                if r < 0 && path.contains("/missing-") {
-                    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                    return Ok(Err(errno));
-                }
-                r
-            }
-        }
-    };
-    if ret >= 0 {
-        // SAFETY: closing the fd this call opened.
-        unsafe { libc::close(ret as i32) };
-        return Ok(Ok(()));
-    }
-    Ok(Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)))
 }
