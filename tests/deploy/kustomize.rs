@@ -126,7 +126,7 @@ fn every_kustomization_is_listed() {
 }
 
 fn collect_kustomizations(dir: &Path, out: &mut Vec<PathBuf>) {
-    if dir.join("kustomization.yaml").is_file() {
+    if KUSTOMIZATION_FILE_NAMES.iter().any(|n| dir.join(n).is_file()) {
         out.push(dir.to_path_buf());
     }
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -229,20 +229,34 @@ fn yaml11_lint_finds_unquoted_on() {
     );
 }
 
-/// crds/kustomization.yaml must list exactly the CRD files `cargo xtask gen-crds` writes.
+/// The names kustomize looks for in a directory.
+const KUSTOMIZATION_FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// crds/Kustomization must list exactly the CRD files `cargo xtask gen-crds` writes, and every
+/// file `kubectl apply -f crds/` reads (.yaml, .yml, .json) must hold CRDs only — the README and
+/// the e2e tests install them that way.
 #[test]
 fn crds_kustomization_lists_every_crd_file() {
     let dir = repo_root().join("crds");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| (n.ends_with(".yaml") || n.ends_with(".yml")) && n != "kustomization.yaml")
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json"))
         .collect();
     files.sort();
-    let kustomization = &read_yaml_file(&dir.join("kustomization.yaml"))[0];
+    for file in &files {
+        for doc in read_yaml_file(&dir.join(file)) {
+            assert_eq!(
+                doc["kind"], "CustomResourceDefinition",
+                "crds/{file}: `kubectl apply -f crds/` would read a {} here",
+                doc["kind"]
+            );
+        }
+    }
+    let kustomization = &read_yaml_file(&dir.join("Kustomization"))[0];
     let mut listed: Vec<String> = kustomization["resources"]
         .as_array()
-        .expect("crds/kustomization.yaml has resources")
+        .expect("crds/Kustomization has resources")
         .iter()
         .map(|r| r.as_str().unwrap().to_owned())
         .collect();
@@ -253,7 +267,7 @@ fn crds_kustomization_lists_every_crd_file() {
     );
     assert_eq!(
         listed, files,
-        "crds/kustomization.yaml resources vs the CRD files in crds/"
+        "crds/Kustomization resources vs the CRD files in crds/"
     );
 }
 
