@@ -395,6 +395,20 @@ fn module_load_order(modules: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(order)
 }
 
+/// Where the guest writes (`TMPDIR`, the steps script), and which of the host's `/tmp` and `/run`
+/// get a tmpfs over them in the guest (the host's `/` is mounted read-only). A tmpfs must not
+/// hide the binary under test: a checkout under /tmp (as a CI clone may be) keeps the host's
+/// /tmp visible and writes go to /run instead.
+fn guest_scratch(binary: &Path) -> (Vec<&'static str>, &'static str) {
+    let hides_binary = |dir: &str| binary.starts_with(dir);
+    let mounts: Vec<&'static str> = ["/tmp", "/run"]
+        .into_iter()
+        .filter(|d| !hides_binary(d))
+        .collect();
+    let scratch = mounts.first().copied().unwrap_or("/dev/shm");
+    (mounts, scratch)
+}
+
 fn build_initramfs(modules: &Path, binary: &Path, out: &Path, staging: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(staging);
     for dir in ["bin", "dev", "proc", "sys", "host", "mods"] {
@@ -439,6 +453,11 @@ fn build_initramfs(modules: &Path, binary: &Path, out: &Path, staging: &Path) ->
         writeln!(insmods, "insmod /mods/{i:02}.ko || echo \"insmod {name} failed\"")?;
     }
 
+    let (tmpfs_mounts, scratch) = guest_scratch(binary);
+    let tmpfs_mounts: String = tmpfs_mounts
+        .iter()
+        .map(|dir| format!("mount -t tmpfs tmpfs /host{dir}\n"))
+        .collect();
     let binary = binary.to_str().context("non-UTF-8 binary path")?;
     let mut steps = String::new();
     for step in STEPS {
@@ -460,17 +479,15 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host || echo "mounting
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t devtmpfs dev /host/dev
-mount -t tmpfs tmpfs /host/tmp
-mount -t tmpfs tmpfs /host/run
-mount -t tracefs nodev /host/sys/kernel/tracing
+{tmpfs_mounts}mount -t tracefs nodev /host/sys/kernel/tracing
 mount -t debugfs nodev /host/sys/kernel/debug
 mount -t bpf bpf /host/sys/fs/bpf
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
-cat > /host/tmp/steps.sh <<'STEPS'
-export RUST_LOG=warn NO_COLOR=1
+cat > /host{scratch}/steps.sh <<'STEPS'
+export RUST_LOG=warn NO_COLOR=1 TMPDIR={scratch}
 echo "=== KERNEL $(uname -r)"
 {steps}STEPS
-chroot /host /bin/sh /tmp/steps.sh
+chroot /host /bin/sh {scratch}/steps.sh
 echo "=== GUEST DONE"
 poweroff -f
 "#
@@ -604,6 +621,21 @@ fn check_steps(console: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_scratch_never_hides_the_binary() {
+        let (mounts, scratch) = guest_scratch(Path::new("/work/main/target/debug/splitscope"));
+        assert_eq!((mounts, scratch), (vec!["/tmp", "/run"], "/tmp"));
+        let (mounts, scratch) = guest_scratch(Path::new("/tmp/ci-clone/target/debug/splitscope"));
+        assert_eq!((mounts, scratch), (vec!["/run"], "/run"));
+        let (mounts, scratch) = guest_scratch(Path::new("/run/user/0/src/target/debug/splitscope"));
+        assert_eq!((mounts, scratch), (vec!["/tmp"], "/tmp"));
+        // "/tmpfoo" is not under /tmp.
+        assert_eq!(
+            guest_scratch(Path::new("/tmpfoo/splitscope")).0,
+            vec!["/tmp", "/run"]
+        );
+    }
 
     #[test]
     fn kernel_package_patterns() {
