@@ -15,11 +15,13 @@ struct OpenHow {
 }
 
 /// Opens `path` through `syscall` (`open`, `openat`, `openat2` or `creat`) with `flags` and
-/// `mode` (creat(2) takes only the mode). The descriptor closes when dropped.
+/// `mode` (creat(2) takes only the mode). The descriptor closes when dropped. As open(2) does,
+/// the mode is ignored unless the flags create a file: openat2(2) would refuse it (EINVAL).
 pub fn open_via(syscall: &str, path: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    let creates = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
     let how = OpenHow {
         flags: flags as u64,
-        mode: u64::from(mode),
+        mode: if creates { u64::from(mode) } else { 0 },
         resolve: 0,
     };
     // SAFETY: `path` is NUL-terminated and `how` outlives the call; each call is the raw syscall
@@ -64,10 +66,19 @@ mod tests {
         let exists = std::ffi::CString::new(exists.to_str().unwrap()).unwrap();
         let missing = std::ffi::CString::new(dir.join("missing").to_str().unwrap()).unwrap();
         for syscall in ["open", "openat", "openat2"] {
-            assert!(open_via(syscall, &exists, libc::O_RDONLY, 0).is_ok(), "{syscall}");
-            let err = open_via(syscall, &missing, libc::O_RDONLY, 0).unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{syscall}");
+            // A mode without O_CREAT is ignored, as open(2) does (openat2 alone would refuse it).
+            for mode in [0, 0o600] {
+                assert!(
+                    open_via(syscall, &exists, libc::O_RDONLY, mode).is_ok(),
+                    "{syscall} {mode:o}"
+                );
+                let err = open_via(syscall, &missing, libc::O_RDONLY, mode).unwrap_err();
+                assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{syscall} {mode:o}");
+            }
         }
+        let made = std::ffi::CString::new(dir.join("made").to_str().unwrap()).unwrap();
+        assert!(open_via("openat2", &made, libc::O_CREAT | libc::O_WRONLY, 0o600).is_ok());
+        assert!(dir.join("made").exists());
         let created = std::ffi::CString::new(dir.join("created").to_str().unwrap()).unwrap();
         assert!(open_via("creat", &created, 0, 0o600).is_ok());
         assert!(dir.join("created").exists());
