@@ -63,10 +63,17 @@ fn collect_estimates(base: &Path, dir: &Path, rows: &mut Vec<(String, f64)>) -> 
         if path.ends_with("new") && path.join("estimates.json").is_file() {
             let json = std::fs::read_to_string(path.join("estimates.json"))?;
             if let Some(ns) = mean_point_estimate(&json) {
-                let name = path
-                    .parent()
-                    .and_then(|p| p.strip_prefix(base).ok())
-                    .map(|p| p.display().to_string())
+                // The benchmark's own name: criterion's directory names replace ':' and '/'
+                // and cut at 64 characters.
+                let name = std::fs::read_to_string(path.join("benchmark.json"))
+                    .ok()
+                    .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+                    .and_then(|v| v["full_id"].as_str().map(str::to_owned))
+                    .or_else(|| {
+                        path.parent()
+                            .and_then(|p| p.strip_prefix(base).ok())
+                            .map(|p| p.display().to_string())
+                    })
                     .unwrap_or_default();
                 rows.push((name, ns));
             }
@@ -77,14 +84,9 @@ fn collect_estimates(base: &Path, dir: &Path, rows: &mut Vec<(String, f64)>) -> 
     Ok(())
 }
 
-/// `{"mean":{"confidence_interval":{...},"point_estimate":123.4,...` → 123.4, without a JSON
-/// dependency in xtask.
+/// The mean's point estimate (ns) of criterion's `estimates.json`.
 fn mean_point_estimate(json: &str) -> Option<f64> {
-    let mean = &json[json.find("\"mean\"")?..];
-    let at = mean.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let rest = &mean[at..];
-    let end = rest.find([',', '}'])?;
-    rest[..end].trim().parse().ok()
+    serde_json::from_str::<serde_json::Value>(json).ok()?["mean"]["point_estimate"].as_f64()
 }
 
 // ---------------------------------------------------------------- probe
