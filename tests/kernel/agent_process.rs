@@ -7,27 +7,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::*;
 
-fn series_value(metrics: &str, comm: &str, result: &str) -> Option<u64> {
-    let want = format!(
-        r#"splitscope_file_opens_total{{comm="{comm}",container="",namespace="",pod="",result="{result}"}} "#
-    );
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .map(|v| v.trim().parse().unwrap())
-}
-
 #[tokio::test]
 async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm() {
     const N: u64 = 11;
     const M: u64 = 6;
     let (mut agent, mut logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"]);
-    let serving = wait_for(&mut logs, "serving metrics on http://").await;
-    let addr = message(&serving)
-        .trim_start_matches("serving metrics on http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    wait_for(&mut logs, "agent ready").await;
+    let addr = agent_ready(&mut logs).await;
     assert!(http_get(&addr, "/healthz").await.starts_with("HTTP/1.1 200"));
     assert!(http_get(&addr, "/readyz").await.starts_with("HTTP/1.1 200"));
 
@@ -43,19 +28,7 @@ async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm() {
     .await;
 
     // Within a second the counts are exact, and they stay exact.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    let mut metrics;
-    loop {
-        metrics = http_get(&addr, "/metrics").await;
-        let done = series_value(&metrics, &comm, "ok") >= Some(N)
-            && series_value(&metrics, &comm, "ENOENT") >= Some(M);
-        if done || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    metrics = http_get(&addr, "/metrics").await;
+    let metrics = settled_metrics(&addr, &comm, N, M).await;
     assert_eq!(series_value(&metrics, &comm, "ok"), Some(N), "{metrics}");
     assert_eq!(series_value(&metrics, &comm, "ENOENT"), Some(M));
     assert!(
@@ -106,12 +79,7 @@ async fn agent_in_its_own_pid_namespace_passes_the_self_test_and_counts_exactly(
             &comm,
         ],
     );
-    let serving = wait_for(&mut logs, "serving metrics on http://").await;
-    let addr = message(&serving)
-        .trim_start_matches("serving metrics on http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    wait_for(&mut logs, "agent ready").await;
+    let addr = agent_ready(&mut logs).await;
 
     let files = Files::new("ns");
     run_opener(
@@ -122,19 +90,7 @@ async fn agent_in_its_own_pid_namespace_passes_the_self_test_and_counts_exactly(
     let other = unique("sso");
     run_opener(&other, &[op("openat", &files.exists, 2)]).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    let mut metrics;
-    loop {
-        metrics = http_get(&addr, "/metrics").await;
-        let done = series_value(&metrics, &comm, "ok") >= Some(4)
-            && series_value(&metrics, &comm, "ENOENT") >= Some(3);
-        if done || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    metrics = http_get(&addr, "/metrics").await;
+    let metrics = settled_metrics(&addr, &comm, 4, 3).await;
     assert_eq!(series_value(&metrics, &comm, "ok"), Some(4), "{metrics}");
     assert_eq!(series_value(&metrics, &comm, "ENOENT"), Some(3), "{metrics}");
     assert_eq!(

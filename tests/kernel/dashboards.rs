@@ -281,12 +281,7 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
 
     // The agent, on this kernel.
     let (agent, mut agent_logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"]);
-    let serving = wait_for(&mut agent_logs, "serving metrics on http://").await;
-    let agent_addr = message(&serving)
-        .trim_start_matches("serving metrics on http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    wait_for(&mut agent_logs, "agent ready").await;
+    let agent_addr = agent_ready(&mut agent_logs).await;
     let stop = CancellationToken::new();
     let opener = keep_opening(unique("ssdash"), stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -208,3 +208,43 @@ pub fn sigterm(child: &Child) {
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
 }
+
+/// Waits for a started agent to serve metrics and pass its start-up self-test; returns the
+/// metrics address (`host:port`).
+pub async fn agent_ready(logs: &mut mpsc::UnboundedReceiver<serde_json::Value>) -> String {
+    let serving = wait_for(logs, "serving metrics on http://").await;
+    let addr = message(&serving)
+        .trim_start_matches("serving metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    wait_for(logs, "agent ready").await;
+    addr
+}
+
+/// The agent's /metrics once `comm` has at least `ok` successful and `enoent` ENOENT opens (or
+/// after 3 s), scraped again 300 ms later so that a count still rising would show as too high.
+pub async fn settled_metrics(addr: &str, comm: &str, ok: u64, enoent: u64) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let metrics = http_get(addr, "/metrics").await;
+        let done = series_value(&metrics, comm, "ok") >= Some(ok)
+            && series_value(&metrics, comm, "ENOENT") >= Some(enoent);
+        if done || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    http_get(addr, "/metrics").await
+}
+
+/// The standalone agent's `splitscope_file_opens_total` for `comm` and `result`.
+pub fn series_value(metrics: &str, comm: &str, result: &str) -> Option<u64> {
+    let want = format!(
+        r#"splitscope_file_opens_total{{comm="{comm}",container="",namespace="",pod="",result="{result}"}} "#
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .map(|v| v.trim().parse().unwrap())
+}
