@@ -47,11 +47,7 @@ async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm() {
 
     sigterm(&agent);
     wait_for(&mut logs, "probe detached").await;
-    let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "agent exit: {status}");
+    exits_cleanly(&mut agent, Duration::from_secs(10)).await;
 }
 
 /// As in a DaemonSet pod without hostPID: the agent lives in its own pid namespace, so the tgid
@@ -123,13 +119,7 @@ async fn trace_prints_one_json_object_per_open() {
         objects.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
     }
     sigterm(&trace);
-    assert!(
-        tokio::time::timeout(Duration::from_secs(10), trace.wait())
-            .await
-            .unwrap()
-            .unwrap()
-            .success()
-    );
+    exits_cleanly(&mut trace, Duration::from_secs(10)).await;
     assert!(objects.iter().all(|o| o["comm"] == comm.as_str()));
     let ok: Vec<_> = objects.iter().filter(|o| o["fd"].is_number()).collect();
     let failed: Vec<_> = objects.iter().filter(|o| o["error"] == "ENOENT").collect();
@@ -171,13 +161,7 @@ async fn trace_table_has_the_opensnoop_columns() {
         "{row}"
     );
     sigterm(&trace);
-    assert!(
-        tokio::time::timeout(Duration::from_secs(10), trace.wait())
-            .await
-            .unwrap()
-            .unwrap()
-            .success()
-    );
+    exits_cleanly(&mut trace, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]

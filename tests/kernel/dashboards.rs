@@ -434,11 +434,7 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
         sigterm(child);
     }
     for mut child in [controller, agent] {
-        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success(), "{status}");
+        exits_cleanly(&mut child, Duration::from_secs(15)).await;
     }
     drop(prometheus);
 }

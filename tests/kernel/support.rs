@@ -209,6 +209,15 @@ pub fn sigterm(child: &Child) {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
 }
 
+/// Asserts that `child` (already signalled) exits with success within `within`.
+pub async fn exits_cleanly(child: &mut Child, within: Duration) {
+    let status = tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the child did not exit within {within:?}"))
+        .unwrap();
+    assert!(status.success(), "child exit: {status}");
+}
+
 /// Waits for a started agent to serve metrics and pass its start-up self-test; returns the
 /// metrics address (`host:port`).
 pub async fn agent_ready(logs: &mut mpsc::UnboundedReceiver<serde_json::Value>) -> String {
