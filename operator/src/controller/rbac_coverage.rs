@@ -34,10 +34,9 @@ fn granted_as(seen: &[Seen]) -> Vec<(String, String)> {
     out
 }
 
-#[tokio::test]
-async fn the_controller_streams_list_and_watch_only_what_rbac_grants() {
-    let (client, handle) = mock_api::client();
-    let server = mock_api::serve_permissive(handle);
+/// A controller context on `client` with every routing API served (so every kind is watched),
+/// and the writer of its EndpointSlice cache.
+fn context(client: kube::Client) -> (Arc<Context>, reflector::store::Writer<EndpointSlice>) {
     let (slices, writer) = reflector::store::<EndpointSlice>();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), super::events::reporter(None)),
@@ -47,6 +46,14 @@ async fn the_controller_streams_list_and_watch_only_what_rbac_grants() {
         route_apis: RouteApis::new(true, true),
         backoff: ErrorBackoff::default(),
     });
+    (ctx, writer)
+}
+
+#[tokio::test]
+async fn the_controller_streams_list_and_watch_only_what_rbac_grants() {
+    let (client, handle) = mock_api::client();
+    let server = mock_api::serve_permissive(handle);
+    let (ctx, writer) = context(client);
     let readiness = Arc::new(Readiness::default());
     let stop = CancellationToken::new();
     let run = tokio::spawn(watches::run(ctx, writer, None, readiness.clone(), stop.clone()));
@@ -212,15 +219,7 @@ async fn rbac_rules_are_exactly_what_the_controller_uses() {
     // Streams (list/watch of every kind).
     let (client, handle) = mock_api::client();
     let server = mock_api::serve_permissive(handle);
-    let (slices, writer) = reflector::store::<EndpointSlice>();
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), super::events::reporter(None)),
-        client: client.clone(),
-        metrics: Arc::new(Metrics::new().unwrap()),
-        slices,
-        route_apis: RouteApis::new(true, true),
-        backoff: ErrorBackoff::default(),
-    });
+    let (ctx, writer) = context(client.clone());
     let readiness = Arc::new(Readiness::default());
     let stop = CancellationToken::new();
     let run = tokio::spawn(watches::run(
