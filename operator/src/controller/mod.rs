@@ -5,6 +5,7 @@
 //! `finalizer` tears down; `watches` wires the kube-runtime Controller; `leader` decides whether
 //! this replica runs it; `metrics` and `events` report.
 
+pub mod api;
 pub mod backoff;
 pub mod children;
 pub mod context;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod route_apis;
 pub mod status;
 pub mod trafficsplit;

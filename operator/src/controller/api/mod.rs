@@ -1,0 +1,3 @@
+//! The TrafficSplit API.
+
+pub mod rollout;

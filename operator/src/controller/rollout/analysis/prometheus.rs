@@ -1,0 +1,282 @@
+//! Instant queries against the Prometheus HTTP API (`GET /api/v1/query`).
+//!
+//! Built on hyper-util's client with hyper-rustls, both already in the build through kube: the
+//! Prometheus client crates pull reqwest with another TLS stack (aws-lc), and one GET with a
+//! JSON answer needs nothing they add.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+/// How long one query may take before it counts as an error.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer read (a one-number query answers in well under a kilobyte).
+const MAX_BODY: usize = 1 << 20;
+
+/// What an instant query returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryResult {
+    /// An instant vector: one value per series (labels rendered as `{a="b"}` for messages).
+    Vector(Vec<(String, f64)>),
+    Scalar(f64),
+    /// A range vector or a string: not one number.
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0:?} is not a Prometheus URL (http:// or https://)")]
+    BadUrl(String),
+    #[error("cannot reach Prometheus at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("Prometheus at {url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("Prometheus refused the query ({error_type}): {error}")]
+    Refused { error_type: String, error: String },
+    #[error("Prometheus at {url} answered HTTP {status}: {body}")]
+    Http { url: String, status: u16, body: String },
+    #[error("Prometheus at {url} sent an answer that is not its API's JSON: {reason}")]
+    Malformed { url: String, reason: String },
+}
+
+/// A client for any number of Prometheus servers (the address comes per query: each rollout
+/// may name its own).
+#[derive(Clone, Debug)]
+pub struct Prometheus {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl Prometheus {
+    /// A client trusting the system's root certificates for https.
+    pub fn new() -> Result<Self, std::io::Error> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(https),
+        })
+    }
+
+    /// Runs `promql` as an instant query at the server's current time.
+    pub async fn query(&self, base: &str, promql: &str) -> Result<QueryResult, QueryError> {
+        let url = query_url(base, promql)?;
+        let uri: hyper::Uri = url.parse().map_err(|_| QueryError::BadUrl(base.to_string()))?;
+        let shown = base.trim_end_matches('/').to_string();
+        let request = async {
+            let response = self.client.get(uri).await.map_err(|e| QueryError::Unreachable {
+                url: shown.clone(),
+                reason: error_chain(&e),
+            })?;
+            let status = response.status().as_u16();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| QueryError::Unreachable {
+                    url: shown.clone(),
+                    reason: format!("reading the answer: {e}"),
+                })?
+                .to_bytes();
+            Ok::<_, QueryError>((status, body))
+        };
+        let (status, body) =
+            tokio::time::timeout(QUERY_TIMEOUT, request)
+                .await
+                .map_err(|_| QueryError::Timeout {
+                    url: shown.clone(),
+                    timeout: QUERY_TIMEOUT,
+                })??;
+        parse_answer(&shown, status, &body)
+    }
+}
+
+/// `<base>/api/v1/query?query=<promql>`, refusing anything but http(s).
+pub fn query_url(base: &str, promql: &str) -> Result<String, QueryError> {
+    let base = base.trim().trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) || base.contains(char::is_whitespace) {
+        return Err(QueryError::BadUrl(base.to_string()));
+    }
+    let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
+    Ok(format!("{base}/api/v1/query?query={encoded}"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    #[serde(default)]
+    metric: std::collections::BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// Reads the API's JSON (also its error answers, which come with 4xx/5xx codes).
+pub fn parse_answer(url: &str, status: u16, body: &[u8]) -> Result<QueryResult, QueryError> {
+    let malformed = |reason: String| QueryError::Malformed {
+        url: url.to_string(),
+        reason,
+    };
+    let answer: Answer = match serde_json::from_slice(body) {
+        Ok(a) => a,
+        Err(_) if !(200..300).contains(&status) => {
+            return Err(QueryError::Http {
+                url: url.to_string(),
+                status,
+                body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            });
+        }
+        Err(e) => return Err(malformed(e.to_string())),
+    };
+    if answer.status != "success" {
+        return Err(QueryError::Refused {
+            error_type: answer.error_type.unwrap_or_else(|| format!("HTTP {status}")),
+            error: answer.error.unwrap_or_default(),
+        });
+    }
+    let data = answer.data.ok_or_else(|| malformed("no data".into()))?;
+    match data.result_type.as_str() {
+        "vector" => {
+            let samples: Vec<Sample> =
+                serde_json::from_value(data.result).map_err(|e| malformed(e.to_string()))?;
+            Ok(QueryResult::Vector(
+                samples
+                    .into_iter()
+                    .map(|s| (labels(&s.metric), parse_value(&s.value.1)))
+                    .collect(),
+            ))
+        }
+        "scalar" => {
+            let (_, v): (f64, String) =
+                serde_json::from_value(data.result).map_err(|e| malformed(e.to_string()))?;
+            Ok(QueryResult::Scalar(parse_value(&v)))
+        }
+        other => Ok(QueryResult::Other(other.to_string())),
+    }
+}
+
+/// Prometheus writes values as strings, `NaN`, `+Inf` and `-Inf` included.
+fn parse_value(v: &str) -> f64 {
+    match v {
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => v.parse().unwrap_or(f64::NAN),
+    }
+}
+
+fn labels(metric: &std::collections::BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = metric.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+/// The error and its causes on one line (hyper's own message is only "client error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_the_query_url() {
+        assert_eq!(
+            query_url("http://prometheus.monitoring:9090/", "sum(up{job=\"a b\"})").unwrap(),
+            "http://prometheus.monitoring:9090/api/v1/query?query=sum%28up%7Bjob%3D%22a+b%22%7D%29"
+        );
+        assert!(matches!(
+            query_url("prometheus:9090", "up"),
+            Err(QueryError::BadUrl(_))
+        ));
+        assert!(matches!(query_url("ftp://x", "up"), Err(QueryError::BadUrl(_))));
+    }
+
+    #[test]
+    fn reads_vectors_scalars_and_errors() {
+        let vector = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"pod":"a"},"value":[1700000000.1,"0.25"]},
+            {"metric":{},"value":[1700000000.1,"NaN"]},
+            {"metric":{},"value":[1700000000.1,"+Inf"]}]}}"#;
+        let QueryResult::Vector(v) = parse_answer("u", 200, vector).unwrap() else {
+            panic!()
+        };
+        assert_eq!(v[0], ("{pod=\"a\"}".to_string(), 0.25));
+        assert!(v[1].1.is_nan());
+        assert_eq!(v[2].1, f64::INFINITY);
+
+        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}"#;
+        assert_eq!(parse_answer("u", 200, scalar).unwrap(), QueryResult::Scalar(3.0));
+
+        let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+        assert_eq!(
+            parse_answer("u", 200, matrix).unwrap(),
+            QueryResult::Other("matrix".into())
+        );
+
+        let refused = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#;
+        let err = parse_answer("u", 400, refused).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Prometheus refused the query (bad_data): parse error at char 4"
+        );
+
+        let err = parse_answer("http://p:9090", 502, b"<html>Bad Gateway</html>").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Prometheus at http://p:9090 answered HTTP 502: <html>Bad Gateway</html>"
+        );
+        assert!(matches!(
+            parse_answer("u", 200, b"not json").unwrap_err(),
+            QueryError::Malformed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_named() {
+        // A port nothing listens on: bind, read the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let prometheus = Prometheus::new().unwrap();
+        let err = prometheus
+            .query(&format!("http://127.0.0.1:{port}"), "up")
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("cannot reach Prometheus at http://127.0.0.1:{port}:")),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,660 @@
+//! The rollout's decisions, as a pure function of (spec, status, now, action, measurements):
+//! which step it is at, the canary's weight, whether it is paused and why, when to look again.
+//! No I/O and no clock: everything it knows comes from `status.rollout` and the arguments, so a
+//! restarted controller, or a new leader, resumes exactly where the last one left off.
+//!
+//! One reconcile runs it in two halves: [`Engine::begin`] (start or resume, handle a new
+//! action, advance as far as possible without measuring), then — when [`Engine::measurement_due`]
+//! says so — [`Engine::record`] with one measurement of every metric, then [`Engine::finish`].
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::action::{self, Action};
+use super::duration::{self, InvalidDuration};
+use crate::controller::api::rollout::{
+    MeasurementOutcome, MetricStatus, PauseReason, Rollout, RolloutPhase, RolloutStatus,
+};
+
+/// Event reasons of the rollout (documented in docs/rollouts.md).
+pub mod reason {
+    pub const STARTED: &str = "RolloutStarted";
+    pub const WEIGHT_STEPPED: &str = "WeightStepped";
+    pub const ANALYSIS_FAILED: &str = "AnalysisFailed";
+    pub const ROLLED_BACK: &str = "RolledBack";
+    pub const PAUSED: &str = "RolloutPaused";
+    pub const PROMOTED: &str = "RolloutPromoted";
+    pub const SUCCEEDED: &str = "RolloutSucceeded";
+    pub const ABORTED: &str = "RolloutAborted";
+    /// A `splitscope.dev/rollout-action` that does not apply now (e.g. retry while Progressing)
+    /// or names no action.
+    pub const ACTION_IGNORED: &str = "RolloutActionIgnored";
+}
+
+/// The shortest wait before looking again (status times have one-second precision).
+pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
+
+/// The rollout of one valid spec, with its durations parsed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub rollout: Rollout,
+    pub revision: String,
+    /// The stable's and the canary's spec weights together: what the two share.
+    pub pair_share: i32,
+    /// Time between measurements (None without analysis).
+    pub interval: Option<Duration>,
+    /// Per step: the pause's duration (None for `setWeight` and for `pause: {}`).
+    pauses: Vec<Option<Duration>>,
+}
+
+impl Plan {
+    pub fn new(rollout: &Rollout, revision: String, pair_share: i32) -> Result<Self, InvalidDuration> {
+        let interval = rollout
+            .analysis
+            .as_ref()
+            .map(|a| duration::parse(&a.interval))
+            .transpose()?;
+        let pauses = rollout
+            .steps
+            .iter()
+            .map(|s| {
+                s.pause
+                    .as_ref()
+                    .and_then(|p| p.duration.as_deref())
+                    .map(duration::parse)
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            rollout: rollout.clone(),
+            revision,
+            pair_share,
+            interval,
+            pauses,
+        })
+    }
+
+    fn steps(&self) -> usize {
+        self.rollout.steps.len()
+    }
+
+    /// The canary's weight once every step is done: the last `setWeight`.
+    pub fn final_weight(&self) -> i32 {
+        self.rollout
+            .steps
+            .iter()
+            .rev()
+            .find_map(|s| s.set_weight)
+            .unwrap_or(0)
+            .min(self.pair_share)
+    }
+
+    fn failure_limit(&self) -> i32 {
+        self.rollout.analysis.as_ref().map_or(0, |a| a.failure_limit)
+    }
+
+    fn consecutive_error_limit(&self) -> i32 {
+        self.rollout
+            .analysis
+            .as_ref()
+            .map_or(0, |a| a.consecutive_error_limit)
+    }
+}
+
+/// One measurement of one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub metric: String,
+    pub outcome: MeasurementOutcome,
+    /// The value, when Prometheus gave one.
+    pub value: Option<f64>,
+    /// Why: the range and value, the missing data, or the error.
+    pub message: String,
+}
+
+/// An Event to publish about the TrafficSplit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutEvent {
+    pub reason: &'static str,
+    pub warning: bool,
+    pub note: String,
+}
+
+/// What one reconcile decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub status: RolloutStatus,
+    pub events: Vec<RolloutEvent>,
+    /// Measurements recorded in `status` by this decision (to count in the metrics once the
+    /// status is written).
+    pub counted: Vec<Measurement>,
+    /// When to look again: the next measurement or the end of a timed pause (None once done).
+    pub requeue_after: Option<Duration>,
+}
+
+/// The rollout state machine for one reconcile.
+#[derive(Debug)]
+pub struct Engine<'a> {
+    plan: &'a Plan,
+    now: Timestamp,
+    status: RolloutStatus,
+    events: Vec<RolloutEvent>,
+    counted: Vec<Measurement>,
+    /// The phase and pause reason before this reconcile (for the RolloutPaused event).
+    before: Option<(RolloutPhase, Option<PauseReason>)>,
+}
+
+impl<'a> Engine<'a> {
+    /// Starts a new rollout (no status, or another revision) or resumes `previous`; handles
+    /// the annotation's action if it is one not handled yet; advances as far as the steps
+    /// allow without a new measurement.
+    pub fn begin(
+        plan: &'a Plan,
+        previous: Option<&RolloutStatus>,
+        action: Option<&str>,
+        now: Timestamp,
+    ) -> Self {
+        let resumed = previous.filter(|p| p.revision == plan.revision);
+        let mut engine = Self {
+            plan,
+            now,
+            status: match resumed {
+                Some(p) => p.clone(),
+                None => fresh(plan, now, action.map(str::to_string)),
+            },
+            events: Vec::new(),
+            counted: Vec::new(),
+            before: resumed.map(|p| (p.phase, p.pause_reason)),
+        };
+        if resumed.is_none() {
+            let canary = &plan.rollout.canary;
+            engine.event(
+                reason::STARTED,
+                false,
+                format!(
+                    "rollout {} of backend {canary} started: {} steps, canary at 0%",
+                    plan.revision,
+                    plan.steps()
+                ),
+            );
+        }
+        // A status edited by hand may point past the steps: clamp, never index out of range.
+        engine.status.step_index = engine.status.step_index.clamp(0, engine.steps_i32());
+        // The pair's share may have changed in the spec (it is not part of the revision).
+        engine.status.canary_weight = engine.status.canary_weight.clamp(0, plan.pair_share);
+        engine.status.stable_weight = plan.pair_share - engine.status.canary_weight;
+
+        if let Some(value) = action
+            && engine.status.last_action.as_deref() != Some(value)
+        {
+            engine.status.last_action = Some(value.to_string());
+            engine.act(value);
+        }
+        engine.advance();
+        engine
+    }
+
+    /// Whether one measurement of every metric is due now.
+    pub fn measurement_due(&self) -> bool {
+        self.next_measurement().is_some_and(|at| at <= self.now)
+    }
+
+    /// Records one measurement of every metric, then rolls back or advances.
+    pub fn record(&mut self, round: Vec<Measurement>) {
+        if self.status.phase.is_done() {
+            return;
+        }
+        let limit = self.plan.failure_limit();
+        let mut beyond_limit = Vec::new();
+        for m in round {
+            let Some(status) = self.status.metrics.iter_mut().find(|s| s.name == m.metric) else {
+                continue;
+            };
+            status.last_value = m.value.map(format_value);
+            status.last_outcome = Some(m.outcome);
+            status.last_message = Some(m.message.clone());
+            status.last_measured_at = Some(Time(self.now));
+            match m.outcome {
+                MeasurementOutcome::Success => {
+                    status.successes += 1;
+                    status.successes_at_weight += 1;
+                    status.consecutive_errors = 0;
+                }
+                MeasurementOutcome::Failure => {
+                    status.failures += 1;
+                    status.consecutive_errors = 0;
+                }
+                MeasurementOutcome::NoData => {
+                    status.no_data += 1;
+                    status.consecutive_errors = 0;
+                }
+                MeasurementOutcome::Error => {
+                    status.errors += 1;
+                    status.consecutive_errors += 1;
+                }
+            }
+            if m.outcome == MeasurementOutcome::Failure {
+                let (failures, name) = (status.failures, status.name.clone());
+                self.event(
+                    reason::ANALYSIS_FAILED,
+                    true,
+                    format!(
+                        "metric {name}: {} (failure {failures}, {limit} tolerated)",
+                        m.message
+                    ),
+                );
+                if failures > limit {
+                    beyond_limit.push(format!("{name} ({})", m.message));
+                }
+            }
+            self.counted.push(m);
+        }
+        if !beyond_limit.is_empty() {
+            self.roll_back(&beyond_limit.join("; "));
+            return;
+        }
+        self.advance();
+    }
+
+    /// The status to write, the Events, and when to look again.
+    pub fn finish(mut self) -> Decision {
+        self.settle_phase();
+        let requeue_after = self.requeue_after();
+        Decision {
+            status: self.status,
+            events: self.events,
+            counted: self.counted,
+            requeue_after,
+        }
+    }
+
+    fn event(&mut self, reason: &'static str, warning: bool, note: String) {
+        self.events.push(RolloutEvent {
+            reason,
+            warning,
+            note,
+        });
+    }
+
+    fn act(&mut self, value: &str) {
+        let action = match action::parse(value) {
+            Ok(a) => a,
+            Err(unknown) => {
+                self.event(reason::ACTION_IGNORED, true, unknown.to_string());
+                return;
+            }
+        };
+        let phase = self.status.phase;
+        let ignored = |why: String| format!("{action} ignored: {why}");
+        match action {
+            Action::Abort if phase == RolloutPhase::Aborted => {
+                let note = ignored("the rollout is already Aborted".into());
+                self.event(reason::ACTION_IGNORED, true, note);
+            }
+            Action::Abort => {
+                self.set_canary(0);
+                self.status.phase = RolloutPhase::Aborted;
+                self.status.pause_reason = None;
+                let message = format!(
+                    "aborted at step {} of {}: canary {} back to 0%, stable {} at {}%",
+                    self.step_number(),
+                    self.plan.steps(),
+                    self.plan.rollout.canary,
+                    self.plan.rollout.stable,
+                    self.plan.pair_share
+                );
+                self.status.message = Some(message.clone());
+                self.event(reason::ABORTED, true, message);
+            }
+            Action::Retry if matches!(phase, RolloutPhase::Failed | RolloutPhase::Aborted) => {
+                let last_action = self.status.last_action.clone();
+                self.status = fresh(self.plan, self.now, last_action);
+                let note = format!(
+                    "rollout {} retried after {}: back to step 1 of {}, canary at 0%",
+                    self.plan.revision,
+                    phase.as_str(),
+                    self.plan.steps()
+                );
+                self.event(reason::STARTED, false, note);
+            }
+            Action::Retry => {
+                let note = ignored(format!(
+                    "only a Failed or Aborted rollout can be retried; this one is {}",
+                    phase.as_str()
+                ));
+                self.event(reason::ACTION_IGNORED, true, note);
+            }
+            Action::Promote | Action::PromoteFull if phase.is_done() => {
+                let note = ignored(format!(
+                    "the rollout is {} (retry restarts a Failed or Aborted one)",
+                    phase.as_str()
+                ));
+                self.event(reason::ACTION_IGNORED, true, note);
+            }
+            Action::Promote => {
+                let note = format!(
+                    "promoted past step {} of {} ({})",
+                    self.step_number(),
+                    self.plan.steps(),
+                    self.describe_step()
+                );
+                self.next_step();
+                self.event(reason::PROMOTED, false, note);
+            }
+            Action::PromoteFull => {
+                let weight = self.plan.final_weight();
+                self.status.step_index = self.steps_i32();
+                self.status.step_started_at = Some(Time(self.now));
+                if self.status.canary_weight != weight {
+                    self.set_canary(weight);
+                }
+                let note = format!("fully promoted: every remaining step skipped, canary at {weight}%");
+                self.event(reason::PROMOTED, false, note);
+            }
+        }
+    }
+
+    /// Moves through the steps that are done: `setWeight` once every metric had a successful
+    /// measurement at that weight, a timed pause once it elapsed (and the same holds), never a
+    /// `pause: {}` (only a promotion leaves it).
+    fn advance(&mut self) {
+        while !self.status.phase.is_done() {
+            let index = self.status.step_index;
+            let Some(step) = usize::try_from(index)
+                .ok()
+                .and_then(|i| self.plan.rollout.steps.get(i))
+            else {
+                self.succeed();
+                return;
+            };
+            if let Some(weight) = step.set_weight {
+                let weight = weight.min(self.plan.pair_share);
+                if self.status.canary_weight != weight {
+                    self.set_canary(weight);
+                    let note = format!(
+                        "step {} of {}: canary {} at {weight}%, stable {} at {}%",
+                        self.step_number(),
+                        self.plan.steps(),
+                        self.plan.rollout.canary,
+                        self.plan.rollout.stable,
+                        self.status.stable_weight
+                    );
+                    self.event(reason::WEIGHT_STEPPED, false, note);
+                }
+                if !self.analysis_passed_at_weight() {
+                    return;
+                }
+            } else {
+                let pause = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| self.plan.pauses.get(i).copied().flatten());
+                let Some(pause) = pause else {
+                    return; // pause: {} — until promoted
+                };
+                let started = self.status.step_started_at.as_ref().map_or(self.now, |t| t.0);
+                if self.now < add(started, pause) || !self.analysis_passed_at_weight() {
+                    return;
+                }
+            }
+            self.next_step();
+        }
+    }
+
+    fn succeed(&mut self) {
+        self.status.phase = RolloutPhase::Succeeded;
+        self.status.pause_reason = None;
+        let message = format!(
+            "all {} steps done: canary {} at {}%, stable {} at {}%",
+            self.plan.steps(),
+            self.plan.rollout.canary,
+            self.status.canary_weight,
+            self.plan.rollout.stable,
+            self.status.stable_weight
+        );
+        self.status.message = Some(message.clone());
+        self.event(reason::SUCCEEDED, false, message);
+    }
+
+    fn roll_back(&mut self, why: &str) {
+        self.set_canary(0);
+        self.status.phase = RolloutPhase::Failed;
+        self.status.pause_reason = None;
+        let message = format!(
+            "rolled back at step {} of {}: {why} failed beyond failureLimit {}; canary {} at 0%, stable {} at {}%",
+            self.step_number(),
+            self.plan.steps(),
+            self.plan.failure_limit(),
+            self.plan.rollout.canary,
+            self.plan.rollout.stable,
+            self.plan.pair_share
+        );
+        self.status.message = Some(message.clone());
+        self.event(reason::ROLLED_BACK, true, message);
+    }
+
+    /// Progressing or Paused (and why), once the steps have moved; a RolloutPaused Event when
+    /// it newly pauses or pauses for another reason.
+    fn settle_phase(&mut self) {
+        if self.status.phase.is_done() {
+            return;
+        }
+        let awaiting_promotion = self.current_pause_is_indefinite();
+        let hold = self.analysis_hold();
+        let (phase, pause_reason, message) = match (awaiting_promotion, hold) {
+            (true, hold) => {
+                let mut message = format!(
+                    "waiting at step {} of {} (pause: {{}}) for `splitscope rollout promote`",
+                    self.step_number(),
+                    self.plan.steps()
+                );
+                if let Some((_, why)) = hold {
+                    message.push_str(&format!("; meanwhile {why}"));
+                }
+                (
+                    RolloutPhase::Paused,
+                    Some(PauseReason::AwaitingPromotion),
+                    message,
+                )
+            }
+            (false, Some((why_reason, why))) => (RolloutPhase::Paused, Some(why_reason), why),
+            (false, None) => (
+                RolloutPhase::Progressing,
+                None,
+                format!(
+                    "step {} of {} ({}): canary at {}%",
+                    self.step_number(),
+                    self.plan.steps(),
+                    self.describe_step(),
+                    self.status.canary_weight
+                ),
+            ),
+        };
+        self.status.phase = phase;
+        self.status.pause_reason = pause_reason;
+        self.status.message = Some(message.clone());
+        let newly = self.before != Some((phase, pause_reason));
+        if phase == RolloutPhase::Paused && newly {
+            let warning = pause_reason != Some(PauseReason::AwaitingPromotion);
+            self.event(reason::PAUSED, warning, message);
+        }
+    }
+
+    /// Errors beyond the limit, else no data, hold the rollout (never roll it back).
+    fn analysis_hold(&self) -> Option<(PauseReason, String)> {
+        let limit = self.plan.consecutive_error_limit();
+        if let Some(m) = self.status.metrics.iter().find(|m| m.consecutive_errors > limit) {
+            return Some((
+                PauseReason::AnalysisError,
+                format!(
+                    "metric {} failed to measure {} times in a row (consecutiveErrorLimit {limit}): {}",
+                    m.name,
+                    m.consecutive_errors,
+                    m.last_message.as_deref().unwrap_or("no message")
+                ),
+            ));
+        }
+        self.status
+            .metrics
+            .iter()
+            .find(|m| m.last_outcome == Some(MeasurementOutcome::NoData))
+            .map(|m| {
+                (
+                    PauseReason::NoData,
+                    format!(
+                        "metric {} has no data: {} (the step resumes when data comes)",
+                        m.name,
+                        m.last_message.as_deref().unwrap_or("no message")
+                    ),
+                )
+            })
+    }
+
+    fn analysis_passed_at_weight(&self) -> bool {
+        self.status.metrics.iter().all(|m| m.successes_at_weight > 0)
+    }
+
+    fn current_pause_is_indefinite(&self) -> bool {
+        usize::try_from(self.status.step_index)
+            .ok()
+            .and_then(|i| self.plan.rollout.steps.get(i))
+            .is_some_and(|s| s.pause.as_ref().is_some_and(|p| p.duration.is_none()))
+    }
+
+    fn set_canary(&mut self, weight: i32) {
+        self.status.canary_weight = weight;
+        self.status.stable_weight = self.plan.pair_share - weight;
+        self.status.weight_changed_at = Some(Time(self.now));
+        for m in &mut self.status.metrics {
+            m.successes_at_weight = 0;
+        }
+    }
+
+    fn next_step(&mut self) {
+        self.status.step_index += 1;
+        self.status.step_started_at = Some(Time(self.now));
+    }
+
+    /// 1-based, as people count.
+    fn step_number(&self) -> i32 {
+        (self.status.step_index + 1).min(self.steps_i32())
+    }
+
+    fn steps_i32(&self) -> i32 {
+        i32::try_from(self.plan.steps()).unwrap_or(i32::MAX)
+    }
+
+    fn describe_step(&self) -> String {
+        let step = usize::try_from(self.status.step_index)
+            .ok()
+            .and_then(|i| self.plan.rollout.steps.get(i));
+        match step {
+            Some(s) if s.set_weight.is_some() => format!("setWeight {}", s.set_weight.unwrap_or(0)),
+            Some(s) => match s.pause.as_ref().and_then(|p| p.duration.as_deref()) {
+                Some(d) => format!("pause {d}"),
+                None => "pause until promoted".into(),
+            },
+            None => "done".into(),
+        }
+    }
+
+    /// When the next measurement is due: one interval after the later of the last measurement
+    /// and the last weight change (so its whole window sees the current weight).
+    fn next_measurement(&self) -> Option<Timestamp> {
+        let interval = self.plan.interval?;
+        if self.status.phase.is_done() {
+            return None;
+        }
+        let last = self
+            .status
+            .metrics
+            .iter()
+            .filter_map(|m| m.last_measured_at.as_ref().map(|t| t.0))
+            .max();
+        let since = self.status.weight_changed_at.as_ref().map(|t| t.0);
+        let base = match (last, since) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b).unwrap_or(self.now),
+        };
+        Some(add(base, interval))
+    }
+
+    fn requeue_after(&self) -> Option<Duration> {
+        if self.status.phase.is_done() {
+            return None;
+        }
+        let pause_end = usize::try_from(self.status.step_index)
+            .ok()
+            .and_then(|i| self.plan.pauses.get(i).copied().flatten())
+            .map(|d| {
+                let started = self.status.step_started_at.as_ref().map_or(self.now, |t| t.0);
+                add(started, d)
+            });
+        let next = [self.next_measurement(), pause_end].into_iter().flatten().min()?;
+        let wait = next.duration_since(self.now);
+        let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
+        Some(wait.max(MIN_REQUEUE))
+    }
+}
+
+/// A rollout at its start: step 1, canary at 0, every count zero.
+fn fresh(plan: &Plan, now: Timestamp, last_action: Option<String>) -> RolloutStatus {
+    RolloutStatus {
+        phase: RolloutPhase::Progressing,
+        revision: plan.revision.clone(),
+        step_index: 0,
+        step_started_at: Some(Time(now)),
+        canary_weight: 0,
+        stable_weight: plan.pair_share,
+        weight_changed_at: Some(Time(now)),
+        pause_reason: None,
+        message: None,
+        last_action,
+        metrics: plan
+            .rollout
+            .analysis
+            .iter()
+            .flat_map(|a| a.metrics.iter().map(|m| MetricStatus::new(&m.name)))
+            .collect(),
+    }
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Values as status shows them: up to six significant decimals, `NaN`/`+Inf`/`-Inf` spelled out.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        let s = format!("{v:.6}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s == "-0" { "0".into() } else { s.to_string() }
+    }
+}
+
+/// The whole decision for one reconcile: begin, record `round` when one was measured, finish.
+pub fn decide(
+    plan: &Plan,
+    previous: Option<&RolloutStatus>,
+    action: Option<&str>,
+    now: Timestamp,
+    round: Option<Vec<Measurement>>,
+) -> Decision {
+    let mut engine = Engine::begin(plan, previous, action, now);
+    if let Some(round) = round {
+        engine.record(round);
+    }
+    engine.finish()
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

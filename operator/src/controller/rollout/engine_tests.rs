@@ -1,0 +1,570 @@
+//! The rollout's decisions over every phase and outcome. Expected statuses are written out
+//! field by field; times are seconds after `T0`.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::*;
+use crate::controller::api::rollout::{
+    Analysis, AnalysisMetric, MeasurementOutcome as O, OpenErrors, Pause, PauseReason, Rollout,
+    RolloutPhase as P, RolloutStep, ThresholdRange,
+};
+
+const T0: i64 = 1_700_000_000;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(T0 + secs).unwrap()
+}
+
+fn time(secs: i64) -> Option<Time> {
+    Some(Time(at(secs)))
+}
+
+fn set_weight(w: i32) -> RolloutStep {
+    RolloutStep {
+        set_weight: Some(w),
+        pause: None,
+    }
+}
+
+fn pause(d: Option<&str>) -> RolloutStep {
+    RolloutStep {
+        set_weight: None,
+        pause: Some(Pause {
+            duration: d.map(str::to_string),
+        }),
+    }
+}
+
+fn metrics() -> Vec<AnalysisMetric> {
+    vec![
+        AnalysisMetric {
+            name: "open-errors".into(),
+            open_errors: Some(OpenErrors {
+                max_increase: 0.05,
+                errnos: vec![],
+            }),
+            query: None,
+            threshold_range: None,
+        },
+        AnalysisMetric {
+            name: "http-5xx".into(),
+            open_errors: None,
+            query: Some("sum(x)".into()),
+            threshold_range: Some(ThresholdRange {
+                min: None,
+                max: Some(0.5),
+            }),
+        },
+    ]
+}
+
+/// The example: 10%, 1m, 50%, until promoted, 100%; every 30s; one failure tolerated,
+/// two consecutive errors tolerated.
+fn rollout() -> Rollout {
+    Rollout {
+        stable: "stable".into(),
+        canary: "canary".into(),
+        steps: vec![
+            set_weight(10),
+            pause(Some("1m")),
+            set_weight(50),
+            pause(None),
+            set_weight(100),
+        ],
+        analysis: Some(Analysis {
+            interval: "30s".into(),
+            failure_limit: 1,
+            consecutive_error_limit: 2,
+            prometheus: None,
+            metrics: metrics(),
+        }),
+    }
+}
+
+fn plan_of(rollout: Rollout) -> Plan {
+    Plan::new(&rollout, "rev1".into(), 100).unwrap()
+}
+
+fn plan() -> Plan {
+    plan_of(rollout())
+}
+
+fn m(metric: &str, outcome: O, value: Option<f64>) -> Measurement {
+    Measurement {
+        metric: metric.into(),
+        outcome,
+        value,
+        message: format!("{metric} said {outcome:?}"),
+    }
+}
+
+fn round(outcome: O) -> Vec<Measurement> {
+    let value = match outcome {
+        O::Success => Some(0.01),
+        O::Failure => Some(0.9),
+        O::NoData | O::Error => None,
+    };
+    vec![m("open-errors", outcome, value), m("http-5xx", outcome, value)]
+}
+
+fn reasons(d: &Decision) -> Vec<&'static str> {
+    d.events.iter().map(|e| e.reason).collect()
+}
+
+/// Runs one reconcile at `secs`, measuring when due with `outcome`.
+fn step(plan: &Plan, previous: &RolloutStatus, secs: i64, outcome: O) -> Decision {
+    let mut engine = Engine::begin(plan, Some(previous), None, at(secs));
+    if engine.measurement_due() {
+        engine.record(round(outcome));
+    }
+    engine.finish()
+}
+
+#[test]
+fn a_new_rollout_starts_at_0_and_steps_to_its_first_weight() {
+    let d = decide(&plan(), None, None, at(0), None);
+    assert_eq!(
+        d.status,
+        RolloutStatus {
+            phase: P::Progressing,
+            revision: "rev1".into(),
+            step_index: 0,
+            step_started_at: time(0),
+            canary_weight: 10,
+            stable_weight: 90,
+            weight_changed_at: time(0),
+            pause_reason: None,
+            message: Some("step 1 of 5 (setWeight 10): canary at 10%".into()),
+            last_action: None,
+            metrics: vec![MetricStatus::new("open-errors"), MetricStatus::new("http-5xx")],
+        }
+    );
+    assert_eq!(reasons(&d), ["RolloutStarted", "WeightStepped"]);
+    assert_eq!(
+        d.events[1].note,
+        "step 1 of 5: canary canary at 10%, stable stable at 90%"
+    );
+    assert_eq!(
+        d.requeue_after,
+        Some(Duration::from_secs(30)),
+        "the first measurement"
+    );
+    assert!(d.counted.is_empty());
+}
+
+#[test]
+fn nothing_is_measured_before_a_whole_interval_at_the_weight() {
+    let plan = plan();
+    let started = decide(&plan, None, None, at(0), None).status;
+    let engine = Engine::begin(&plan, Some(&started), None, at(29));
+    assert!(!engine.measurement_due());
+    let d = engine.finish();
+    assert_eq!(d.status, started, "nothing changes between measurements");
+    assert!(d.events.is_empty());
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(1)));
+    assert!(Engine::begin(&plan, Some(&started), None, at(30)).measurement_due());
+}
+
+#[test]
+fn a_healthy_canary_promotes_through_every_step() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+
+    // 30s: both metrics succeed at 10% -> the 1m pause begins.
+    let d = step(&plan, &s0, 30, O::Success);
+    assert_eq!((d.status.step_index, d.status.canary_weight), (1, 10));
+    assert_eq!(d.status.phase, P::Progressing);
+    assert_eq!(d.counted.len(), 2);
+    let open = &d.status.metrics[0];
+    assert_eq!(
+        (
+            open.successes,
+            open.successes_at_weight,
+            open.last_value.as_deref()
+        ),
+        (1, 1, Some("0.01"))
+    );
+    assert_eq!(open.last_measured_at, time(30));
+    assert_eq!(open.last_outcome, Some(O::Success));
+    // Next: a measurement at 60s (before the pause ends at 90s).
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(30)));
+
+    // 60s: measured again, the pause still runs.
+    let d = step(&plan, &d.status, 60, O::Success);
+    assert_eq!(d.status.step_index, 1);
+    assert_eq!(d.status.metrics[1].successes, 2);
+    // 90s: the pause ended and the weight has a success -> 50%.
+    let d = step(&plan, &d.status, 90, O::Success);
+    assert_eq!(
+        (
+            d.status.step_index,
+            d.status.canary_weight,
+            d.status.stable_weight
+        ),
+        (2, 50, 50)
+    );
+    assert_eq!(reasons(&d), ["WeightStepped"]);
+    assert_eq!(
+        d.status.metrics[0].successes_at_weight, 0,
+        "counts restart at a new weight"
+    );
+    assert_eq!(d.status.weight_changed_at, time(90));
+
+    // 120s: success at 50% -> pause {} -> Paused, awaiting promotion.
+    let d = step(&plan, &d.status, 120, O::Success);
+    assert_eq!(d.status.step_index, 3);
+    assert_eq!(d.status.phase, P::Paused);
+    assert_eq!(d.status.pause_reason, Some(PauseReason::AwaitingPromotion));
+    assert_eq!(reasons(&d), ["RolloutPaused"]);
+    assert!(!d.events[0].warning);
+    // Analysis goes on while paused.
+    let paused = step(&plan, &d.status, 150, O::Success);
+    assert_eq!(paused.status.step_index, 3);
+    assert!(
+        paused.events.is_empty(),
+        "still paused for the same reason: no new Event"
+    );
+
+    // Promoted at 155s -> 100%; 185s success -> Succeeded.
+    let d = decide(&plan, Some(&paused.status), Some("promote@1"), at(155), None);
+    assert_eq!(reasons(&d), ["RolloutPromoted", "WeightStepped"]);
+    assert_eq!((d.status.step_index, d.status.canary_weight), (4, 100));
+    assert_eq!(d.status.last_action.as_deref(), Some("promote@1"));
+    let d = step(&plan, &d.status, 185, O::Success);
+    assert_eq!(d.status.phase, P::Succeeded);
+    assert_eq!(
+        (
+            d.status.step_index,
+            d.status.canary_weight,
+            d.status.stable_weight
+        ),
+        (5, 100, 0)
+    );
+    assert_eq!(reasons(&d), ["RolloutSucceeded"]);
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some("all 5 steps done: canary canary at 100%, stable stable at 0%")
+    );
+    assert_eq!(d.requeue_after, None);
+
+    // Done: nothing is measured any more.
+    let engine = Engine::begin(&plan, Some(&d.status), None, at(400));
+    assert!(!engine.measurement_due());
+    assert_eq!(engine.finish().status, d.status);
+}
+
+#[test]
+fn failures_up_to_the_limit_are_tolerated_one_more_rolls_back() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+    let d = step(&plan, &s0, 30, O::Failure);
+    assert_eq!(d.status.phase, P::Progressing, "failureLimit 1 tolerates one");
+    assert_eq!(reasons(&d), ["AnalysisFailed", "AnalysisFailed"]);
+    assert!(d.events.iter().all(|e| e.warning));
+    assert_eq!(
+        d.events[0].note,
+        "metric open-errors: open-errors said Failure (failure 1, 1 tolerated)"
+    );
+    assert_eq!(
+        (d.status.canary_weight, d.status.step_index),
+        (10, 0),
+        "no advance on failure"
+    );
+
+    let d = step(&plan, &d.status, 60, O::Failure);
+    assert_eq!(d.status.phase, P::Failed);
+    assert_eq!((d.status.canary_weight, d.status.stable_weight), (0, 100));
+    assert_eq!(reasons(&d), ["AnalysisFailed", "AnalysisFailed", "RolledBack"]);
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some(
+            "rolled back at step 1 of 5: open-errors (open-errors said Failure); http-5xx (http-5xx said Failure) failed beyond failureLimit 1; canary canary at 0%, stable stable at 100%"
+        )
+    );
+    assert_eq!(d.status.metrics[0].failures, 2);
+    assert_eq!(d.requeue_after, None);
+    // Failed stays Failed: no measurement, no step.
+    let later = step(&plan, &d.status, 300, O::Success);
+    assert_eq!(later.status, d.status);
+    assert!(later.events.is_empty());
+}
+
+#[test]
+fn no_data_holds_the_step_and_resumes_when_data_comes() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+    let d = step(&plan, &s0, 30, O::NoData);
+    assert_eq!(d.status.phase, P::Paused);
+    assert_eq!(d.status.pause_reason, Some(PauseReason::NoData));
+    assert_eq!(d.status.step_index, 0, "a canary without traffic never advances");
+    assert_eq!(d.status.canary_weight, 10);
+    assert_eq!(reasons(&d), ["RolloutPaused"]);
+    assert!(d.events[0].warning);
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some("metric open-errors has no data: open-errors said NoData (the step resumes when data comes)")
+    );
+    assert_eq!(d.status.metrics[0].no_data, 1);
+
+    // Still no data: no new Event; then data -> Progressing and the step advances.
+    let d = step(&plan, &d.status, 60, O::NoData);
+    assert!(d.events.is_empty());
+    let d = step(&plan, &d.status, 90, O::Success);
+    assert_eq!(d.status.phase, P::Progressing);
+    assert_eq!(d.status.pause_reason, None);
+    assert_eq!(d.status.step_index, 1);
+}
+
+#[test]
+fn errors_beyond_the_limit_pause_and_never_roll_back() {
+    let plan = plan();
+    let mut status = decide(&plan, None, None, at(0), None).status;
+    // consecutiveErrorLimit 2: the first two keep it Progressing.
+    for (i, secs) in [30, 60].into_iter().enumerate() {
+        let d = step(&plan, &status, secs, O::Error);
+        assert_eq!(d.status.phase, P::Progressing, "error {}", i + 1);
+        assert_eq!(d.status.step_index, 0);
+        status = d.status;
+    }
+    let d = step(&plan, &status, 90, O::Error);
+    assert_eq!(d.status.phase, P::Paused);
+    assert_eq!(d.status.pause_reason, Some(PauseReason::AnalysisError));
+    assert_eq!(d.status.metrics[0].consecutive_errors, 3);
+    assert_eq!(d.status.canary_weight, 10, "an outage never rolls back");
+    assert_eq!(reasons(&d), ["RolloutPaused"]);
+    // Ten more errors: still paused, still at 10%.
+    let mut status = d.status;
+    for secs in (120..420).step_by(30) {
+        status = step(&plan, &status, secs, O::Error).status;
+    }
+    assert_eq!((status.phase, status.canary_weight), (P::Paused, 10));
+    // Prometheus is back: resumes and advances.
+    let d = step(&plan, &status, 420, O::Success);
+    assert_eq!(d.status.phase, P::Progressing);
+    assert_eq!(d.status.metrics[0].consecutive_errors, 0);
+    assert_eq!(d.status.step_index, 1);
+}
+
+#[test]
+fn a_restart_resumes_without_repeating_a_counted_measurement() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+    let measured = step(&plan, &s0, 30, O::Success).status;
+    // A new process (or a new leader) reads the status a few seconds later.
+    for secs in [31, 45, 59] {
+        let engine = Engine::begin(&plan, Some(&measured), None, at(secs));
+        assert!(!engine.measurement_due(), "at {secs}s");
+        let d = engine.finish();
+        assert_eq!(d.status, measured);
+        assert!(d.counted.is_empty());
+    }
+    assert!(Engine::begin(&plan, Some(&measured), None, at(60)).measurement_due());
+}
+
+#[test]
+fn abort_from_any_phase_sets_the_canary_to_0() {
+    let plan = plan();
+    let progressing = decide(&plan, None, None, at(0), None).status;
+    let succeeded = decide(&plan, Some(&progressing), Some("promote-full@1"), at(5), None).status;
+    let failed = {
+        let s = step(&plan, &progressing, 30, O::Failure).status;
+        step(&plan, &s, 60, O::Failure).status
+    };
+    for (from, status) in [
+        ("Progressing", &progressing),
+        ("Succeeded", &succeeded),
+        ("Failed", &failed),
+    ] {
+        let d = decide(&plan, Some(status), Some("abort@x"), at(100), None);
+        assert_eq!(d.status.phase, P::Aborted, "from {from}");
+        assert_eq!(
+            (d.status.canary_weight, d.status.stable_weight),
+            (0, 100),
+            "from {from}"
+        );
+        assert_eq!(reasons(&d), ["RolloutAborted"], "from {from}");
+        assert_eq!(d.requeue_after, None);
+        // The same annotation value again is the same request: handled once.
+        let again = decide(&plan, Some(&d.status), Some("abort@x"), at(101), None);
+        assert_eq!(again.status, d.status);
+        assert!(again.events.is_empty());
+        // A new abort of an Aborted rollout is ignored, with an Event saying so.
+        let twice = decide(&plan, Some(&d.status), Some("abort@y"), at(102), None);
+        assert_eq!(reasons(&twice), ["RolloutActionIgnored"]);
+        assert_eq!(twice.status.phase, P::Aborted);
+    }
+}
+
+#[test]
+fn retry_restarts_a_failed_or_aborted_rollout_and_nothing_else() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+    let aborted = decide(&plan, Some(&s0), Some("abort@1"), at(10), None).status;
+    let d = decide(&plan, Some(&aborted), Some("retry@2"), at(20), None);
+    assert_eq!(reasons(&d), ["RolloutStarted", "WeightStepped"]);
+    assert_eq!(
+        (d.status.phase, d.status.step_index, d.status.canary_weight),
+        (P::Progressing, 0, 10)
+    );
+    assert_eq!(
+        d.status.metrics,
+        vec![MetricStatus::new("open-errors"), MetricStatus::new("http-5xx")]
+    );
+    assert_eq!(d.status.last_action.as_deref(), Some("retry@2"));
+    assert_eq!(d.status.step_started_at, time(20));
+
+    let ignored = decide(&plan, Some(&s0), Some("retry@3"), at(20), None);
+    assert_eq!(reasons(&ignored), ["RolloutActionIgnored"]);
+    assert_eq!(
+        ignored.events[0].note,
+        "retry ignored: only a Failed or Aborted rollout can be retried; this one is Progressing"
+    );
+    assert_eq!(ignored.status.canary_weight, 10);
+}
+
+#[test]
+fn promote_leaves_the_current_step_and_full_promotion_skips_to_the_end() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+    // Promoting the setWeight 10 step (still awaiting analysis) moves into the 1m pause.
+    let d = decide(&plan, Some(&s0), Some("promote@a"), at(5), None);
+    assert_eq!(reasons(&d), ["RolloutPromoted"]);
+    assert_eq!(d.events[0].note, "promoted past step 1 of 5 (setWeight 10)");
+    assert_eq!((d.status.step_index, d.status.canary_weight), (1, 10));
+
+    let d = decide(&plan, Some(&s0), Some("promote-full@b"), at(5), None);
+    assert_eq!(reasons(&d), ["RolloutPromoted", "RolloutSucceeded"]);
+    assert_eq!(
+        (
+            d.status.phase,
+            d.status.step_index,
+            d.status.canary_weight,
+            d.status.stable_weight
+        ),
+        (P::Succeeded, 5, 100, 0)
+    );
+    // Promoting a Succeeded rollout does nothing.
+    let again = decide(&plan, Some(&d.status), Some("promote@c"), at(6), None);
+    assert_eq!(reasons(&again), ["RolloutActionIgnored"]);
+    assert_eq!(again.status.canary_weight, 100);
+}
+
+#[test]
+fn an_unknown_action_is_named_and_recorded_as_handled() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+    let d = decide(&plan, Some(&s0), Some("rollback"), at(1), None);
+    assert_eq!(reasons(&d), ["RolloutActionIgnored"]);
+    assert!(
+        d.events[0]
+            .note
+            .starts_with("unknown rollout action \"rollback\"")
+    );
+    assert_eq!(d.status.last_action.as_deref(), Some("rollback"));
+}
+
+#[test]
+fn a_new_revision_starts_over_and_an_annotation_from_before_is_not_replayed() {
+    let plan = plan();
+    let s0 = decide(&plan, None, Some("abort@old"), at(0), None).status;
+    assert_eq!(
+        s0.phase,
+        P::Progressing,
+        "an annotation present at the start is consumed"
+    );
+    assert_eq!(s0.last_action.as_deref(), Some("abort@old"));
+    let advanced = step(&plan, &s0, 30, O::Success).status;
+
+    let mut changed = rollout();
+    changed.steps[0] = set_weight(20);
+    let plan2 = Plan::new(&changed, "rev2".into(), 100).unwrap();
+    let d = decide(&plan2, Some(&advanced), None, at(40), None);
+    assert_eq!(reasons(&d), ["RolloutStarted", "WeightStepped"]);
+    assert_eq!(
+        (
+            d.status.revision.as_str(),
+            d.status.step_index,
+            d.status.canary_weight
+        ),
+        ("rev2", 0, 20)
+    );
+    assert_eq!(d.status.metrics[0].successes, 0);
+}
+
+#[test]
+fn the_stable_gets_the_rest_of_the_pairs_share_only() {
+    // Three backends: stable 70 + canary 0 share 70; a mirror keeps its 30.
+    let plan = Plan::new(&rollout(), "rev1".into(), 70).unwrap();
+    let d = decide(&plan, None, None, at(0), None);
+    assert_eq!((d.status.canary_weight, d.status.stable_weight), (10, 60));
+    // The share shrinks below the canary's weight in the spec: clamped.
+    let smaller = Plan::new(&rollout(), "rev1".into(), 5).unwrap();
+    let d = decide(&smaller, Some(&d.status), None, at(1), None);
+    assert_eq!((d.status.canary_weight, d.status.stable_weight), (5, 0));
+    assert_eq!(smaller.final_weight(), 5);
+}
+
+#[test]
+fn without_analysis_steps_advance_on_their_pauses_alone() {
+    let mut r = rollout();
+    r.analysis = None;
+    r.steps = vec![set_weight(10), pause(Some("1m")), set_weight(100)];
+    let plan = plan_of(r);
+    let d = decide(&plan, None, None, at(0), None);
+    assert_eq!((d.status.step_index, d.status.canary_weight), (1, 10));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(60)), "the pause's end");
+    let engine = Engine::begin(&plan, Some(&d.status), None, at(30));
+    assert!(!engine.measurement_due());
+    let d = decide(&plan, Some(&d.status), None, at(60), None);
+    assert_eq!(d.status.phase, P::Succeeded);
+    assert_eq!(d.status.canary_weight, 100);
+}
+
+#[test]
+fn a_leading_pause_keeps_the_canary_at_0() {
+    let mut r = rollout();
+    r.steps = vec![pause(None), set_weight(100)];
+    let d = decide(&plan_of(r), None, None, at(0), None);
+    assert_eq!(d.status.canary_weight, 0);
+    assert_eq!(d.status.pause_reason, Some(PauseReason::AwaitingPromotion));
+    assert_eq!(reasons(&d), ["RolloutStarted", "RolloutPaused"]);
+}
+
+#[test]
+fn a_weight_change_restarts_the_measurement_window() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+    // Measured at 30s at 10% (the 1m pause starts), then promoted at 40s to 50%.
+    let s1 = step(&plan, &s0, 30, O::Success).status;
+    let d = decide(&plan, Some(&s1), Some("promote@1"), at(40), None);
+    assert_eq!(d.status.canary_weight, 50);
+    // Not at 60s (30s after the last measurement) but at 70s (30s after the weight changed).
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(30)));
+    assert!(!Engine::begin(&plan, Some(&d.status), None, at(60)).measurement_due());
+    assert!(Engine::begin(&plan, Some(&d.status), None, at(70)).measurement_due());
+}
+
+#[test]
+fn a_hand_edited_status_out_of_range_is_clamped_not_a_panic() {
+    let plan = plan();
+    let mut s = decide(&plan, None, None, at(0), None).status;
+    s.step_index = 99;
+    let d = decide(&plan, Some(&s), None, at(1), None);
+    assert_eq!(d.status.phase, P::Succeeded);
+    s.step_index = -3;
+    s.phase = P::Progressing;
+    let d = decide(&plan, Some(&s), None, at(1), None);
+    assert_eq!(d.status.step_index, 0);
+}
+
+#[test]
+fn values_are_written_plainly() {
+    assert_eq!(format_value(0.05), "0.05");
+    assert_eq!(format_value(1.0), "1");
+    assert_eq!(format_value(-0.0000001), "0");
+    assert_eq!(format_value(f64::NAN), "NaN");
+    assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+}
