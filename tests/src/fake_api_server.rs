@@ -3,12 +3,22 @@
 //!
 //! Written by hand because nothing maintained does this from Rust: kube's `tower-test` mock is
 //! scripted and in-process (the controller's own tests use it), and envtest needs a
-//! kube-apiserver binary that no reachable registry ships. It implements only what a client of
-//! the REST API needs for a steady state — discovery, list, get, create, delete, and patches as
-//! a JSON merge of the body into the stored object (how a server-side apply of our own objects
-//! ends up) — and watches that stay open without events. It does not evaluate label selectors,
-//! field managers, admission or schemas: it is a harness for the binary, not a test oracle for
-//! API semantics (the real-cluster tests in tests/e2e are).
+//! kube-apiserver binary that no reachable registry ships. It implements what a controller needs
+//! to make progress over time, with the API server's semantics where the controller relies on
+//! them:
+//! - discovery, list, get, create, delete;
+//! - watches from a resourceVersion that replay every later change and then stream live ones
+//!   (so a controller sees its own status writes, as on a real server);
+//! - patches: a server-side apply of `/status` replaces the status (our field manager owns all
+//!   of it, so SSA drops what it no longer sends); other patches merge the body into the object
+//!   (how an apply of our own objects ends up); the main resource ignores `status` and the
+//!   `/status` subresource ignores everything else; a spec change bumps `metadata.generation`;
+//! - optimistic concurrency: a patch carrying `metadata.resourceVersion` fails with 409 Conflict
+//!   when the object has changed since.
+//!
+//! It does not evaluate label selectors, field managers beyond that, admission or schemas: it is
+//! a harness for the binary, not a test oracle for API semantics (the real-cluster tests in
+//! tests/e2e are).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,18 +54,60 @@ impl Resource {
 
 type Key = (String, String, String); // (prefix/plural, namespace, name)
 
-#[derive(Default)]
+/// One change, as a watch reports it.
+#[derive(Clone)]
+struct Change {
+    version: u64,
+    collection: String,
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
 struct Store {
     resources: Vec<Resource>,
     objects: BTreeMap<Key, Value>,
     version: u64,
     requests: Vec<String>,
+    /// Every change, for watches that start from an older resourceVersion.
+    changes: Vec<Change>,
+    /// Wakes the open watches after a change.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            resources: Vec::new(),
+            objects: BTreeMap::new(),
+            version: 0,
+            requests: Vec::new(),
+            changes: Vec::new(),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Store {
     fn next_version(&mut self) -> String {
         self.version += 1;
         self.version.to_string()
+    }
+
+    /// (collection, namespace, name) of a fixture object; panics on a kind not served.
+    fn address(&self, object: &Value) -> Key {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let resource = self
+            .resources
+            .iter()
+            .find(|r| r.api_version() == api_version && r.kind == kind)
+            .unwrap_or_else(|| panic!("fixture of an unserved kind {api_version} {kind}"));
+        (
+            format!("{}/{}", resource.prefix, resource.plural),
+            object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+            object["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+        )
     }
 
     fn resource(&self, prefix: &str, plural: &str) -> Option<Resource> {
@@ -65,8 +117,21 @@ impl Store {
             .cloned()
     }
 
+    fn record(&mut self, collection: &str, namespace: &str, kind: &'static str, object: Value) {
+        self.changes.push(Change {
+            version: self.version,
+            collection: collection.to_owned(),
+            namespace: namespace.to_owned(),
+            kind,
+            object,
+        });
+        self.changed.send_replace(self.version);
+    }
+
     /// Stores `object` as new or replaced, with server-set metadata.
     fn put(&mut self, collection: &str, namespace: &str, name: &str, mut object: Value) -> Value {
+        let key = (collection.to_owned(), namespace.to_owned(), name.to_owned());
+        let existed = self.objects.contains_key(&key);
         let version = self.next_version();
         let meta = &mut object["metadata"];
         meta["name"] = json!(name);
@@ -83,11 +148,19 @@ impl Store {
             meta["generation"] = json!(1);
         }
         meta["resourceVersion"] = json!(version);
-        self.objects.insert(
-            (collection.to_owned(), namespace.to_owned(), name.to_owned()),
-            object.clone(),
-        );
+        self.objects.insert(key, object.clone());
+        let kind = if existed { "MODIFIED" } else { "ADDED" };
+        self.record(collection, namespace, kind, object.clone());
         object
+    }
+
+    fn remove(&mut self, collection: &str, namespace: &str, name: &str) -> Option<Value> {
+        let key = (collection.to_owned(), namespace.to_owned(), name.to_owned());
+        let mut object = self.objects.remove(&key)?;
+        let version = self.next_version();
+        object["metadata"]["resourceVersion"] = json!(version);
+        self.record(collection, namespace, "DELETED", object.clone());
+        Some(object)
     }
 }
 
@@ -106,20 +179,7 @@ impl FakeApiServer {
             ..Store::default()
         };
         for object in objects {
-            let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
-            let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-            let resource = store
-                .resources
-                .iter()
-                .find(|r| r.api_version() == api_version && r.kind == kind)
-                .cloned()
-                .unwrap_or_else(|| panic!("fixture of an unserved kind {api_version} {kind}"));
-            let namespace = object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            let collection = format!("{}/{}", resource.prefix, resource.plural);
+            let (collection, namespace, name) = store.address(&object);
             store.put(&collection, &namespace, &name, object);
         }
         let store = Arc::new(Mutex::new(store));
@@ -151,6 +211,24 @@ impl FakeApiServer {
             .objects
             .get(&(collection.to_owned(), namespace.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// Creates or replaces an object as a client would (a watch sees it), e.g. a test moving
+    /// an EndpointSlice. `object` carries apiVersion, kind and metadata.
+    pub fn put(&self, object: Value) {
+        let mut store = lock(&self.store);
+        let (collection, namespace, name) = store.address(&object);
+        store.put(&collection, &namespace, &name, object);
+    }
+
+    /// Every stored object of a collection, e.g. `objects("/apis/events.k8s.io/v1/events")`.
+    pub fn objects(&self, collection: &str) -> Vec<Value> {
+        lock(&self.store)
+            .objects
+            .iter()
+            .filter(|((c, _, _), _)| c == collection)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Every request so far, as `METHOD path?query`.
@@ -256,7 +334,59 @@ fn parse_path(path: &str) -> Option<Result<Target, String>> {
     Some(Ok(target))
 }
 
-async fn handle(State(store): State<Arc<Mutex<Store>>>, method: Method, uri: Uri, body: Bytes) -> Response {
+/// The value of `key` in a query string.
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// A watch of `collection` (in `namespace`, or all when empty) from `since`: every later
+/// change, then live ones, as JSON lines, until the client goes away.
+fn watch_stream(
+    store: Arc<Mutex<Store>>,
+    collection: String,
+    namespace: String,
+    since: u64,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let changed = lock(&store).changed.subscribe();
+    futures::stream::unfold(
+        (store, changed, since),
+        move |(store, mut changed, mut seen)| {
+            let (collection, namespace) = (collection.clone(), namespace.clone());
+            async move {
+                loop {
+                    let batch: Vec<Change> = lock(&store)
+                        .changes
+                        .iter()
+                        .filter(|c| {
+                            c.version > seen
+                                && c.collection == collection
+                                && (namespace.is_empty() || c.namespace == namespace)
+                        })
+                        .cloned()
+                        .collect();
+                    if let Some(last) = batch.last() {
+                        seen = last.version;
+                        let mut lines = String::new();
+                        for c in batch {
+                            lines.push_str(&json!({"type": c.kind, "object": c.object}).to_string());
+                            lines.push('\n');
+                        }
+                        return Some((Ok(Bytes::from(lines)), (store, changed, seen)));
+                    }
+                    // Nothing new for this watch: skip every change seen so far, wait for more.
+                    seen = seen.max(*changed.borrow_and_update());
+                    if changed.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        },
+    )
+}
+
+async fn handle(State(store): State<Arc<Mutex<Store>>>, method: Method, uri: Uri, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or_default().to_owned();
     lock(&store).requests.push(format!("{method} {path}?{query}"));
@@ -266,6 +396,7 @@ async fn handle(State(store): State<Arc<Mutex<Store>>>, method: Method, uri: Uri
         Some(Err(e)) => return status(StatusCode::NOT_FOUND, "NotFound", e),
         Some(Ok(t)) => t,
     };
+    let shared = store.clone();
     let mut store = lock(&store);
     let Some(resource) = store.resource(&target.prefix, &target.plural) else {
         return status(
@@ -279,9 +410,14 @@ async fn handle(State(store): State<Arc<Mutex<Store>>>, method: Method, uri: Uri
 
     match (method, target.name.as_deref()) {
         (Method::GET, None) if query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1") => {
+            // No resourceVersion (or "0"): from now on, as the API server's "any" semantics allow.
+            let since = query_param(&query, "resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(store.version);
             drop(store);
-            // Open and silent: the client sees no changes until it gives up and re-lists.
-            let body = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+            let stream = watch_stream(shared, collection, target.namespace.clone(), since);
+            let body = Body::from_stream(stream);
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         (Method::GET, None) => {
@@ -346,13 +482,51 @@ async fn handle(State(store): State<Arc<Mutex<Store>>>, method: Method, uri: Uri
                 );
             }
             let existing = store.objects.get(&key(name)).cloned();
+            if let (Some(current), Some(wanted)) = (&existing, patch["metadata"]["resourceVersion"].as_str())
+                && current["metadata"]["resourceVersion"].as_str() != Some(wanted)
+            {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        resource.plural
+                    ),
+                );
+            }
+            let apply = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/apply-patch"));
             let object = match (existing, target.subresource.as_deref()) {
                 (Some(mut object), Some("status")) => {
-                    merge(&mut object["status"], &patch["status"]);
+                    if apply {
+                        object["status"] = patch["status"].clone();
+                    } else {
+                        merge(&mut object["status"], &patch["status"]);
+                    }
                     object
                 }
                 (Some(mut object), _) => {
+                    let before_spec = object["spec"].clone();
+                    let before_status = object.get("status").cloned();
+                    let mut patch = patch;
+                    if let Some(p) = patch.as_object_mut() {
+                        p.remove("status");
+                    }
                     merge(&mut object, &patch);
+                    match before_status {
+                        Some(s) => object["status"] = s,
+                        None => {
+                            if let Some(o) = object.as_object_mut() {
+                                o.remove("status");
+                            }
+                        }
+                    }
+                    if object["spec"] != before_spec {
+                        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
+                        object["metadata"]["generation"] = json!(generation + 1);
+                    }
                     object
                 }
                 (None, None) => patch, // an apply that creates
@@ -363,7 +537,7 @@ async fn handle(State(store): State<Arc<Mutex<Store>>>, method: Method, uri: Uri
             let stored = store.put(&collection, &target.namespace, name, object);
             ok_json(StatusCode::OK, &stored)
         }
-        (Method::DELETE, Some(name)) => match store.objects.remove(&key(name)) {
+        (Method::DELETE, Some(name)) => match store.remove(&collection, &target.namespace, name) {
             Some(_) => ok_json(
                 StatusCode::OK,
                 &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
@@ -445,5 +619,132 @@ mod tests {
         );
         assert!(parse_path("/apis/discovery.k8s.io/v1").is_none(), "discovery");
         assert!(parse_path("/metrics").unwrap().is_err());
+    }
+
+    fn config_map(name: &str, data: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "shop"}, "data": data})
+    }
+
+    fn resources() -> Vec<Resource> {
+        vec![
+            Resource {
+                prefix: "/api/v1",
+                plural: "configmaps",
+                kind: "ConfigMap",
+                namespaced: true,
+                subresources: &[],
+            },
+            Resource {
+                prefix: "/apis/splitscope.dev/v1alpha1",
+                plural: "trafficsplits",
+                kind: "TrafficSplit",
+                namespaced: true,
+                subresources: &["status"],
+            },
+        ]
+    }
+
+    async fn client(server: &FakeApiServer) -> (kube::Client, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = server.write_kubeconfig(dir.path()).unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        (kube::Client::try_from(config).unwrap(), dir)
+    }
+
+    /// A kube watcher sees the objects listed and then every later change, as on a real server.
+    #[tokio::test]
+    async fn watches_replay_and_stream_changes() {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+
+        let server = FakeApiServer::start(resources(), vec![config_map("a", json!({"k": "1"}))])
+            .await
+            .unwrap();
+        let (client, _dir) = client(&server).await;
+        let api: kube::Api<kube::core::DynamicObject> = kube::Api::namespaced_with(
+            client,
+            "shop",
+            &kube::core::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+        );
+        let mut events = watcher(api, watcher::Config::default()).boxed();
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut changed = false;
+        while seen.len() < 3 {
+            let event = tokio::time::timeout_at(deadline, events.next())
+                .await
+                .expect("the watch went silent")
+                .unwrap()
+                .unwrap();
+            match event {
+                watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
+                    seen.push(format!("{}={}", o.metadata.name.unwrap(), o.data["data"]["k"]));
+                }
+                watcher::Event::Delete(o) => seen.push(format!("-{}", o.metadata.name.unwrap())),
+                watcher::Event::InitDone if !changed => {
+                    changed = true;
+                    server.put(config_map("a", json!({"k": "2"})));
+                    server.put(config_map("b", json!({"k": "3"})));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(seen, ["a=\"1\"", "a=\"2\"", "b=\"3\""]);
+    }
+
+    /// Optimistic concurrency, status subresource and generation, as the API server does them.
+    #[tokio::test]
+    async fn patches_honour_resource_version_status_and_generation() {
+        use kube::api::{Patch, PatchParams};
+
+        let ts = json!({
+            "apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"service": "checkout"},
+            "status": {"phase": "Ready", "rollout": {"phase": "Progressing"}},
+        });
+        let server = FakeApiServer::start(resources(), vec![ts]).await.unwrap();
+        let (client, _dir) = client(&server).await;
+        let resource = kube::core::ApiResource {
+            group: "splitscope.dev".into(),
+            version: "v1alpha1".into(),
+            api_version: "splitscope.dev/v1alpha1".into(),
+            kind: "TrafficSplit".into(),
+            plural: "trafficsplits".into(),
+        };
+        let api: kube::Api<kube::core::DynamicObject> = kube::Api::namespaced_with(client, "shop", &resource);
+        let current = api.get("checkout").await.unwrap();
+        let version = current.metadata.resource_version.clone().unwrap();
+
+        // A server-side apply of /status replaces it: `rollout` goes.
+        let apply = PatchParams::apply("splitscope").force();
+        let body = json!({"apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
+                          "metadata": {"name": "checkout", "resourceVersion": version},
+                          "status": {"phase": "Pending"}});
+        let after = api.patch_status("checkout", &apply, &Patch::Apply(&body)).await.unwrap();
+        assert_eq!(after.data["status"], json!({"phase": "Pending"}));
+        assert_eq!(after.data["spec"], json!({"service": "checkout"}));
+
+        // The same precondition again: the object moved on, 409.
+        let err = api.patch_status("checkout", &apply, &Patch::Apply(&body)).await.unwrap_err();
+        assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err}");
+
+        // The main resource ignores status; a spec change bumps the generation.
+        let merge = json!({"spec": {"service": "cart"}, "status": {"phase": "Ready"}});
+        let after = api
+            .patch("checkout", &PatchParams::default(), &Patch::Merge(&merge))
+            .await
+            .unwrap();
+        assert_eq!(after.data["status"], json!({"phase": "Pending"}));
+        assert_eq!(after.metadata.generation, Some(2));
+        let annotate = json!({"metadata": {"annotations": {"a": "b"}}});
+        let after = api
+            .patch("checkout", &PatchParams::default(), &Patch::Merge(&annotate))
+            .await
+            .unwrap();
+        assert_eq!(after.metadata.generation, Some(2), "metadata changes keep the generation");
     }
 }
