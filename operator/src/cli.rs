@@ -39,6 +39,9 @@ pub enum Command {
     Trace(TraceArgs),
     /// Print the TrafficSplit CustomResourceDefinition as YAML.
     Crd,
+    /// Show or steer a TrafficSplit's rollout (also `kubectl splitscope rollout …` with the
+    /// binary on PATH as `kubectl-splitscope`).
+    Rollout(RolloutArgs),
     /// Load the probe, open known files through every open syscall and check the probe reported
     /// each exactly once (used by `cargo xtask vm-test` inside qemu guests).
     #[command(hide = true)]
@@ -66,6 +69,60 @@ pub struct ControllerArgs {
     /// Name of the leader-election Lease.
     #[arg(long, env = "SPLITSCOPE_LEASE_NAME", default_value = "splitscope-controller")]
     pub lease_name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    pub command: RolloutCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RolloutCommand {
+    /// Phase, step, weights and every metric's last measurement.
+    Status(RolloutTarget),
+    /// Leave the current step (a `pause: {}` waits for this); `--full` skips every remaining
+    /// step.
+    Promote(PromoteArgs),
+    /// Stop the rollout: the canary gets 0% (from any phase).
+    Abort(ActionArgs),
+    /// Start a Failed or Aborted rollout again from its first step.
+    Retry(ActionArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutTarget {
+    /// The TrafficSplit.
+    pub name: String,
+
+    /// Its namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub target: RolloutTarget,
+
+    /// Wait up to this many seconds for the controller to handle the request, then show the
+    /// status (default: return once it is requested).
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub target: RolloutTarget,
+
+    /// Skip every remaining step: the canary gets its final weight at once.
+    #[arg(long)]
+    pub full: bool,
+
+    /// Wait up to this many seconds for the controller to handle the request.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
 }
 
 /// How the probe hooks the kernel's open path.
@@ -259,6 +316,48 @@ mod tests {
         assert_eq!(args.probe.filters.pid, Some(42));
         assert!(args.probe.filters.failed_only);
         assert_eq!(args.kubernetes, KubernetesMode::Off);
+    }
+
+    #[test]
+    fn rollout_commands_parse_as_kubectl_users_type_them() {
+        let cli = Cli::try_parse_from([
+            "splitscope",
+            "rollout",
+            "promote",
+            "checkout",
+            "-n",
+            "shop",
+            "--full",
+        ])
+        .unwrap();
+        let Command::Rollout(RolloutArgs {
+            command: RolloutCommand::Promote(p),
+        }) = cli.command
+        else {
+            panic!("not promote")
+        };
+        assert_eq!(
+            (p.target.name.as_str(), p.target.namespace.as_deref()),
+            ("checkout", Some("shop"))
+        );
+        assert!(p.full);
+        let cli = Cli::try_parse_from([
+            "kubectl-splitscope",
+            "rollout",
+            "abort",
+            "checkout",
+            "--wait",
+            "30",
+        ])
+        .unwrap();
+        let Command::Rollout(RolloutArgs {
+            command: RolloutCommand::Abort(a),
+        }) = cli.command
+        else {
+            panic!("not abort")
+        };
+        assert_eq!((a.target.namespace, a.wait), (None, Some(30)));
+        assert!(Cli::try_parse_from(["splitscope", "rollout", "rollback", "checkout"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod metrics_server;
 pub mod rbac;
+pub mod rollout_command;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
@@ -21,6 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(args).await,
         Command::Trace(args) => trace::run(args).await,
         Command::SelfTest(args) => agent::self_test::run(args).await,
+        Command::Rollout(args) => rollout_command::run(args).await,
         Command::Crd => {
             print!("{}", controller::crd_yaml()?);
             Ok(())

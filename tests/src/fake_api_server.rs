@@ -105,7 +105,10 @@ impl Store {
             .unwrap_or_else(|| panic!("fixture of an unserved kind {api_version} {kind}"));
         (
             format!("{}/{}", resource.prefix, resource.plural),
-            object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             object["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
         )
     }
@@ -350,43 +353,46 @@ fn watch_stream(
     since: u64,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     let changed = lock(&store).changed.subscribe();
-    futures::stream::unfold(
-        (store, changed, since),
-        move |(store, mut changed, mut seen)| {
-            let (collection, namespace) = (collection.clone(), namespace.clone());
-            async move {
-                loop {
-                    let batch: Vec<Change> = lock(&store)
-                        .changes
-                        .iter()
-                        .filter(|c| {
-                            c.version > seen
-                                && c.collection == collection
-                                && (namespace.is_empty() || c.namespace == namespace)
-                        })
-                        .cloned()
-                        .collect();
-                    if let Some(last) = batch.last() {
-                        seen = last.version;
-                        let mut lines = String::new();
-                        for c in batch {
-                            lines.push_str(&json!({"type": c.kind, "object": c.object}).to_string());
-                            lines.push('\n');
-                        }
-                        return Some((Ok(Bytes::from(lines)), (store, changed, seen)));
+    futures::stream::unfold((store, changed, since), move |(store, mut changed, mut seen)| {
+        let (collection, namespace) = (collection.clone(), namespace.clone());
+        async move {
+            loop {
+                let batch: Vec<Change> = lock(&store)
+                    .changes
+                    .iter()
+                    .filter(|c| {
+                        c.version > seen
+                            && c.collection == collection
+                            && (namespace.is_empty() || c.namespace == namespace)
+                    })
+                    .cloned()
+                    .collect();
+                if let Some(last) = batch.last() {
+                    seen = last.version;
+                    let mut lines = String::new();
+                    for c in batch {
+                        lines.push_str(&json!({"type": c.kind, "object": c.object}).to_string());
+                        lines.push('\n');
                     }
-                    // Nothing new for this watch: skip every change seen so far, wait for more.
-                    seen = seen.max(*changed.borrow_and_update());
-                    if changed.changed().await.is_err() {
-                        return None;
-                    }
+                    return Some((Ok(Bytes::from(lines)), (store, changed, seen)));
+                }
+                // Nothing new for this watch: skip every change seen so far, wait for more.
+                seen = seen.max(*changed.borrow_and_update());
+                if changed.changed().await.is_err() {
+                    return None;
                 }
             }
-        },
-    )
+        }
+    })
 }
 
-async fn handle(State(store): State<Arc<Mutex<Store>>>, method: Method, uri: Uri, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(store): State<Arc<Mutex<Store>>>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or_default().to_owned();
     lock(&store).requests.push(format!("{method} {path}?{query}"));
@@ -724,12 +730,18 @@ mod tests {
         let body = json!({"apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
                           "metadata": {"name": "checkout", "resourceVersion": version},
                           "status": {"phase": "Pending"}});
-        let after = api.patch_status("checkout", &apply, &Patch::Apply(&body)).await.unwrap();
+        let after = api
+            .patch_status("checkout", &apply, &Patch::Apply(&body))
+            .await
+            .unwrap();
         assert_eq!(after.data["status"], json!({"phase": "Pending"}));
         assert_eq!(after.data["spec"], json!({"service": "checkout"}));
 
         // The same precondition again: the object moved on, 409.
-        let err = api.patch_status("checkout", &apply, &Patch::Apply(&body)).await.unwrap_err();
+        let err = api
+            .patch_status("checkout", &apply, &Patch::Apply(&body))
+            .await
+            .unwrap_err();
         assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err}");
 
         // The main resource ignores status; a spec change bumps the generation.
@@ -745,6 +757,10 @@ mod tests {
             .patch("checkout", &PatchParams::default(), &Patch::Merge(&annotate))
             .await
             .unwrap();
-        assert_eq!(after.metadata.generation, Some(2), "metadata changes keep the generation");
+        assert_eq!(
+            after.metadata.generation,
+            Some(2),
+            "metadata changes keep the generation"
+        );
     }
 }
