@@ -191,8 +191,8 @@ impl View {
         if !status.metrics.is_empty() {
             let _ = writeln!(
                 out,
-                "\n{:<20} {:<10} {:<8} {:>9} {:>8} {:>7} {:>6}  {}",
-                "METRIC", "VALUE", "OUTCOME", "SUCCESSES", "FAILURES", "NO DATA", "ERRORS", "MEASURED"
+                "\n{:<20} {:<10} {:<8} {:>9} {:>8} {:>7} {:>6}  MEASURED",
+                "METRIC", "VALUE", "OUTCOME", "SUCCESSES", "FAILURES", "NO DATA", "ERRORS"
             );
             for m in &status.metrics {
                 let _ = writeln!(
