@@ -2,3 +2,6 @@
 
 pub mod dashboards;
 pub mod fake_api_server;
+pub mod http;
+pub mod opens_exporter;
+pub mod prometheus;
