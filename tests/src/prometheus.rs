@@ -102,7 +102,10 @@ impl Prometheus {
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if crate::http::try_get(&self.addr, "/-/ready").await.is_ok_and(|r| r.status == 200) {
+            if crate::http::try_get(&self.addr, "/-/ready")
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
                 return;
             }
             assert!(

@@ -139,6 +139,7 @@ async fn measure_open_errors(
     target: &Target,
 ) -> (MeasurementOutcome, Option<f64>, String) {
     let mut ratios = [0.0; 2];
+    let mut stable_idle = false;
     for (i, backend) in [&target.canary, &target.stable].into_iter().enumerate() {
         if backend.pods.is_empty() {
             return (MeasurementOutcome::NoData, None, no_pods(backend));
@@ -151,18 +152,20 @@ async fn measure_open_errors(
         );
         match one_number(prometheus.query(url, &promql).await) {
             Ok(v) => ratios[i] = v,
-            Err((MeasurementOutcome::NoData, why)) => {
+            // A canary that opened nothing in the window has no traffic: no verdict.
+            Err((MeasurementOutcome::NoData, why)) if i == 0 => {
                 return (
                     MeasurementOutcome::NoData,
                     None,
                     format!(
-                        "no opens by the {} pods of backend {} in the last {} ({why})",
-                        if i == 0 { "canary" } else { "stable" },
+                        "no opens by the canary pods of backend {} in the last {} ({why})",
                         backend.backend,
                         duration::to_prometheus(target.interval)
                     ),
                 );
             }
+            // A stable that opened nothing failed nothing: the canary is held to 0.
+            Err((MeasurementOutcome::NoData, _)) => stable_idle = true,
             Err((outcome, why)) => return (outcome, None, why),
         }
     }
@@ -182,9 +185,14 @@ async fn measure_open_errors(
         verdict,
         Some(increase),
         format!(
-            "failed-open ratio canary {} vs stable {}: {}{} {relation} maxIncrease {}",
+            "failed-open ratio canary {} vs stable {}{}: {}{} {relation} maxIncrease {}",
             format_value(canary),
             format_value(stable),
+            if stable_idle {
+                " (no stable opens in the window)"
+            } else {
+                ""
+            },
             if increase >= 0.0 { "+" } else { "" },
             format_value(increase),
             format_value(open_errors.max_increase)
@@ -440,5 +448,117 @@ mod tests {
             ),
             _ => panic!("a query over no pods must be no data"),
         }
+    }
+
+    /// A Prometheus stand-in answering the two ratio queries: `canary` and `stable` are the
+    /// values it returns (None = an empty vector).
+    async fn stub(canary: Option<&'static str>, stable: Option<&'static str>) -> String {
+        use axum::extract::Query;
+        use std::collections::HashMap;
+        let answer = move |Query(q): Query<HashMap<String, String>>| async move {
+            let promql = q.get("query").cloned().unwrap_or_default();
+            let value = if promql.contains("c-1") { canary } else { stable };
+            let result = match value {
+                Some(v) => serde_json::json!([{"metric": {}, "value": [1700000000.0, v]}]),
+                None => serde_json::json!([]),
+            };
+            axum::Json(
+                serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}}),
+            )
+        };
+        let app = axum::Router::new().route("/api/v1/query", axum::routing::get(answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    fn with_stable_pods() -> Target {
+        let mut t = target();
+        t.stable.pods = vec!["s-1".into()];
+        t
+    }
+
+    #[tokio::test]
+    async fn open_errors_compares_the_canary_with_the_stable() {
+        let prometheus = Prometheus::new().unwrap();
+        let rule = OpenErrors {
+            max_increase: 0.05,
+            errnos: vec![],
+        };
+        let cases = [
+            (
+                Some("0.02"),
+                Some("0.01"),
+                MeasurementOutcome::Success,
+                Some(0.01),
+                "failed-open ratio canary 0.02 vs stable 0.01: +0.01 within maxIncrease 0.05",
+            ),
+            (
+                Some("0.5"),
+                Some("0.01"),
+                MeasurementOutcome::Failure,
+                Some(0.49),
+                "failed-open ratio canary 0.5 vs stable 0.01: +0.49 exceeds maxIncrease 0.05",
+            ),
+            (
+                Some("0"),
+                Some("0.2"),
+                MeasurementOutcome::Success,
+                Some(-0.2),
+                "failed-open ratio canary 0 vs stable 0.2: -0.2 within maxIncrease 0.05",
+            ),
+            // The stable opened nothing: it failed nothing.
+            (
+                Some("0.5"),
+                Some("NaN"),
+                MeasurementOutcome::Failure,
+                Some(0.5),
+                "failed-open ratio canary 0.5 vs stable 0 (no stable opens in the window): +0.5 exceeds maxIncrease 0.05",
+            ),
+            (
+                Some("0.01"),
+                None,
+                MeasurementOutcome::Success,
+                Some(0.01),
+                "failed-open ratio canary 0.01 vs stable 0 (no stable opens in the window): +0.01 within maxIncrease 0.05",
+            ),
+            // The canary opened nothing: no traffic, no verdict.
+            (
+                Some("NaN"),
+                Some("0.01"),
+                MeasurementOutcome::NoData,
+                None,
+                "no opens by the canary pods of backend canary in the last 30s (the value is NaN)",
+            ),
+            (
+                None,
+                Some("0.01"),
+                MeasurementOutcome::NoData,
+                None,
+                "no opens by the canary pods of backend canary in the last 30s (the query returned no series)",
+            ),
+        ];
+        for (canary, stable, outcome, value, message) in cases {
+            let url = stub(canary, stable).await;
+            let (o, v, m) = measure_open_errors(&prometheus, &url, &rule, &with_stable_pods()).await;
+            assert_eq!(
+                (o, m.as_str()),
+                (outcome, message),
+                "canary {canary:?} stable {stable:?}"
+            );
+            match (v, value) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-9, "{a} != {b}"),
+                (a, b) => assert_eq!(a, b),
+            }
+        }
+        // No stable pods at all: nothing to compare with.
+        let url = stub(Some("0.5"), Some("0")).await;
+        let (o, _, m) = measure_open_errors(&prometheus, &url, &rule, &target()).await;
+        assert_eq!(o, MeasurementOutcome::NoData);
+        assert_eq!(
+            m,
+            "backend stable has no pods (no endpoints in the EndpointSlices of Service checkout-stable)"
+        );
     }
 }
