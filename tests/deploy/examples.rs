@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
-use splitscope::controller::trafficsplit::{
+use splitscope::controller::api::trafficsplit::{
     Backend, DeletionPolicy, Protocol, Provider, ServicePort, TrafficSplit,
 };
-use splitscope::controller::validate::validate;
+use splitscope::controller::api::validate::validate;
 
 use crate::kustomize::{read_yaml_file, repo_root};
 use crate::security::{check_image_pinned, restricted_violations};

@@ -21,7 +21,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use splitscope::controller::trafficsplit::TrafficSplit;
+use splitscope::controller::api::trafficsplit::TrafficSplit;
 
 use cluster::{RunningController, TestNamespace, delete_and_wait, eventually, install_crds};
 
@@ -524,7 +524,7 @@ async fn a_provider_whose_crds_are_missing_is_named_in_status_and_services_still
         let vs: Api<DynamicObject> = Api::namespaced_with(
             client.clone(),
             &ns.name,
-            &splitscope::controller::render::virtual_service_resource(),
+            &splitscope::controller::routing::istio::virtual_service_resource(),
         );
         let vs = eventually("the VirtualService", || async {
             vs.get_opt("checkout").await.ok().flatten()

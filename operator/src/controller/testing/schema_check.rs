@@ -181,9 +181,9 @@ fn walk(path: &str, schema: &Value, value: &Value, errors: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::traffic_split;
-    use crate::controller::render::{Route, render};
-    use crate::controller::trafficsplit::{ParentRef, TrafficSplit};
+    use crate::controller::api::trafficsplit::{Backend, ParentRef, TrafficSplit};
+    use crate::controller::routing::gateway_api;
+    use crate::controller::testing::fixtures::{settled_ready_status, traffic_split, with_status};
     use serde_json::json;
 
     /// The v1 schema of the upstream Gateway API v1.6.1 HTTPRoute CRD.
@@ -204,10 +204,7 @@ mod tests {
     }
 
     fn rendered_route(ts: &TrafficSplit) -> Value {
-        let Route::GatewayApi(route) = render(ts).route else {
-            panic!("not an HTTPRoute")
-        };
-        serde_json::to_value(&*route).unwrap()
+        serde_json::to_value(gateway_api::render(ts)).unwrap()
     }
 
     #[test]
@@ -221,7 +218,7 @@ mod tests {
         let mut ts = traffic_split();
         let template = ts.spec.backends[0].clone();
         ts.spec.backends = (0..16)
-            .map(|i| crate::controller::trafficsplit::Backend {
+            .map(|i| Backend {
                 name: format!("v{i}"),
                 weight: if i == 0 { 85 } else { 1 },
                 ..template.clone()
@@ -245,16 +242,14 @@ mod tests {
     #[test]
     fn the_defaulted_route_compares_unchanged() {
         let schema = httproute_v1_schema();
-        let Route::GatewayApi(desired) = render(&traffic_split()).route else {
-            panic!()
-        };
-        let mut stored = serde_json::to_value(&*desired).unwrap();
+        let desired = gateway_api::render(&traffic_split());
+        let mut stored = serde_json::to_value(&desired).unwrap();
         apply_defaults(&schema, &mut stored);
-        let stored: gateway_api::httproutes::HttpRoute = serde_json::from_value(stored).unwrap();
-        assert!(crate::controller::drift::http_route_unchanged(&stored, &desired));
+        let stored: ::gateway_api::httproutes::HttpRoute = serde_json::from_value(stored).unwrap();
+        assert!(gateway_api::unchanged(&stored, &desired));
 
         // The defaulting is real: a route rendered without explicit defaults would differ.
-        let mut bare = serde_json::to_value(&*desired).unwrap();
+        let mut bare = serde_json::to_value(&desired).unwrap();
         bare["spec"]["rules"][0]
             .as_object_mut()
             .unwrap()
@@ -332,8 +327,7 @@ mod tests {
         .unwrap();
         let crd: Value = serde_yaml::from_str(&text).unwrap();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-        let slices = crate::controller::fixtures::ready_slices();
-        let ts = crate::controller::fixtures::settled_status(&traffic_split(), &slices, "HTTPRoute checkout");
+        let ts = with_status(traffic_split(), settled_ready_status());
         let value = serde_json::to_value(&ts).unwrap();
         assert_eq!(check(schema, &value), Vec::<String>::new());
 

@@ -1,4 +1,4 @@
-//! The controller's Prometheus metrics. Names and labels are part of the contract (DESIGN.md
+//! The controller's Prometheus metrics. Names and labels are part of the contract (the design's
 //! "Metrics"): dashboards and tests depend on them.
 
 use std::collections::{BTreeSet, HashMap};

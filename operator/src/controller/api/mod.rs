@@ -1,0 +1,8 @@
+//! The TrafficSplit API: the resource type and its names (trafficsplit.rs), the one source of
+//! every pattern and limit (patterns.rs), the CRD generated from them (crd.rs) and the
+//! controller's own check of a spec (validate.rs).
+
+pub mod crd;
+pub mod patterns;
+pub mod trafficsplit;
+pub mod validate;
