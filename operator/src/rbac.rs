@@ -33,11 +33,12 @@ pub fn granted(rules: &[Rule], api_group: &str, resource: &str, verb: &str) -> b
 /// `controller::testing::rbac_coverage` fails on a request these do not grant and on a verb no request
 /// uses.
 pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
-    // list/watch: the Controller's stream; patch: adding/removing the finalizer.
+    // list/watch: the Controller's stream; get: a fresh read before a teardown (the cached
+    // copy of a deleted object may be stale); patch: adding/removing the finalizer.
     Rule {
         api_group: "splitscope.dev",
         resources: &["trafficsplits"],
-        verbs: &["list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "patch"],
     },
     Rule {
         api_group: "splitscope.dev",

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use crate::controller::api::trafficsplit::{FINALIZER, TrafficSplit};
 use crate::controller::runtime::context::{Context, Error};
@@ -31,14 +31,11 @@ pub async fn reconcile(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Actio
     let key = ObjectRef::from_obj(&*ts);
     let namespace = ts.namespace().ok_or_else(|| Error::NoNamespace(ts.name_any()))?;
     let api: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, ts, |event| async {
-        match event {
-            FinalizerEvent::Apply(ts) => apply::apply(ts, ctx.clone()).await,
-            FinalizerEvent::Cleanup(ts) => cleanup(ts, ctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = match deletion_still_pending(&api, ts).await {
+        Ok(Some(ts)) => finalize(&api, ts, &ctx).await,
+        Ok(None) => Ok(Action::await_change()),
+        Err(e) => Err(e),
+    };
     match &result {
         Ok(_) => {
             ctx.backoff.succeeded(&key);
@@ -47,4 +44,57 @@ pub async fn reconcile(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Actio
         Err(_) => ctx.metrics.reconciled(started, ReconcileResult::Error),
     }
     result
+}
+
+async fn finalize(
+    api: &Api<TrafficSplit>,
+    ts: Arc<TrafficSplit>,
+    ctx: &Arc<Context>,
+) -> Result<Action, Error> {
+    let result = finalizer(api, FINALIZER, ts, |event| async {
+        match event {
+            FinalizerEvent::Apply(ts) => apply::apply(ts, ctx.clone()).await,
+            FinalizerEvent::Cleanup(ts) => cleanup(ts, ctx.clone()).await,
+        }
+    })
+    .await;
+    match result {
+        // The object went away between our read and the finalizer's removal (deleted by hand
+        // with its finalizer, or its last other finalizer went): the teardown is done.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.code == 404 => {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    }
+}
+
+/// For an object marked for deletion that still carries our finalizer, the live object if its
+/// teardown is still to do; `None` when it is done already.
+///
+/// On a real API server, the teardown's own deletions (Services, routes, and the EndpointSlices
+/// that follow them) queue more reconciles of the TrafficSplit. The Controller hands each one
+/// the object from its cache, and that copy can still show our finalizer after the reconcile
+/// before it removed the finalizer and the API server deleted the object: the watch event saying
+/// so has not arrived yet. Run on that stale copy, the teardown repeated itself (another
+/// `CleanedUp` Event) and then failed to remove a finalizer from an object that no longer existed
+/// (`NotFound`, counted in `splitscope_reconcile_total{result="error"}` and retried). So a
+/// deletion is confirmed with a fresh read first: gone, replaced by a new object of the same
+/// name, or without our finalizer all mean the teardown already ran.
+async fn deletion_still_pending(
+    api: &Api<TrafficSplit>,
+    ts: Arc<TrafficSplit>,
+) -> Result<Option<Arc<TrafficSplit>>, Error> {
+    let ours = |t: &TrafficSplit| t.finalizers().iter().any(|f| f == FINALIZER);
+    if ts.meta().deletion_timestamp.is_none() || !ours(&ts) {
+        return Ok(Some(ts));
+    }
+    let name = ts.name_any();
+    let live = api.get_opt(&name).await.map_err(|source| Error::Read {
+        namespace: ts.namespace().unwrap_or_default(),
+        name: name.clone(),
+        source,
+    })?;
+    Ok(live
+        .filter(|live| live.uid() == ts.uid() && ours(live))
+        .map(Arc::new))
 }

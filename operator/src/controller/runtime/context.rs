@@ -29,6 +29,13 @@ pub enum Error {
     NoNamespace(String),
     #[error(transparent)]
     Child(#[from] ChildError),
+    #[error("cannot read TrafficSplit {namespace}/{name}: {source}")]
+    Read {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot write the status of TrafficSplit {namespace}/{name}: {source}")]
     Status {
         namespace: String,

@@ -239,3 +239,45 @@ async fn istio_cleanup_deletes_virtual_service_then_destination_rule() {
     );
     assert!(!run.metrics.render().contains("name=\"checkout\""));
 }
+
+/// The deletion race a real API server shows (reconcile/mod.rs, `deletion_still_pending`): the
+/// teardown's own deletions queue another reconcile, which the Controller hands the cached copy
+/// of the TrafficSplit — still with our finalizer — after the previous reconcile removed the
+/// finalizer and the object is gone. Before the fresh read, that reconcile ran the teardown again
+/// (GET route, LIST Services, a second `CleanedUp` Event) and ended in
+/// `failed to remove finalizer: NotFound`, counted as an error. Now it reads, finds nothing to
+/// do, and counts a success.
+#[tokio::test]
+async fn a_repeated_reconcile_of_a_deleted_object_does_not_tear_down_again() {
+    let run = Scenario::CleanupAlreadyDone.run().await;
+    assert_eq!(run.result.unwrap(), Action::await_change());
+    assert_eq!(
+        run.transcript.requests,
+        ["GET /apis/splitscope.dev/v1alpha1/namespaces/shop/trafficsplits/checkout"]
+    );
+    assert!(run.transcript.events.is_empty());
+    let metrics = run.metrics.render();
+    assert_eq!(series(&metrics, ERRORS).as_deref(), Some("0"), "{metrics}");
+    assert_eq!(series(&metrics, SUCCESSES).as_deref(), Some("1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_deleted_object_without_our_finalizer_is_not_torn_down_again() {
+    let run = Scenario::CleanupFinalizerAlreadyRemoved.run().await;
+    assert_eq!(run.result.unwrap(), Action::await_change());
+    assert_eq!(run.transcript.requests.len(), 1, "{:?}", run.transcript.requests);
+    assert!(run.transcript.events.is_empty());
+    assert_eq!(series(&run.metrics.render(), ERRORS).as_deref(), Some("0"));
+}
+
+/// The object vanishes after the fresh read (its finalizer removed by hand, say): the
+/// finalizer's removal answers 404, which means the teardown is done — not an error.
+#[tokio::test]
+async fn an_object_gone_when_the_finalizer_is_removed_counts_as_done() {
+    let run = Scenario::CleanupObjectGoneMeanwhile.run().await;
+    assert_eq!(run.result.unwrap(), Action::await_change());
+    assert_eq!(run.transcript.event_reasons(), ["CleanedUp"]);
+    let metrics = run.metrics.render();
+    assert_eq!(series(&metrics, ERRORS).as_deref(), Some("0"), "{metrics}");
+    assert_eq!(series(&metrics, SUCCESSES).as_deref(), Some("1"), "{metrics}");
+}

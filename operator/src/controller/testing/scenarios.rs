@@ -144,6 +144,11 @@ pub fn delete(path: String, uid: String) -> Expect {
         )
 }
 
+/// The fresh read of a deleted TrafficSplit before its teardown, answered with `ts`.
+pub fn read_deleted(ts: &TrafficSplit) -> Expect {
+    Expect::new("GET", TS_PATH).reply(200, serde_json::to_value(ts).unwrap())
+}
+
 /// The finalizer-removal PATCH kube-runtime's finalizer helper sends after a teardown.
 pub fn remove_finalizer() -> Expect {
     Expect::new("PATCH", TS_PATH).check(|seen| {
@@ -188,10 +193,17 @@ pub enum Scenario {
     CleanupOrphan,
     /// Deleted while Istio is the provider: VirtualService, then DestinationRule.
     CleanupIstio,
+    /// A reconcile queued by the teardown's own deletions, handed the cached copy of a deleted
+    /// TrafficSplit (still showing our finalizer) after the object is gone: nothing to do.
+    CleanupAlreadyDone,
+    /// The same, while the object still exists for another finalizer but ours is removed.
+    CleanupFinalizerAlreadyRemoved,
+    /// The object disappears between the fresh read and the finalizer's removal (404): done.
+    CleanupObjectGoneMeanwhile,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::FinalizerCreation,
         Scenario::Creation,
         Scenario::Resync,
@@ -206,6 +218,9 @@ impl Scenario {
         Scenario::Cleanup,
         Scenario::CleanupOrphan,
         Scenario::CleanupIstio,
+        Scenario::CleanupAlreadyDone,
+        Scenario::CleanupFinalizerAlreadyRemoved,
+        Scenario::CleanupObjectGoneMeanwhile,
     ];
 }
 
@@ -532,6 +547,7 @@ impl Scenario {
                     unreachable!()
                 };
                 let script = vec![
+                    read_deleted(&ts),
                     Expect::new("GET", VS_PATH).reply(200, live(&pair.virtual_service)),
                     delete(VS_PATH.into(), "uid-virtualservice-checkout".into()),
                     Expect::new("GET", DR_PATH).reply(200, live(&pair.destination_rule)),
@@ -550,6 +566,7 @@ impl Scenario {
                     ts.spec.deletion_policy = DeletionPolicy::Orphan;
                 }
                 let mut script = vec![
+                    read_deleted(&ts),
                     Expect::new("GET", ROUTE_PATH).reply(200, live(&*route)),
                     delete(ROUTE_PATH.into(), "uid-httproute-checkout".into()),
                     list_services(vec![live(&root), live(&stable), live(&canary)]),
@@ -587,6 +604,29 @@ impl Scenario {
                     series: example_series(),
                     ..setup(ts, gateway_only(), vec![], script)
                 }
+            }
+            Scenario::CleanupAlreadyDone => {
+                let stale = deleting(traffic_split());
+                let script = vec![Expect::new("GET", TS_PATH).not_found()];
+                setup(stale, gateway_only(), vec![], script)
+            }
+            Scenario::CleanupFinalizerAlreadyRemoved => {
+                let stale = deleting(traffic_split());
+                let mut live = stale.clone();
+                live.metadata.finalizers = Some(vec!["example.com/backup".into()]);
+                live.metadata.resource_version = Some("101".into());
+                let script = vec![read_deleted(&live)];
+                setup(stale, gateway_only(), vec![], script)
+            }
+            Scenario::CleanupObjectGoneMeanwhile => {
+                let ts = deleting(traffic_split());
+                let script = vec![
+                    read_deleted(&ts),
+                    Expect::new("GET", ROUTE_PATH).not_found(),
+                    list_services(vec![]),
+                    remove_finalizer().not_found(),
+                ];
+                setup(ts, gateway_only(), vec![], script)
             }
         }
     }
