@@ -7,3 +7,4 @@ pub mod mock_api;
 pub mod rbac_coverage;
 pub mod scenarios;
 pub mod schema_check;
+pub mod validation_table;

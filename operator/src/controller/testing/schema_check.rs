@@ -37,14 +37,26 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
     }
 }
 
-/// Every violation found, as `path: problem`.
+/// Every violation found, as `path: problem`: the OpenAPI part, then the CEL rules'.
 pub fn check(schema: &Value, value: &Value) -> Vec<String> {
+    let mut errors = check_openapi(schema, value);
+    errors.extend(check_cel(schema, value).into_iter().map(|e| format!("CEL: {e}")));
+    errors
+}
+
+/// The OpenAPI part alone (types, required, limits, patterns, enums), as `.path: problem`.
+pub fn check_openapi(schema: &Value, value: &Value) -> Vec<String> {
     let mut errors = Vec::new();
     walk("", schema, value, &mut errors);
-    if let Err(cel) = kube::core::cel::Validator::new().validate(schema, value, None) {
-        errors.extend(cel.into_iter().map(|e| format!("CEL: {e}")));
-    }
     errors
+}
+
+/// The schema's CEL rules alone (kube-cel), as `field: message`.
+pub fn check_cel(schema: &Value, value: &Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(schema, value, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.into_iter().map(|e| e.to_string()).collect(),
+    }
 }
 
 fn walk(path: &str, schema: &Value, value: &Value, errors: &mut Vec<String>) {
@@ -88,6 +100,11 @@ fn walk(path: &str, schema: &Value, value: &Value, errors: &mut Vec<String>) {
                 && obj.len() as u64 > max
             {
                 errors.push(format!("{at}: more than {max} properties"));
+            }
+            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
+                && (obj.len() as u64) < min
+            {
+                errors.push(format!("{at}: fewer than {min} properties"));
             }
             let props = schema.get("properties").and_then(Value::as_object);
             let extra = schema.get("additionalProperties");
