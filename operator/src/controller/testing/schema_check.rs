@@ -207,7 +207,7 @@ mod tests {
     fn httproute_v1_schema() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/testdata/gateway-api-v1.6.1/httproutes.yaml"
+            "/../deploy/gateway-api/httproutes.yaml"
         );
         let text = std::fs::read_to_string(path).unwrap();
         let crd: Value = serde_yaml::from_str(&text).unwrap();
