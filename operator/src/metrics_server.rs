@@ -45,7 +45,8 @@ impl Readiness {
         *self.0.borrow()
     }
 
-    /// Returns once the flag is (or turns) ready.
+    /// Returns once the flag is (or turns) ready (tests wait on it instead of polling).
+    #[cfg(test)]
     pub async fn ready(&self) {
         let mut ready = self.0.subscribe();
         // The sender lives in `self`, so the channel cannot close while this waits.

@@ -21,7 +21,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use splitscope::controller::api::trafficsplit::TrafficSplit;
+use splitscope::controller::api::trafficsplit::{Phase, TrafficSplit};
 
 use cluster::{RunningController, TestNamespace, delete_and_wait, eventually, install_crds};
 
@@ -143,7 +143,7 @@ async fn creates_services_and_a_95_5_httproute_with_a_truthful_status_and_events
     let ts = ready_example(&client, &ns.name).await;
     let uid = ts.uid().unwrap();
     let status = ts.status.clone().unwrap();
-    assert_eq!(status.phase.map(|p| p.as_str()), Some("Ready"));
+    assert_eq!(status.phase, Some(Phase::Ready));
     assert_eq!(status.observed_generation, ts.metadata.generation);
     assert_eq!(status.weights.as_deref(), Some("stable=95,canary=5"));
     let ready: Vec<(String, i32)> = status
@@ -378,7 +378,7 @@ async fn a_foreign_service_is_reported_as_a_conflict_and_left_alone() {
         message.contains(&format!("Service {}/checkout", ns.name)),
         "{message}"
     );
-    assert_eq!(ts.status.unwrap().phase.map(|p| p.as_str()), Some("Degraded"));
+    assert_eq!(ts.status.unwrap().phase, Some(Phase::Degraded));
 
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let after = services.get("checkout").await.unwrap();

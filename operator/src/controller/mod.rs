@@ -14,13 +14,13 @@
 //! `testing` (compiled for tests only) holds fixtures, the mock API and lifecycle scenarios.
 
 pub mod api;
-pub mod events;
-pub mod objects;
-pub mod reconcile;
+pub(crate) mod events;
+pub(crate) mod objects;
+pub(crate) mod reconcile;
 pub mod routing;
 pub mod runtime;
-pub mod status;
-pub mod teardown;
+pub(crate) mod status;
+pub(crate) mod teardown;
 
 #[cfg(test)]
 mod testing;

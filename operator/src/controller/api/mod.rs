@@ -2,7 +2,7 @@
 //! every pattern and limit (patterns.rs), the CRD generated from them (crd.rs) and the
 //! controller's own check of a spec (validate.rs).
 
-pub mod crd;
-pub mod patterns;
+pub(crate) mod crd;
+pub(crate) mod patterns;
 pub mod trafficsplit;
 pub mod validate;

@@ -20,8 +20,6 @@ use super::patterns::{
     MAX_PORTS, MAX_SUBDOMAIN_LENGTH, MAX_WEIGHT, MIN_PORT, MIN_WEIGHT, WEIGHT_SUM,
 };
 
-/// API group of the TrafficSplit.
-pub const GROUP: &str = "splitscope.dev";
 /// Finalizer that guards the ordered teardown of the owned objects.
 pub const FINALIZER: &str = "splitscope.dev/cleanup";
 /// Label on every owned object, with the value [`MANAGED_BY_VALUE`].
@@ -312,16 +310,6 @@ pub enum Phase {
     Pending,
     Ready,
     Degraded,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Ready => "Ready",
-            Phase::Degraded => "Degraded",
-        }
-    }
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]

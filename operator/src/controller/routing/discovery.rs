@@ -21,7 +21,8 @@ pub struct RouteApis {
 }
 
 impl RouteApis {
-    /// Fixed availability (tests, or when discovery already ran).
+    /// Fixed availability, for tests.
+    #[cfg(test)]
     pub fn new(gateway: bool, istio: bool) -> Self {
         Self {
             gateway: AtomicBool::new(gateway),

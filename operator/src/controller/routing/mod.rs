@@ -9,8 +9,8 @@
 //! list every place a new provider must fill in — where a trait object would need boxed async
 //! methods and could still be forgotten in the teardown and watch loops.
 
-pub mod discovery;
-pub mod gateway_api;
+pub(crate) mod discovery;
+pub(crate) mod gateway_api;
 pub mod istio;
 
 use ::gateway_api::httproutes::HttpRoute;

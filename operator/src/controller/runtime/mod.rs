@@ -3,9 +3,9 @@
 //! error policy (backoff.rs), metrics (metrics.rs), the context every reconcile shares
 //! (context.rs) and the EndpointSlice cache's ready-endpoint counts (endpoints.rs).
 
-pub mod backoff;
-pub mod context;
-pub mod endpoints;
-pub mod leader;
+pub(crate) mod backoff;
+pub(crate) mod context;
+pub(crate) mod endpoints;
+pub(crate) mod leader;
 pub mod metrics;
-pub mod watches;
+pub(crate) mod watches;

@@ -210,7 +210,7 @@ mod tests {
             "/../deploy/gateway-api/httproutes.yaml"
         );
         let text = std::fs::read_to_string(path).unwrap();
-        let crd: Value = serde_yaml::from_str(&text).unwrap();
+        let crd: Value = serde_yaml_ng::from_str(&text).unwrap();
         crd["spec"]["versions"]
             .as_array()
             .unwrap()
@@ -342,7 +342,7 @@ mod tests {
             "/../crds/trafficsplits.splitscope.dev.yaml"
         ))
         .unwrap();
-        let crd: Value = serde_yaml::from_str(&text).unwrap();
+        let crd: Value = serde_yaml_ng::from_str(&text).unwrap();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let ts = with_status(traffic_split(), settled_ready_status());
         let value = serde_json::to_value(&ts).unwrap();
