@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -26,16 +25,32 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
-/// Readiness flag flipped by the program once it can do its job.
-#[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
+/// Readiness flag flipped by the program once it can do its job. A watch channel rather than an
+/// atomic so that a waiter is woken by the change instead of polling for it.
+#[derive(Debug)]
+pub struct Readiness(tokio::sync::watch::Sender<bool>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(false))
+    }
+}
 
 impl Readiness {
     pub fn set_ready(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.0.send_replace(ready);
     }
+
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        *self.0.borrow()
+    }
+
+    /// Returns once the flag is (or turns) ready (tests wait on it instead of polling).
+    #[cfg(test)]
+    pub async fn ready(&self) {
+        let mut ready = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = ready.wait_for(|r| *r).await;
     }
 }
 
@@ -107,19 +122,47 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// The crate's one HTTP client for tests: a plain GET over a real socket, so the tests exercise
+/// what a kubelet probe or a Prometheus scrape sees.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use prometheus::IntCounter;
+pub(crate) mod test_http {
+    use std::net::SocketAddr;
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn get(addr: SocketAddr, path: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    /// The whole response (status line, headers, body); empty while nothing listens on `addr`.
+    pub async fn get(addr: SocketAddr, path: &str) -> String {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            return String::new();
+        };
         let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         stream.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         stream.read_to_string(&mut out).await.unwrap();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_http::get;
+    use super::*;
+    use prometheus::IntCounter;
+
+    #[tokio::test]
+    async fn readiness_wakes_its_waiters() {
+        let readiness = Arc::new(Readiness::default());
+        let waiter = tokio::spawn({
+            let readiness = readiness.clone();
+            async move { readiness.ready().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        readiness.set_ready(true);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter was not woken")
+            .unwrap();
     }
 
     #[tokio::test]

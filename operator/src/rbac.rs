@@ -30,14 +30,15 @@ pub fn granted(rules: &[Rule], api_group: &str, resource: &str, verb: &str) -> b
 // (kube-apiserver's patch handler), so every applied kind needs both.
 
 /// Cluster-wide permissions of the controller (a ClusterRole). Exactly what the code uses:
-/// `controller::rbac_coverage` fails on a request these do not grant and on a verb no request
+/// `controller::testing::rbac_coverage` fails on a request these do not grant and on a verb no request
 /// uses.
 pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
-    // list/watch: the Controller's stream; patch: adding/removing the finalizer.
+    // list/watch: the Controller's stream; get: a fresh read before a teardown (the cached
+    // copy of a deleted object may be stale); patch: adding/removing the finalizer.
     Rule {
         api_group: "splitscope.dev",
         resources: &["trafficsplits"],
-        verbs: &["list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "patch"],
     },
     Rule {
         api_group: "splitscope.dev",
@@ -88,11 +89,13 @@ pub const CONTROLLER_NAMESPACE_RULES: &[Rule] = &[Rule {
     verbs: &["get", "create", "patch"],
 }];
 
-/// Cluster-wide permissions of the node agent: read the Pods on its node for attribution.
+/// Cluster-wide permissions of the node agent: list and watch the Pods on its node for
+/// attribution (its reflector never reads one Pod by name). Exactly what the code uses:
+/// `controller::testing::rbac_coverage` runs the agent's Pod watcher against a mock API.
 pub const AGENT_CLUSTER_RULES: &[Rule] = &[Rule {
     api_group: "",
     resources: &["pods"],
-    verbs: &["get", "list", "watch"],
+    verbs: &["list", "watch"],
 }];
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! deploy/kind-config.yaml and deploy/gateway-api/VERSION, which `cargo xtask kind-up` reads.
+//! deploy/kind-config.yaml and deploy/gateway-api/ (VERSION and the HTTPRoute CRD), which
+//! `cargo xtask kind-up` reads.
 
 use serde_json::Value;
 
@@ -50,4 +51,32 @@ fn gateway_api_version_is_a_release_tag() {
     let numbers: Vec<&str> = version.strip_prefix('v').expect("vX.Y.Z").split('.').collect();
     assert_eq!(numbers.len(), 3, "{version}");
     assert!(numbers.iter().all(|n| n.parse::<u32>().is_ok()), "{version}");
+}
+
+/// The Gateway API CRD the repository carries (and kind-up and the e2e tests install) is the
+/// release VERSION pins, and a CRD the API server would take.
+#[test]
+fn the_carried_gateway_api_crd_is_the_pinned_release() {
+    let version = std::fs::read_to_string(repo_root().join("deploy/gateway-api/VERSION")).unwrap();
+    let docs = crate::kustomize::read_yaml_file(&repo_root().join("deploy/gateway-api/httproutes.yaml"));
+    assert_eq!(docs.len(), 1, "one CRD");
+    let crd = &docs[0];
+    assert_eq!(crd["kind"], "CustomResourceDefinition");
+    assert_eq!(crd["metadata"]["name"], "httproutes.gateway.networking.k8s.io");
+    assert_eq!(
+        crd["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"],
+        version.trim()
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["gateway.networking.k8s.io/channel"],
+        "standard"
+    );
+    let served: Vec<&str> = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["served"] == true)
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(served.contains(&"v1"), "{served:?}");
 }

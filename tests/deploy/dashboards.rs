@@ -1,57 +1,61 @@
 //! The Grafana dashboards: well-formed, every panel queryable, and every metric they use one the
 //! binaries export.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use prometheus::proto::MetricType;
 use serde_json::Value;
+use splitscope::agent::metrics::{AgentMetrics, OpenLabels};
+use splitscope::controller::runtime::metrics::Metrics;
 use splitscope_tests::dashboards::{
     dashboard_files, label_values_selector, load, metric_names, panels, variable_query, variables,
 };
 
 use crate::kustomize::{render, repo_root};
 
-/// The metric names of DESIGN.md ("Metrics"), with their types: the contract the dashboards are
-/// held to here, statically. tests/kernel/dashboards.rs holds them to the names the real
-/// binaries export, through a real Prometheus.
-const DESIGN_METRICS: &[(&str, MetricType)] = &[
-    ("splitscope_reconcile_total", MetricType::Counter),
-    ("splitscope_reconcile_duration_seconds", MetricType::Histogram),
-    ("splitscope_trafficsplit_backend_weight", MetricType::Gauge),
-    ("splitscope_trafficsplit_ready", MetricType::Gauge),
-    ("splitscope_leader", MetricType::Gauge),
-    ("splitscope_file_opens_total", MetricType::Counter),
-    ("splitscope_probe_events_total", MetricType::Counter),
-    ("splitscope_probe_events_dropped_total", MetricType::Counter),
-    ("splitscope_probe_attach_info", MetricType::Gauge),
-];
-
-/// Metrics from outside the design that panels may use: the prometheus crate's process
-/// collector (both binaries register it).
-const PROCESS_METRICS: &[&str] = &["process_resident_memory_bytes", "process_cpu_seconds_total"];
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum MetricType {
-    Counter,
-    Gauge,
-    Histogram,
+/// What the binaries export: every metric family of the controller's and the agent's real
+/// registries (`Metrics::new()`, `AgentMetrics::new()`), with its type. A labelled family is only
+/// gathered once it has a series, so each vector gets one first; the names and types are the
+/// registries' own, not a copy kept here.
+fn exported() -> BTreeMap<String, MetricType> {
+    let controller = Metrics::new().unwrap();
+    controller.set_trafficsplit("ns", "name", &[("backend".into(), 1)], true);
+    let mut agent = AgentMetrics::new(1).unwrap();
+    agent
+        .opens_counter(OpenLabels {
+            namespace: String::new(),
+            pod: String::new(),
+            container: String::new(),
+            comm: "c".into(),
+            result: "ok".into(),
+        })
+        .inc();
+    agent.set_attach_info("tracepoint", "t");
+    controller
+        .registry
+        .gather()
+        .into_iter()
+        .chain(agent.registry().gather())
+        .map(|family| (family.name().to_owned(), family.get_field_type()))
+        .collect()
 }
 
-/// Whether `name` is exported: a design metric, a histogram's series, or a process metric.
-fn known_metric(name: &str) -> bool {
-    if PROCESS_METRICS.contains(&name) {
-        return true;
-    }
-    DESIGN_METRICS.iter().any(|(base, ty)| {
-        name == *base
-            || (*ty == MetricType::Histogram
-                && ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .any(|s| name.strip_prefix(base) == Some(s)))
-    })
+/// Whether `name` is exported: a family of the registries, or a histogram's series.
+fn known_metric(exported: &BTreeMap<String, MetricType>, name: &str) -> bool {
+    exported.contains_key(name)
+        || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|base| exported.get(base) == Some(&MetricType::HISTOGRAM))
+        })
 }
 
 /// Every problem of one dashboard, named; empty when it is fine.
-fn problems(name: &str, dashboard: &Value, used: &mut BTreeSet<String>) -> Vec<String> {
+fn problems(
+    name: &str,
+    dashboard: &Value,
+    exported: &BTreeMap<String, MetricType>,
+    used: &mut BTreeSet<String>,
+) -> Vec<String> {
     let mut out = Vec::new();
     if dashboard["schemaVersion"].as_u64().unwrap_or(0) < 39 {
         out.push(format!("{name}: schemaVersion below 39"));
@@ -116,7 +120,7 @@ fn problems(name: &str, dashboard: &Value, used: &mut BTreeSet<String>) -> Vec<S
             Ok(names) if names.is_empty() => out.push(format!("{name}: {what} selects no metric: {expr}")),
             Ok(names) => {
                 for metric in names {
-                    if !known_metric(&metric) {
+                    if !known_metric(exported, &metric) {
                         out.push(format!(
                             "{name}: {what} uses {metric}, which the binaries do not export"
                         ));
@@ -138,20 +142,22 @@ fn dashboards_use_only_exported_metrics_and_are_well_formed() {
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["agent.json", "controller.json"]);
+    let exported = exported();
     let mut used = BTreeSet::new();
     let mut all = Vec::new();
     let mut uids = BTreeSet::new();
     for (path, name) in files.iter().zip(&names) {
         let dashboard = load(path);
         assert!(uids.insert(dashboard["uid"].to_string()), "{name}: duplicate uid");
-        all.extend(problems(name, &dashboard, &mut used));
+        all.extend(problems(name, &dashboard, &exported, &mut used));
     }
     assert!(all.is_empty(), "{all:#?}");
-    // Every design metric is on a dashboard (the histogram through its buckets).
-    for (metric, ty) in DESIGN_METRICS {
+    // Every splitscope metric the binaries export is on a dashboard (a histogram through its
+    // buckets); the process collector's are optional.
+    for (metric, ty) in exported.iter().filter(|(m, _)| m.starts_with("splitscope_")) {
         let shown = match ty {
-            MetricType::Histogram => format!("{metric}_bucket"),
-            _ => metric.to_string(),
+            MetricType::HISTOGRAM => format!("{metric}_bucket"),
+            _ => metric.clone(),
         };
         assert!(used.contains(&shown), "no panel shows {shown}");
     }
@@ -198,10 +204,28 @@ fn dashboards_are_provisioned_from_labelled_config_maps() {
 }
 
 #[test]
-fn known_metrics_include_histogram_series_only_for_histograms() {
-    assert!(known_metric("splitscope_reconcile_duration_seconds_count"));
-    assert!(!known_metric("splitscope_file_opens_total_bucket"));
-    assert!(!known_metric("splitscope_opens_total"));
+fn known_metrics_come_from_the_registries_with_histogram_series_only_for_histograms() {
+    let exported = exported();
+    for (name, ty) in [
+        ("splitscope_reconcile_total", MetricType::COUNTER),
+        ("splitscope_reconcile_duration_seconds", MetricType::HISTOGRAM),
+        ("splitscope_trafficsplit_backend_weight", MetricType::GAUGE),
+        ("splitscope_trafficsplit_ready", MetricType::GAUGE),
+        ("splitscope_leader", MetricType::GAUGE),
+        ("splitscope_file_opens_total", MetricType::COUNTER),
+        ("splitscope_probe_events_total", MetricType::COUNTER),
+        ("splitscope_probe_events_dropped_total", MetricType::COUNTER),
+        ("splitscope_probe_attach_info", MetricType::GAUGE),
+    ] {
+        assert_eq!(exported.get(name), Some(&ty), "{name} in {exported:?}");
+    }
+    assert!(known_metric(
+        &exported,
+        "splitscope_reconcile_duration_seconds_count"
+    ));
+    assert!(known_metric(&exported, "process_resident_memory_bytes"));
+    assert!(!known_metric(&exported, "splitscope_file_opens_total_bucket"));
+    assert!(!known_metric(&exported, "splitscope_opens_total"));
 }
 
 #[test]
@@ -216,7 +240,7 @@ fn a_dashboard_with_an_unknown_metric_is_rejected() {
              "targets": [{"expr": ""}]}
         ]
     });
-    let found = problems("t", &dashboard, &mut BTreeSet::new());
+    let found = problems("t", &dashboard, &exported(), &mut BTreeSet::new());
     assert!(
         found.iter().any(|p| p.contains("splitscope_opens_total")),
         "{found:?}"

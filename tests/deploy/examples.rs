@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
-use splitscope::controller::trafficsplit::{
+use splitscope::controller::api::trafficsplit::{
     Backend, DeletionPolicy, Protocol, Provider, ServicePort, TrafficSplit,
 };
-use splitscope::controller::validate::validate;
+use splitscope::controller::api::validate::validate;
 
 use crate::kustomize::{read_yaml_file, repo_root};
 use crate::security::{check_image_pinned, restricted_violations};
@@ -223,4 +223,100 @@ fn demo_objects_parse_strictly_and_run_restricted() {
             }
         }
     }
+}
+
+/// The files and documents `kubectl apply` applies for these `-f` arguments, in its order: each
+/// argument in turn; a folder's files (not recursive without `-R`) sorted by name, only those
+/// ending in .json, .yaml or .yml; a file's documents in file order.
+fn kubectl_apply_order(args: &[&str]) -> Vec<(PathBuf, Value)> {
+    let mut out = Vec::new();
+    for arg in args {
+        let path = repo_root().join(arg);
+        let mut files = if path.is_dir() {
+            std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                })
+                .collect()
+        } else {
+            vec![path]
+        };
+        files.sort();
+        for file in files {
+            for doc in read_yaml_file(&file) {
+                out.push((file.clone(), doc));
+            }
+        }
+    }
+    out
+}
+
+/// Which object must come before which when applied to a fresh cluster: every namespaced object
+/// after its Namespace (or in a namespace every cluster has).
+fn apply_order_problems(objects: &[(PathBuf, Value)]) -> Vec<String> {
+    let mut namespaces: BTreeSet<String> = ["default", "kube-system", "kube-public"]
+        .map(str::to_owned)
+        .into();
+    let mut problems = Vec::new();
+    for (path, doc) in objects {
+        if doc["kind"] == "Namespace" {
+            namespaces.insert(doc["metadata"]["name"].as_str().unwrap_or_default().to_owned());
+        } else if let Some(ns) = doc["metadata"]["namespace"].as_str()
+            && !namespaces.contains(ns)
+        {
+            problems.push(format!(
+                "{}: {} {} comes before its Namespace {ns}",
+                path.display(),
+                doc["kind"],
+                doc["metadata"]["name"]
+            ));
+        }
+    }
+    problems
+}
+
+/// The README's `kubectl apply -f examples/demo/ -f examples/checkout-95-5.yaml` works the first
+/// time on a fresh cluster: in the order kubectl applies them, every namespaced object comes after
+/// its Namespace. (No API server here: the order is computed the way kubectl computes it.)
+#[test]
+fn the_readme_demo_command_creates_each_namespace_before_what_is_in_it() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let command = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("kubectl apply -f examples/"))
+        .expect("README has a `kubectl apply -f examples/...` command");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let args: Vec<&str> = words.windows(2).filter(|w| w[0] == "-f").map(|w| w[1]).collect();
+    assert_eq!(
+        args,
+        ["examples/demo/", "examples/checkout-95-5.yaml"],
+        "{command}"
+    );
+    let objects = kubectl_apply_order(&args);
+    let kinds: Vec<&str> = objects.iter().filter_map(|(_, d)| d["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"Namespace") && kinds.contains(&"Deployment") && kinds.contains(&"TrafficSplit"),
+        "{kinds:?}"
+    );
+    let problems = apply_order_problems(&objects);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_order_check_names_an_object_before_its_namespace() {
+    let deployment =
+        serde_json::json!({"kind": "Deployment", "metadata": {"name": "d", "namespace": "shop"}});
+    let namespace = serde_json::json!({"kind": "Namespace", "metadata": {"name": "shop"}});
+    let at = |d: &Value| (PathBuf::from("x.yaml"), d.clone());
+    assert!(apply_order_problems(&[at(&namespace), at(&deployment)]).is_empty());
+    let problems = apply_order_problems(&[at(&deployment), at(&namespace)]);
+    assert_eq!(
+        problems,
+        ["x.yaml: \"Deployment\" \"d\" comes before its Namespace shop"]
+    );
 }

@@ -77,7 +77,7 @@ pub fn render(dir: &str) -> Rendered {
 /// Every document of a multi-document YAML stream, as JSON values (empty documents skipped).
 pub fn parse_yaml_stream(text: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value: Value = serde::Deserialize::deserialize(doc)
             .map_err(|e| format!("YAML document {i} does not parse: {e}"))?;
         if !value.is_null() {

@@ -1,6 +1,6 @@
 //! What every end-to-end test needs from the real cluster: the CRDs installed (ours from
-//! `crds/`, Gateway API's standard channel at the release pinned in `deploy/gateway-api/VERSION`,
-//! the way `cargo xtask kind-up` installs them), a fresh namespace, and the controller running
+//! `crds/`, Gateway API's HTTPRoute from the copy in `deploy/gateway-api/` — nothing downloaded,
+//! so an air-gapped cluster works — the way `cargo xtask kind-up` installs them), a fresh namespace, and the controller running
 //! in-process against that namespace (`--no-leader-elect`, metrics on a free port).
 
 use std::future::Future;
@@ -47,13 +47,8 @@ pub fn install_crds() {
     static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
     let result = INSTALLED.get_or_init(|| {
         let root = workspace_root();
-        let version = std::fs::read_to_string(root.join("deploy/gateway-api/VERSION"))
-            .map_err(|e| format!("deploy/gateway-api/VERSION: {e}"))?;
-        let gateway = format!(
-            "https://github.com/kubernetes-sigs/gateway-api/releases/download/{}/standard-install.yaml",
-            version.trim()
-        );
-        kubectl(&["apply", "--server-side", "-f", &gateway])?;
+        let gateway = root.join("deploy/gateway-api/httproutes.yaml");
+        kubectl(&["apply", "--server-side", "-f", &gateway.to_string_lossy()])?;
         let crds = root.join("crds");
         kubectl(&[
             "apply",

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 
 use crate::run::root;
 
-/// The checked-in CRD (same path as `splitscope::controller::crd::CHECKED_IN_PATH`).
+/// The checked-in CRD (the same path the operator's CRD drift test reads).
 const CRD_PATH: &str = "crds/trafficsplits.splitscope.dev.yaml";
 
 pub fn generate(check: bool) -> anyhow::Result<()> {

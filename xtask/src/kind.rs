@@ -18,6 +18,8 @@ const IMAGE: &str = "splitscope:dev";
 const NAMESPACE: &str = "splitscope-system";
 const KIND_CONFIG: &str = "deploy/kind-config.yaml";
 const GATEWAY_API_VERSION: &str = "deploy/gateway-api/VERSION";
+/// The Gateway API HTTPRoute CRD the repository carries (no download: air-gapped clusters work).
+const GATEWAY_API_CRD: &str = "deploy/gateway-api/httproutes.yaml";
 const ROLLOUT_TIMEOUT: &str = "--timeout=180s";
 /// How long a tool probe (`docker info`, `kubectl version`) may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -189,16 +191,22 @@ pub fn check_cluster(machine: &impl Machine) -> anyhow::Result<String> {
     }
 }
 
-/// The upstream Gateway API standard-channel manifest of the pinned release.
-pub fn gateway_api_url(version_file: &str) -> anyhow::Result<String> {
+/// Checks that the carried Gateway API CRD is the release pinned in `deploy/gateway-api/VERSION`
+/// (its `gateway.networking.k8s.io/bundle-version` annotation), so the two cannot drift apart.
+pub fn check_gateway_api_crd(version_file: &str, crd: &str) -> anyhow::Result<()> {
     let version = version_file.trim();
     let numbers: Vec<&str> = version.strip_prefix('v').unwrap_or("").split('.').collect();
     if numbers.len() != 3 || numbers.iter().any(|n| n.parse::<u32>().is_err()) {
         bail!("{GATEWAY_API_VERSION} must hold a release tag like v1.2.3, found {version:?}");
     }
-    Ok(format!(
-        "https://github.com/kubernetes-sigs/gateway-api/releases/download/{version}/standard-install.yaml"
-    ))
+    let bundle = crd
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("gateway.networking.k8s.io/bundle-version:"))
+        .map(str::trim);
+    if bundle != Some(version) {
+        bail!("{GATEWAY_API_CRD} is release {bundle:?}, but {GATEWAY_API_VERSION} pins {version}");
+    }
+    Ok(())
 }
 
 /// Whether `kind get clusters` output lists `name`.
@@ -244,7 +252,9 @@ pub fn up() -> anyhow::Result<()> {
     check_tools(&Host, &[Tool::Docker, Tool::Kind, Tool::Kubectl])?;
     let version_file = std::fs::read_to_string(root().join(GATEWAY_API_VERSION))
         .with_context(|| format!("reading {GATEWAY_API_VERSION}"))?;
-    let gateway_api = gateway_api_url(&version_file)?;
+    let crd = std::fs::read_to_string(root().join(GATEWAY_API_CRD))
+        .with_context(|| format!("reading {GATEWAY_API_CRD}"))?;
+    check_gateway_api_crd(&version_file, &crd)?;
 
     let existed = lists_cluster(&output("kind", &["get", "clusters"])?, CLUSTER);
     if existed {
@@ -269,8 +279,8 @@ pub fn up() -> anyhow::Result<()> {
     cmd("kind", &["load", "docker-image", IMAGE, "--name", CLUSTER])?;
     prepare_nodes()?;
 
-    // Server-side apply: the Gateway API CRDs are too large for client-side apply's annotation.
-    kubectl(&["apply", "--server-side", "-f", &gateway_api])?;
+    // Server-side apply: the Gateway API CRD is too large for client-side apply's annotation.
+    kubectl(&["apply", "--server-side", "-f", GATEWAY_API_CRD])?;
     kubectl(&["apply", "--server-side", "-k", "deploy/default"])?;
     kubectl(&[
         "wait",
@@ -504,15 +514,16 @@ mod tests {
     }
 
     #[test]
-    fn gateway_api_url_comes_from_the_pinned_version() {
-        assert_eq!(
-            gateway_api_url("v1.6.1\n").unwrap(),
-            "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.1/standard-install.yaml"
-        );
-        assert!(gateway_api_url("latest").is_err());
-        assert!(gateway_api_url("v1.6").is_err());
+    fn the_carried_gateway_api_crd_is_the_pinned_release() {
+        let crd = "metadata:\n  annotations:\n    gateway.networking.k8s.io/bundle-version: v1.6.1\n";
+        check_gateway_api_crd("v1.6.1\n", crd).unwrap();
+        let err = check_gateway_api_crd("v1.7.0\n", crd).unwrap_err().to_string();
+        assert!(err.contains("v1.6.1") && err.contains("v1.7.0"), "{err}");
+        assert!(check_gateway_api_crd("latest", crd).is_err());
+        assert!(check_gateway_api_crd("v1.6", crd).is_err());
         let pinned = std::fs::read_to_string(root().join(GATEWAY_API_VERSION)).unwrap();
-        gateway_api_url(&pinned).unwrap();
+        let carried = std::fs::read_to_string(root().join(GATEWAY_API_CRD)).unwrap();
+        check_gateway_api_crd(&pinned, &carried).unwrap();
     }
 
     #[test]

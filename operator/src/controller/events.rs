@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use super::trafficsplit::TrafficSplit;
+use crate::controller::api::trafficsplit::TrafficSplit;
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "splitscope.dev/controller";

@@ -1,39 +1,31 @@
 //! The TrafficSplit controller (`splitscope controller`).
 //!
-//! Data flows one way, file by file: `trafficsplit` (the API) → `validate` → `render` →
-//! `reconcile` (observe via `children`/`ownership`/`drift`, apply, prune) → `status`;
-//! `finalizer` tears down; `watches` wires the kube-runtime Controller; `leader` decides whether
-//! this replica runs it; `metrics` and `events` report.
+//! This file is the composition root: it wires the runtime (the Controller, its watches, leader
+//! election) with the reconciler. The rooms follow the spec path, and each depends only on the
+//! ones listed before it (docs/controller.md, "Where things live"):
+//!
+//! - `api`: the TrafficSplit type, its patterns and limits, the CRD, the controller's own check;
+//! - `events`, `status`: Kubernetes Events about a TrafficSplit; the pure status computation;
+//! - `objects`: what every provider owns — Services, ownership, typed read/apply/delete;
+//! - `routing`: one file per provider behind one interface, and API discovery;
+//! - `runtime`: Controller and watches, leader election, backoff, metrics, context;
+//! - `teardown`: the Cleanup path; `rollout`: progressive delivery (decide, measure);
+//!   `reconcile`: the finalizer entry and the Apply path.
+//!
+//! `testing` (compiled for tests only) holds fixtures, the mock API and lifecycle scenarios.
 
 pub mod api;
-pub mod backoff;
-pub mod children;
-pub mod context;
-pub mod crd;
-pub mod drift;
-pub mod endpoints;
-pub mod events;
-pub mod finalizer;
-pub mod leader;
-pub mod metrics;
-pub mod ownership;
-pub mod reconcile;
-pub mod render;
+pub(crate) mod events;
+pub(crate) mod objects;
+pub(crate) mod reconcile;
 pub mod rollout;
-pub mod route_apis;
-pub mod status;
-pub mod trafficsplit;
-pub mod validate;
-pub mod watches;
+pub mod routing;
+pub mod runtime;
+pub(crate) mod status;
+pub(crate) mod teardown;
 
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod mock_api;
-#[cfg(test)]
-mod rbac_coverage;
-#[cfg(test)]
-mod schema_check;
+mod testing;
 
 use std::sync::Arc;
 
@@ -46,9 +38,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ControllerArgs;
 use crate::metrics_server::{MetricsServer, Readiness};
-use context::Context;
-use metrics::Metrics;
-use route_apis::RouteApis;
+use routing::RouteApis;
+use runtime::context::Context;
+use runtime::metrics::Metrics;
+use runtime::{backoff, leader, watches};
 
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -75,24 +68,25 @@ pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationT
     let server = tokio::spawn(server.serve(metrics.registry.clone(), readiness.clone(), shutdown.clone()));
 
     ensure_crd_installed(&client).await?;
-    let identity = leader::identity();
+    let instance = leader::instance();
+    let identity = leader::identity(&instance);
 
     let term = {
         let client = client.clone();
         let metrics = metrics.clone();
         let readiness = readiness.clone();
         let namespace = args.namespace.clone();
-        let identity = identity.clone();
+        let instance = instance.clone();
         move |stop: CancellationToken| {
-            let (client, metrics, readiness, namespace, identity) = (
+            let (client, metrics, readiness, namespace, instance) = (
                 client.clone(),
                 metrics.clone(),
                 readiness.clone(),
                 namespace.clone(),
-                identity.clone(),
+                instance.clone(),
             );
             async move {
-                if let Err(e) = lead(client, metrics, readiness, namespace, identity, stop.clone()).await {
+                if let Err(e) = lead(client, metrics, readiness, namespace, instance, stop.clone()).await {
                     tracing::error!(error = %format!("{e:#}"), "controller stopped");
                 }
             }
@@ -107,7 +101,7 @@ pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationT
             metrics.clone(),
             readiness.clone(),
             args.namespace.clone(),
-            identity.clone(),
+            instance.clone(),
             shutdown.clone(),
         )
         .await
@@ -129,13 +123,14 @@ pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationT
 }
 
 /// One leadership term (or the whole run without leader election): discover the routing APIs,
-/// build the context and run the Controller until `stop`.
+/// build the context and run the Controller with the reconciler until `stop`. Events name
+/// `instance` (the pod name) as their reporting instance.
 async fn lead(
     client: Client,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     namespace: Option<String>,
-    identity: String,
+    instance: String,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let route_apis = RouteApis::discover(&client)
@@ -148,14 +143,14 @@ async fn lead(
     );
     let (slices, writer) = reflector::store::<EndpointSlice>();
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), events::reporter(Some(identity))),
+        recorder: Recorder::new(client.clone(), events::reporter(Some(instance))),
         client,
         metrics,
         slices,
         route_apis,
         backoff: backoff::ErrorBackoff::default(),
     });
-    watches::run(ctx, writer, namespace, readiness, stop).await;
+    watches::run(ctx, writer, namespace, readiness, stop, reconcile::reconcile).await;
     Ok(())
 }
 
@@ -180,27 +175,16 @@ async fn ensure_crd_installed(client: &Client) -> anyhow::Result<()> {
 
 /// The CRD as YAML (`splitscope crd`).
 pub fn crd_yaml() -> anyhow::Result<String> {
-    Ok(crd::crd_yaml()?)
+    Ok(api::crd::crd_yaml()?)
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+    use super::testing::mock_api;
     use super::*;
-
-    async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-            return String::new();
-        };
-        let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        stream.read_to_string(&mut out).await.unwrap();
-        out
-    }
+    use crate::metrics_server::test_http::get as http_get;
 
     /// The whole `splitscope controller --no-leader-elect` wiring against a mocked API server:
     /// /readyz turns 200 once the caches are synced, /metrics carries the design's names, and
@@ -208,7 +192,7 @@ mod tests {
     #[tokio::test]
     async fn serves_metrics_and_readiness_and_stops_on_shutdown() {
         let (client, handle) = mock_api::client();
-        let server = mock_api::serve_permissive(handle);
+        let server = mock_api::serve_permissive(handle, mock_api::Grants::CONTROLLER);
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -6,7 +6,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::trafficsplit::{BackendStatus, Phase, TrafficSplitStatus};
+use crate::controller::api::trafficsplit::{BackendStatus, Phase, TrafficSplitStatus};
 
 pub const READY: &str = "Ready";
 pub const ACCEPTED: &str = "Accepted";
@@ -212,14 +212,15 @@ fn availability(backends: &[BackendObservation]) -> Availability {
     Availability::Ready(counts.join(", "))
 }
 
-/// The condition of `type_`, if present.
-pub fn condition<'a>(status: &'a TrafficSplitStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == type_)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The condition of `type_`, if present.
+    fn condition<'a>(status: &'a TrafficSplitStatus, type_: &str) -> Option<&'a Condition> {
+        status.conditions.iter().find(|c| c.type_ == type_)
+    }
+
     use k8s_openapi::jiff::Timestamp;
 
     fn at(secs: i64) -> Time {

@@ -8,23 +8,11 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::controller::trafficsplit::DNS_1123_LABEL;
-
-/// Most steps of a rollout.
-pub const MAX_STEPS: usize = 32;
-/// Most analysis metrics.
-pub const MAX_METRICS: usize = 10;
-/// Most errno names of `openErrors.errnos`.
-pub const MAX_ERRNOS: usize = 32;
-/// Longest `query`.
-pub const MAX_QUERY_LEN: usize = 4096;
-/// A Go duration as Kubernetes and CEL's `duration()` write them, without sign: one or more
-/// `<number><unit>` with units ns, us, µs, ms, s, m, h (e.g. `30s`, `1m30s`, `1.5h`).
-pub const GO_DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
-/// An errno name as the agent exports it in the `result` label (e.g. `EACCES`).
-pub const ERRNO_NAME: &str = "^E[A-Z0-9]+$";
-/// A Prometheus HTTP API base URL.
-pub const PROMETHEUS_URL: &str = r"^https?://[^\s]+$";
+use super::patterns::{
+    DNS_1123_LABEL, ERRNO_NAME, GO_DURATION, MAX_DURATION_LENGTH, MAX_ERRNOS, MAX_LABEL_LENGTH,
+    MAX_METRICS, MAX_QUERY_LENGTH, MAX_STEPS, MAX_TOLERATED, MAX_URL_LENGTH, MAX_WEIGHT, MIN_WEIGHT,
+    PROMETHEUS_URL,
+};
 
 /// Default `analysis.interval`.
 pub const DEFAULT_INTERVAL: &str = "1m";
@@ -44,11 +32,11 @@ pub const ACTION_ANNOTATION: &str = "splitscope.dev/rollout-action";
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
     /// Backend that gets the traffic back on rollback or abort.
-    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_1123_LABEL))]
+    #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), regex(pattern = DNS_1123_LABEL))]
     pub stable: String,
 
     /// Backend being rolled out.
-    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_1123_LABEL))]
+    #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), regex(pattern = DNS_1123_LABEL))]
     pub canary: String,
 
     /// The steps, in order (1 to 32): `setWeight` moves the canary's share, `pause` waits.
@@ -71,7 +59,7 @@ pub struct RolloutStep {
     /// The canary's share of all traffic in percent; the stable gets the rest of the pair's
     /// share (the sum of their spec weights).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(range(min = MIN_WEIGHT, max = MAX_WEIGHT))]
     pub set_weight: Option<i32>,
 
     /// Wait: `{duration: 1m}` for that long, `{}` until promoted.
@@ -84,7 +72,7 @@ pub struct RolloutStep {
 pub struct Pause {
     /// How long (a Go duration such as `30s`, `5m`, `1h30m`); absent = until promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), regex(pattern = GO_DURATION))]
+    #[schemars(length(min = 1, max = MAX_DURATION_LENGTH), regex(pattern = GO_DURATION))]
     pub duration: Option<String>,
 }
 
@@ -101,18 +89,18 @@ pub struct Analysis {
     /// Time between two measurements of every metric (a Go duration, at least 1s); also the
     /// window `{{ interval }}` of the queries. Use at least two Prometheus scrape intervals.
     #[serde(default = "default_interval")]
-    #[schemars(length(min = 1, max = 32), regex(pattern = GO_DURATION))]
+    #[schemars(length(min = 1, max = MAX_DURATION_LENGTH), regex(pattern = GO_DURATION))]
     pub interval: String,
 
     /// Failed measurements of one metric tolerated; one more rolls back.
     #[serde(default = "default_failure_limit")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = MAX_TOLERATED))]
     pub failure_limit: i32,
 
     /// Consecutive errors of one metric (Prometheus unreachable, a bad query) tolerated; one
     /// more pauses the rollout (`AnalysisError`) — errors never roll back.
     #[serde(default = "default_consecutive_error_limit")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = MAX_TOLERATED))]
     pub consecutive_error_limit: i32,
 
     /// Where to query; default: the controller's `--prometheus-url`.
@@ -140,7 +128,7 @@ fn default_consecutive_error_limit() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSource {
     /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = PROMETHEUS_URL))]
+    #[schemars(length(min = 1, max = MAX_URL_LENGTH), regex(pattern = PROMETHEUS_URL))]
     pub address: String,
 }
 
@@ -155,7 +143,7 @@ pub struct PrometheusSource {
 )]
 pub struct AnalysisMetric {
     /// Name (a DNS label, unique among the metrics): the `metric` label of the analysis metrics.
-    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_1123_LABEL))]
+    #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), regex(pattern = DNS_1123_LABEL))]
     pub name: String,
 
     /// Built in: the canary pods' failed-open ratio (from the agent) against the stable pods'.
@@ -165,7 +153,7 @@ pub struct AnalysisMetric {
     /// A PromQL query returning one number. Template variables: `{{ namespace }}`,
     /// `{{ name }}`, `{{ service }}`, `{{ interval }}`, `{{ canaryPods }}`, `{{ stablePods }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = MAX_QUERY_LEN))]
+    #[schemars(length(min = 1, max = MAX_QUERY_LENGTH))]
     pub query: Option<String>,
 
     /// The accepted range of the query's value; outside it the measurement fails.

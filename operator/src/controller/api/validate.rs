@@ -1,19 +1,28 @@
-//! Controller-side validation of a TrafficSplit spec.
+//! The controller's own check of a TrafficSplit spec. Pure: no I/O.
 //!
-//! Mirrors the CRD's OpenAPI schema and CEL rules (trafficsplit.rs) so that an object stored
-//! before the schema existed, or under an older CRD, is still refused with a message naming the
-//! field, and adds the checks that are too costly for CEL (label keys) or need two fields at once
-//! (backend labels that contradict the selector). Pure: no I/O.
+//! Two kinds of checks, both from the constants of patterns.rs (the ones the CRD schema is
+//! generated from), so the layers cannot drift apart:
+//!
+//! - What the API server cannot check: label keys (a structural schema has no pattern for map
+//!   keys, and a CEL regex per key is costed on unbounded strings), `metadata.name` as a DNS-1035
+//!   label when it names the root Service (a CEL regex over `metadata.name` makes kube-apiserver
+//!   refuse the whole CRD, see trafficsplit.rs), a named `targetPort` (int-or-string, which the
+//!   schema leaves open), and backend labels that contradict the selector (two fields at once).
+//! - What the API server may have missed: every schema and CEL rule again, for objects stored
+//!   under an older CRD (before a pattern, limit or rule existed or was tightened) or on a server
+//!   that does not enforce CEL rules (Kubernetes before 1.25, or the feature turned off). Such an
+//!   object is refused with a message naming the field instead of being half-applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::trafficsplit::{
-    Backend, MAX_BACKENDS, MAX_HOSTNAMES, MAX_LABELS, MAX_PARENT_REFS, MAX_PORTS, ParentRef, Provider,
-    TrafficSplit, backend_service_name,
+use super::patterns::{
+    MAX_BACKENDS, MAX_HOSTNAMES, MAX_IANA_SVC_NAME_LENGTH, MAX_LABEL_LENGTH, MAX_LABELS, MAX_PARENT_REFS,
+    MAX_PORT, MAX_PORTS, MAX_SUBDOMAIN_LENGTH, MAX_WEIGHT, MIN_PORT, MIN_WEIGHT, WEIGHT_SUM, compiled,
 };
+use super::trafficsplit::{Backend, ParentRef, Provider, TrafficSplit, backend_service_name};
 
 /// One problem in the spec, with the path of the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +93,10 @@ pub fn validate(ts: &TrafficSplit) -> Result<(), InvalidSpec> {
     }
 }
 
+fn port_in_range(port: i32) -> bool {
+    (MIN_PORT..=MAX_PORT).contains(&port)
+}
+
 fn check_ports(errs: &mut Errors, ts: &TrafficSplit) {
     let ports = &ts.spec.ports;
     if ports.is_empty() {
@@ -113,10 +126,10 @@ fn check_ports(errs: &mut Errors, ts: &TrafficSplit) {
             }
             None => {}
         }
-        if !(1..=65535).contains(&p.port) {
+        if !port_in_range(p.port) {
             errs.add(
                 format!("{at}.port"),
-                format!("must be between 1 and 65535, got {}", p.port),
+                format!("must be between {MIN_PORT} and {MAX_PORT}, got {}", p.port),
             );
         }
         if !pairs.insert((p.port, p.protocol.as_str())) {
@@ -126,9 +139,9 @@ fn check_ports(errs: &mut Errors, ts: &TrafficSplit) {
             );
         }
         match &p.target_port {
-            Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => errs.add(
+            Some(IntOrString::Int(n)) if !port_in_range(*n) => errs.add(
                 format!("{at}.targetPort"),
-                format!("must be between 1 and 65535, got {n}"),
+                format!("must be between {MIN_PORT} and {MAX_PORT}, got {n}"),
             ),
             Some(IntOrString::String(name)) => {
                 if let Err(why) = iana_svc_name(name) {
@@ -176,14 +189,17 @@ fn check_backends(errs: &mut Errors, ts: &TrafficSplit, service: &str) {
         }
     }
     let sum: i64 = backends.iter().map(|b| i64::from(b.weight)).sum();
-    if !backends.is_empty() && sum != 100 {
+    if !backends.is_empty() && sum != WEIGHT_SUM {
         let parts: Vec<String> = backends
             .iter()
             .map(|b| format!("{}={}", b.name, b.weight))
             .collect();
         errs.add(
             "spec.backends",
-            format!("weights must sum to 100, got {sum} ({})", parts.join(", ")),
+            format!(
+                "weights must sum to {WEIGHT_SUM}, got {sum} ({})",
+                parts.join(", ")
+            ),
         );
     }
 }
@@ -193,20 +209,20 @@ fn check_backend(errs: &mut Errors, at: &str, b: &Backend, service: &str) {
         errs.add(format!("{at}.name"), why);
     } else {
         let svc = backend_service_name(service, &b.name);
-        if svc.len() > 63 {
+        if svc.len() > MAX_LABEL_LENGTH {
             errs.add(
                 format!("{at}.name"),
                 format!(
-                    "the backend Service name {svc:?} would be {} characters, at most 63 are allowed",
+                    "the backend Service name {svc:?} would be {} characters, at most {MAX_LABEL_LENGTH} are allowed",
                     svc.len()
                 ),
             );
         }
     }
-    if !(0..=100).contains(&b.weight) {
+    if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&b.weight) {
         errs.add(
             format!("{at}.weight"),
-            format!("must be between 0 and 100, got {}", b.weight),
+            format!("must be between {MIN_WEIGHT} and {MAX_WEIGHT}, got {}", b.weight),
         );
     }
     check_labels(errs, &format!("{at}.labels"), &b.labels);
@@ -252,27 +268,27 @@ fn check_routing(errs: &mut Errors, ts: &TrafficSplit) {
 }
 
 fn check_parent_ref(errs: &mut Errors, at: &str, p: &ParentRef) {
-    if p.name.is_empty() || p.name.len() > 253 {
-        errs.add(format!("{at}.name"), "must be 1 to 253 characters");
+    if p.name.is_empty() || p.name.len() > MAX_SUBDOMAIN_LENGTH {
+        errs.add(
+            format!("{at}.name"),
+            format!("must be 1 to {MAX_SUBDOMAIN_LENGTH} characters"),
+        );
     }
     if let Some(group) = &p.group
-        && !group.is_empty()
-        && let Err(why) = dns_1123_subdomain(group)
+        && (group.len() > MAX_SUBDOMAIN_LENGTH || !compiled().gateway_group.is_match(group))
     {
-        errs.add(format!("{at}.group"), why);
+        errs.add(
+            format!("{at}.group"),
+            format!("{group:?} is not an API group (a DNS subdomain, or empty for the core group)"),
+        );
     }
-    if let Some(kind) = &p.kind {
-        let ok = !kind.is_empty()
-            && kind.len() <= 63
-            && kind.starts_with(|c: char| c.is_ascii_alphabetic())
-            && kind.ends_with(|c: char| c.is_ascii_alphanumeric())
-            && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !ok {
-            errs.add(
-                format!("{at}.kind"),
-                "must be 1 to 63 letters, digits or '-', starting with a letter",
-            );
-        }
+    if let Some(kind) = &p.kind
+        && (kind.is_empty() || kind.len() > MAX_LABEL_LENGTH || !compiled().gateway_kind.is_match(kind))
+    {
+        errs.add(
+            format!("{at}.kind"),
+            format!("must be 1 to {MAX_LABEL_LENGTH} letters, digits or '-', starting with a letter"),
+        );
     }
     if let Some(ns) = &p.namespace
         && let Err(why) = dns_1123_label(ns)
@@ -285,11 +301,11 @@ fn check_parent_ref(errs: &mut Errors, at: &str, p: &ParentRef) {
         errs.add(format!("{at}.sectionName"), why);
     }
     if let Some(port) = p.port
-        && !(1..=65535).contains(&port)
+        && !port_in_range(port)
     {
         errs.add(
             format!("{at}.port"),
-            format!("must be between 1 and 65535, got {port}"),
+            format!("must be between {MIN_PORT} and {MAX_PORT}, got {port}"),
         );
     }
 }
@@ -314,70 +330,61 @@ fn check_labels(errs: &mut Errors, at: &str, labels: &BTreeMap<String, String>) 
     }
 }
 
-fn is_lower_alnum(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit()
-}
-
 /// RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
-pub fn dns_1123_label(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| is_lower_alnum(c) || c == '-')
-        && s.starts_with(is_lower_alnum)
-        && s.ends_with(is_lower_alnum);
-    if ok {
+fn dns_1123_label(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= MAX_LABEL_LENGTH && compiled().dns_1123_label.is_match(s) {
         Ok(())
     } else {
         Err(format!(
-            "{s:?} is not a DNS-1123 label (1 to 63 lower-case letters, digits or '-', starting and ending with a letter or digit)"
+            "{s:?} is not a DNS-1123 label (1 to {MAX_LABEL_LENGTH} lower-case letters, digits or '-', starting and ending with a letter or digit)"
         ))
     }
 }
 
 /// RFC 1035 label: an RFC 1123 label that starts with a letter (what Service names must be).
-pub fn dns_1035_label(s: &str) -> Result<(), String> {
-    if dns_1123_label(s).is_ok() && s.starts_with(|c: char| c.is_ascii_lowercase()) {
+fn dns_1035_label(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= MAX_LABEL_LENGTH && compiled().dns_1035_label.is_match(s) {
         Ok(())
     } else {
         Err(format!(
-            "{s:?} is not a DNS-1035 label (1 to 63 lower-case letters, digits or '-', starting with a letter and ending with a letter or digit)"
+            "{s:?} is not a DNS-1035 label (1 to {MAX_LABEL_LENGTH} lower-case letters, digits or '-', starting with a letter and ending with a letter or digit)"
         ))
     }
 }
 
 /// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-pub fn dns_1123_subdomain(s: &str) -> Result<(), String> {
-    if !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| dns_1123_label(l).is_ok()) {
+fn dns_1123_subdomain(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= MAX_SUBDOMAIN_LENGTH && compiled().dns_1123_subdomain.is_match(s) {
         Ok(())
     } else {
         Err(format!(
-            "{s:?} is not a DNS-1123 subdomain (dot-separated DNS labels, at most 253 characters)"
+            "{s:?} is not a DNS-1123 subdomain (dot-separated DNS labels, at most {MAX_SUBDOMAIN_LENGTH} characters)"
         ))
     }
 }
 
 /// Gateway API hostname: a DNS subdomain, optionally with a leading `*.` wildcard.
 fn hostname(s: &str) -> Result<(), String> {
-    let rest = s.strip_prefix("*.").unwrap_or(s);
-    dns_1123_subdomain(rest)
-        .map_err(|_| format!("{s:?} is not a hostname (a DNS subdomain, optionally prefixed with '*.')"))
+    if !s.is_empty() && s.len() <= MAX_SUBDOMAIN_LENGTH && compiled().hostname.is_match(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a hostname (a DNS subdomain, optionally prefixed with '*.')"
+        ))
+    }
 }
 
 /// IANA service name (a named `targetPort`): 1-15 of `[a-z0-9-]`, at least one letter, no
 /// leading, trailing or doubled '-'.
 fn iana_svc_name(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 15
-        && s.chars().all(|c| is_lower_alnum(c) || c == '-')
-        && s.chars().any(|c| c.is_ascii_lowercase())
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && !s.contains("--");
+    let ok = s.len() <= MAX_IANA_SVC_NAME_LENGTH
+        && compiled().iana_svc_name.is_match(s)
+        && s.bytes().any(|b| b.is_ascii_lowercase());
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{s:?} is not a port name (1 to 15 lower-case letters, digits or '-', at least one letter, no leading, trailing or doubled '-')"
+            "{s:?} is not a port name (1 to {MAX_IANA_SVC_NAME_LENGTH} lower-case letters, digits or '-', at least one letter, no leading, trailing or doubled '-')"
         ))
     }
 }
@@ -392,9 +399,9 @@ fn label_key(key: &str) -> Result<(), String> {
     if let Some(prefix) = prefix {
         dns_1123_subdomain(prefix).map_err(|why| format!("prefix {why}"))?;
     }
-    if name.is_empty() || name.len() > 63 || !label_chars(name) {
+    if name.len() > MAX_LABEL_LENGTH || !compiled().label_name.is_match(name) {
         return Err(format!(
-            "{key:?}: the name part must be 1 to 63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+            "{key:?}: the name part must be 1 to {MAX_LABEL_LENGTH} characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
         ));
     }
     Ok(())
@@ -402,27 +409,20 @@ fn label_key(key: &str) -> Result<(), String> {
 
 /// Label value: empty, or up to 63 of `[A-Za-z0-9-_.]` alphanumeric at both ends.
 fn label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() || (value.len() <= 63 && label_chars(value)) {
+    if value.len() <= MAX_LABEL_LENGTH && compiled().label_value.is_match(value) {
         Ok(())
     } else {
         Err(format!(
-            "{value:?}: at most 63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+            "{value:?}: at most {MAX_LABEL_LENGTH} characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
         ))
     }
-}
-
-fn label_chars(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::traffic_split;
-    use crate::controller::trafficsplit::{ParentRef, Protocol, Provider, ServicePort};
+    use crate::controller::api::trafficsplit::{Protocol, ServicePort};
+    use crate::controller::testing::fixtures::traffic_split;
 
     fn fields(ts: &TrafficSplit) -> Vec<String> {
         validate(ts).unwrap_err().0.into_iter().map(|e| e.field).collect()

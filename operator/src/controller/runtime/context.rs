@@ -10,7 +10,8 @@ use kube::runtime::reflector::Store;
 
 use super::backoff::ErrorBackoff;
 use super::metrics::Metrics;
-use super::route_apis::RouteApis;
+use crate::controller::objects::children::ChildError;
+use crate::controller::routing::RouteApis;
 
 pub struct Context {
     pub client: Client,
@@ -26,17 +27,10 @@ pub struct Context {
 pub enum Error {
     #[error("TrafficSplit {0} has no namespace")]
     NoNamespace(String),
-    #[error("cannot {action} {kind} {namespace}/{name}: {source}")]
-    Child {
-        action: &'static str,
-        kind: String,
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("cannot list the Services of TrafficSplit {namespace}/{name}: {source}")]
-    ListServices {
+    #[error(transparent)]
+    Child(#[from] ChildError),
+    #[error("cannot read TrafficSplit {namespace}/{name}: {source}")]
+    Read {
         namespace: String,
         name: String,
         #[source]

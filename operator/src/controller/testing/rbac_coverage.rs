@@ -1,8 +1,9 @@
-//! The requests the controller sends outside a reconcile — the Controller's list/watch streams,
-//! start-up discovery and the leader Lease — run against a permissive mock API, with every
-//! request checked against `crate::rbac` (mock_api.rs). Together with the reconcile scenarios
-//! (fixtures.rs), which check every reconcile and cleanup request, this covers everything the
-//! controller sends.
+//! The requests each program sends outside a reconcile — the controller's list/watch streams,
+//! start-up discovery and leader Lease, the agent's Pod watcher — run against a permissive mock
+//! API, with every request checked against `crate::rbac` (mock_api.rs). Together with the
+//! reconcile scenarios (scenarios.rs), which check every reconcile and cleanup request, this
+//! covers everything the controller sends; and it proves each program's rules grant exactly
+//! what it uses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +13,29 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::ErrorBackoff;
-use super::context::Context;
-use super::leader;
-use super::metrics::Metrics;
-use super::mock_api::{self, Authz, Seen, authz};
-use super::route_apis::RouteApis;
-use super::watches;
+use super::mock_api::{self, Authz, Grants, Permissive, Seen, authz, used};
+use super::scenarios::Scenario;
+use crate::controller::events;
+use crate::controller::reconcile::reconcile;
+use crate::controller::routing::RouteApis;
+use crate::controller::runtime::backoff::ErrorBackoff;
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::metrics::Metrics;
+use crate::controller::runtime::{leader, watches};
 use crate::metrics_server::Readiness;
+
+/// How long a test waits for a signal before it fails.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Every kind the Controller lists and watches when every routing API is served.
+const WATCHED: [&str; 6] = [
+    "trafficsplits",
+    "services",
+    "endpointslices",
+    "httproutes",
+    "destinationrules",
+    "virtualservices",
+];
 
 fn granted_as(seen: &[Seen]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = seen
@@ -34,12 +50,22 @@ fn granted_as(seen: &[Seen]) -> Vec<(String, String)> {
     out
 }
 
+/// Whether every kind in `kinds` has been listed and watched.
+fn listed_and_watched(seen: &[Seen], kinds: &[&str]) -> bool {
+    let verbs = granted_as(seen);
+    kinds.iter().all(|k| {
+        ["list", "watch"]
+            .iter()
+            .all(|v| verbs.contains(&(k.to_string(), v.to_string())))
+    })
+}
+
 /// A controller context on `client` with every routing API served (so every kind is watched),
 /// and the writer of its EndpointSlice cache.
 fn context(client: kube::Client) -> (Arc<Context>, reflector::store::Writer<EndpointSlice>) {
     let (slices, writer) = reflector::store::<EndpointSlice>();
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), super::events::reporter(None)),
+        recorder: Recorder::new(client.clone(), events::reporter(None)),
         client,
         metrics: Arc::new(Metrics::new().unwrap()),
         slices,
@@ -49,52 +75,45 @@ fn context(client: kube::Client) -> (Arc<Context>, reflector::store::Writer<Endp
     (ctx, writer)
 }
 
-#[tokio::test]
-async fn the_controller_streams_list_and_watch_only_what_rbac_grants() {
-    let (client, handle) = mock_api::client();
-    let server = mock_api::serve_permissive(handle);
-    let (ctx, writer) = context(client);
+/// Runs the Controller's streams against `server` until every kind is listed and watched and
+/// the caches report synced (each waited for as a signal, failing after [`LIMIT`]), then stops it.
+async fn run_streams(
+    ctx: Arc<Context>,
+    writer: reflector::store::Writer<EndpointSlice>,
+    server: &mut Permissive,
+) {
     let readiness = Arc::new(Readiness::default());
     let stop = CancellationToken::new();
-    let run = tokio::spawn(watches::run(ctx, writer, None, readiness.clone(), stop.clone()));
-    // Every stream lists, then opens its watch; caches report synced.
-    let synced = tokio::time::timeout(Duration::from_secs(10), async {
-        while !readiness.is_ready() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = tokio::spawn(watches::run(
+        ctx,
+        writer,
+        None,
+        readiness.clone(),
+        stop.clone(),
+        reconcile,
+    ));
+    server
+        .wait_for("every kind listed and watched", LIMIT, |seen| {
+            listed_and_watched(seen, &WATCHED)
+        })
+        .await;
+    tokio::time::timeout(LIMIT, readiness.ready())
+        .await
+        .expect("the caches never reported synced");
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), run)
+    tokio::time::timeout(LIMIT, run)
         .await
         .expect("the controller did not stop on cancel")
         .unwrap();
-    let seen = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap();
-    let lines: Vec<String> = seen.iter().map(Seen::line).collect();
-    assert!(
-        synced.is_ok(),
-        "the caches never reported synced; requests: {lines:#?}"
-    );
-    let verbs = granted_as(&seen);
-    for resource in [
-        "trafficsplits",
-        "services",
-        "endpointslices",
-        "httproutes",
-        "destinationrules",
-        "virtualservices",
-    ] {
-        for verb in ["list", "watch"] {
-            assert!(
-                verbs.contains(&(resource.to_string(), verb.to_string())),
-                "no {verb} of {resource} in {verbs:?}"
-            );
-        }
-    }
+}
+
+#[tokio::test]
+async fn the_controller_streams_list_and_watch_only_what_rbac_grants() {
+    let (client, handle) = mock_api::client();
+    let mut server = mock_api::serve_permissive(handle, Grants::CONTROLLER);
+    let (ctx, writer) = context(client);
+    run_streams(ctx, writer, &mut server).await;
+    let seen = server.finish().await;
     // Owned kinds and slices are watched through our label only.
     for s in &seen {
         if ["services", "endpointslices", "httproutes"]
@@ -114,7 +133,7 @@ async fn the_controller_streams_list_and_watch_only_what_rbac_grants() {
 #[tokio::test]
 async fn the_lease_manager_only_uses_granted_verbs() {
     let (client, handle) = mock_api::client();
-    let server = mock_api::serve_permissive(handle);
+    let server = mock_api::serve_permissive(handle, Grants::CONTROLLER);
     let manager = leader::manager(client, "splitscope-system", "splitscope-controller", "pod-a")
         .await
         .unwrap();
@@ -125,10 +144,7 @@ async fn the_lease_manager_only_uses_granted_verbs() {
     assert!(leading, "the only candidate must win the Lease");
     manager.release().await.unwrap();
     drop(manager);
-    let seen = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap();
+    let seen = server.finish().await;
     let verbs = granted_as(&seen);
     assert!(verbs.iter().all(|(r, _)| r == "leases"), "{verbs:?}");
     let used: Vec<&str> = verbs.iter().map(|(_, v)| v.as_str()).collect();
@@ -145,7 +161,7 @@ async fn the_lease_manager_only_uses_granted_verbs() {
 #[tokio::test]
 async fn the_leader_runs_the_term_and_releases_the_lease_on_shutdown() {
     let (client, handle) = mock_api::client();
-    let server = mock_api::serve_permissive(handle);
+    let server = mock_api::serve_permissive(handle, Grants::CONTROLLER);
     let manager = leader::manager(client, "default", "splitscope-controller", "pod-a")
         .await
         .unwrap();
@@ -181,10 +197,7 @@ async fn the_leader_runs_the_term_and_releases_the_lease_on_shutdown() {
         .unwrap()
         .unwrap();
     assert_eq!(metrics.leader.get(), 0);
-    let seen = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap();
+    let seen = server.finish().await;
     // Released: a final PATCH clears the holder, so a standby need not wait for expiry.
     let release = seen
         .iter()
@@ -199,17 +212,13 @@ async fn the_leader_runs_the_term_and_releases_the_lease_on_shutdown() {
     );
 }
 
-/// The RBAC lists are exactly what the code uses: every rule's every verb is exercised by some
-/// reconcile scenario, the Controller's streams, the Event recorder or the Lease manager — except
-/// `update` on `trafficsplits/finalizers`, which no request uses: the API server's
-/// OwnerReferencesPermissionEnforcement admission checks it when we set `blockOwnerDeletion`.
+/// The controller's RBAC lists are exactly what the code uses: every rule's every verb is
+/// exercised by some reconcile scenario, the Controller's streams, the Event recorder or the
+/// Lease manager — except `update` on `trafficsplits/finalizers`, which no request uses: the API
+/// server's OwnerReferencesPermissionEnforcement admission checks it when we set
+/// `blockOwnerDeletion`.
 #[tokio::test]
-async fn rbac_rules_are_exactly_what_the_controller_uses() {
-    use std::collections::BTreeSet;
-
-    use super::fixtures::Scenario;
-    use crate::rbac::{CONTROLLER_CLUSTER_RULES, CONTROLLER_NAMESPACE_RULES};
-
+async fn controller_rbac_rules_are_exactly_what_the_controller_uses() {
     let mut seen: Vec<Seen> = Vec::new();
     for scenario in Scenario::ALL {
         let run = scenario.run().await;
@@ -218,28 +227,14 @@ async fn rbac_rules_are_exactly_what_the_controller_uses() {
 
     // Streams (list/watch of every kind).
     let (client, handle) = mock_api::client();
-    let server = mock_api::serve_permissive(handle);
+    let mut server = mock_api::serve_permissive(handle, Grants::CONTROLLER);
     let (ctx, writer) = context(client.clone());
-    let readiness = Arc::new(Readiness::default());
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(watches::run(
-        ctx.clone(),
-        writer,
-        None,
-        readiness.clone(),
-        stop.clone(),
-    ));
-    while !readiness.is_ready() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.cancel();
-    run.await.unwrap();
+    run_streams(ctx.clone(), writer, &mut server).await;
 
     // The Recorder patches an Event it already created (a series) when it repeats.
     let ts = super::fixtures::traffic_split();
     for _ in 0..2 {
-        super::events::publish(
+        events::publish(
             &ctx.recorder,
             &ts,
             kube::runtime::events::EventType::Normal,
@@ -258,34 +253,10 @@ async fn rbac_rules_are_exactly_what_the_controller_uses() {
     manager.changed().await.unwrap();
     manager.release().await.unwrap();
     drop((manager, ctx));
-    seen.extend(
-        tokio::time::timeout(Duration::from_secs(10), server)
-            .await
-            .unwrap()
-            .unwrap(),
-    );
+    seen.extend(server.finish().await);
 
-    let mut used = BTreeSet::new();
-    for s in &seen {
-        if let Authz::Resource {
-            group,
-            resource,
-            verbs,
-        } = authz(&s.method, &s.path, &s.query, &s.content_type)
-        {
-            for verb in verbs {
-                used.insert((group.clone(), resource.clone(), verb.to_string()));
-            }
-        }
-    }
-    let mut granted = BTreeSet::new();
-    for rule in CONTROLLER_CLUSTER_RULES.iter().chain(CONTROLLER_NAMESPACE_RULES) {
-        for resource in rule.resources {
-            for verb in rule.verbs {
-                granted.insert((rule.api_group.to_string(), resource.to_string(), verb.to_string()));
-            }
-        }
-    }
+    let used = used(&seen);
+    let granted = Grants::CONTROLLER.all();
     let admission_only = (
         "splitscope.dev".to_string(),
         "trafficsplits/finalizers".to_string(),
@@ -300,5 +271,45 @@ async fn rbac_rules_are_exactly_what_the_controller_uses() {
     assert!(
         unused.is_empty(),
         "granted but never used (remove from operator/src/rbac.rs): {unused:?}"
+    );
+}
+
+/// The agent's RBAC is exactly what its Pod watcher (agent/pods.rs) uses: it lists and watches
+/// this node's Pods; nothing else.
+#[tokio::test]
+async fn agent_rbac_rules_are_exactly_what_the_pod_watcher_uses() {
+    let (client, handle) = mock_api::client();
+    let mut server = mock_api::serve_permissive(handle, Grants::AGENT);
+    let directory = Arc::new(crate::agent::pods::PodDirectory::default());
+    let shutdown = CancellationToken::new();
+    let watcher = tokio::spawn(crate::agent::pods::reflect(
+        client,
+        "node-a".into(),
+        directory,
+        shutdown.clone(),
+    ));
+    server
+        .wait_for("the Pod list and watch", LIMIT, |seen| {
+            listed_and_watched(seen, &["pods"])
+        })
+        .await;
+    shutdown.cancel();
+    tokio::time::timeout(LIMIT, watcher)
+        .await
+        .expect("the Pod watcher did not stop on shutdown")
+        .unwrap();
+    let seen = server.finish().await;
+    for s in &seen {
+        assert!(
+            s.query.contains("fieldSelector=spec.nodeName%3Dnode-a"),
+            "the agent must watch its own node's Pods only: {}",
+            s.line()
+        );
+    }
+    let used = used(&seen);
+    let granted = Grants::AGENT.all();
+    assert_eq!(
+        used, granted,
+        "the agent's rules (operator/src/rbac.rs) must equal what its Pod watcher uses"
     );
 }

@@ -44,57 +44,9 @@ pub fn ready_endpoints(slices: &[Arc<EndpointSlice>], namespace: &str, service: 
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::ObjectReference;
-    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
-    use kube::api::ObjectMeta;
-    use std::collections::BTreeMap;
-
-    /// A slice of `service` with one endpoint per entry (pod uid, ready?).
-    pub fn slice(
-        namespace: &str,
-        service: &str,
-        suffix: &str,
-        endpoints: &[(&str, Option<bool>)],
-    ) -> EndpointSlice {
-        EndpointSlice {
-            metadata: ObjectMeta {
-                name: Some(format!("{service}-{suffix}")),
-                namespace: Some(namespace.into()),
-                labels: Some(BTreeMap::from([
-                    (SERVICE_NAME_LABEL.to_string(), service.to_string()),
-                    (
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "splitscope".to_string(),
-                    ),
-                    ("splitscope.dev/traffic-split".to_string(), "checkout".to_string()),
-                ])),
-                ..ObjectMeta::default()
-            },
-            address_type: "IPv4".into(),
-            endpoints: Some(
-                endpoints
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (uid, ready))| Endpoint {
-                        addresses: vec![format!("10.0.0.{i}")],
-                        conditions: Some(EndpointConditions {
-                            ready: *ready,
-                            ..EndpointConditions::default()
-                        }),
-                        target_ref: Some(ObjectReference {
-                            kind: Some("Pod".into()),
-                            uid: Some(uid.to_string()),
-                            ..ObjectReference::default()
-                        }),
-                        ..Endpoint::default()
-                    })
-                    .collect(),
-            ),
-            ports: None,
-        }
-    }
+    use crate::controller::testing::fixtures::slice;
 
     #[test]
     fn counts_ready_unique_endpoints_of_the_service() {

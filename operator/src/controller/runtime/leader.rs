@@ -11,7 +11,7 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use super::trafficsplit::FIELD_MANAGER;
+use crate::controller::api::trafficsplit::FIELD_MANAGER;
 use crate::metrics_server::Readiness;
 
 /// Lease duration and renew-before-expiry grace, in seconds.
@@ -34,8 +34,10 @@ pub enum LeaderError {
     Stopped(String),
 }
 
-/// This replica's identity in the Lease: the pod name, else the host name.
-pub fn identity() -> String {
+/// This replica's readable name: the pod name (`POD_NAME`, from the downward API), else the
+/// host name. Not unique on its own: two processes on one host without `POD_NAME` (a local run
+/// beside another, or `hostNetwork` pods) share it.
+pub fn instance() -> String {
     std::env::var("POD_NAME")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -45,7 +47,14 @@ pub fn identity() -> String {
                 .map(|h| h.trim().to_string())
         })
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("splitscope-{}", std::process::id()))
+        .unwrap_or_else(|| "splitscope".into())
+}
+
+/// This process's identity in the Lease: `<instance>_<random UUID>`, unique per process as
+/// client-go makes it (host name + "_" + UUID), so two processes never both believe they hold
+/// the Lease, while the pod name stays readable in `holderIdentity`.
+pub fn identity(instance: &str) -> String {
+    format!("{instance}_{}", uuid::Uuid::new_v4())
 }
 
 /// The Lease namespace: the flag, else the pod's own namespace, else `default`.
@@ -148,4 +157,25 @@ where
         Err(e) => tracing::warn!(error = %e, "leader election task failed"),
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_are_unique_per_process_and_keep_the_pod_name() {
+        let a = identity("splitscope-controller-7d9f8-x2k4q");
+        let b = identity("splitscope-controller-7d9f8-x2k4q");
+        assert_ne!(
+            a, b,
+            "two processes with one pod name must not share a Lease identity"
+        );
+        for id in [&a, &b] {
+            let suffix = id
+                .strip_prefix("splitscope-controller-7d9f8-x2k4q_")
+                .unwrap_or_else(|| panic!("{id} lost the pod name"));
+            assert!(uuid::Uuid::parse_str(suffix).is_ok(), "{id}");
+        }
+    }
 }

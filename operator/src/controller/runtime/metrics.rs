@@ -1,4 +1,4 @@
-//! The controller's Prometheus metrics. Names and labels are part of the contract (DESIGN.md
+//! The controller's Prometheus metrics. Names and labels are part of the contract (the design's
 //! "Metrics"): dashboards and tests depend on them.
 
 use std::collections::{BTreeSet, HashMap};
@@ -132,7 +132,8 @@ impl Metrics {
         let _ = self.ready.remove_label_values(&[namespace, name]);
     }
 
-    /// The registry's text exposition (for tests and debugging).
+    /// The registry's text exposition.
+    #[cfg(test)]
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         let encoder = prometheus::TextEncoder::new();

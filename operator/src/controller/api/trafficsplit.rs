@@ -1,10 +1,10 @@
 //! The `TrafficSplit` custom resource (`splitscope.dev/v1alpha1`).
 //!
-//! Validation lives in three places that must agree (DESIGN.md): the OpenAPI schema derived here
-//! (types, ranges, lengths, patterns), the CEL rules attached here (`x-kubernetes-validations`),
-//! and `validate.rs`, which re-checks everything for objects the API server accepted before the
-//! schema existed or was tightened. Every list and map is bounded (`maxItems`/`maxProperties`) so
-//! the API server's CEL cost estimator accepts the rules.
+//! Validation lives in three places that must agree, each rule written once: the OpenAPI schema
+//! derived here (types, ranges, lengths, and the patterns and limits of patterns.rs), the CEL
+//! rules attached here (`x-kubernetes-validations`), and validate.rs, the controller's own check
+//! from the same constants. Every list and map is bounded (`maxItems`/`maxProperties`) so the API
+//! server's CEL cost estimator accepts the rules.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +14,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// API group of the TrafficSplit.
-pub const GROUP: &str = "splitscope.dev";
+use super::patterns::{
+    DNS_1035_LABEL, DNS_1123_LABEL, DNS_1123_SUBDOMAIN, GATEWAY_GROUP, GATEWAY_KIND, HOSTNAME, LABEL_VALUE,
+    MAX_BACKENDS, MAX_CONDITIONS, MAX_HOSTNAMES, MAX_LABEL_LENGTH, MAX_LABELS, MAX_PARENT_REFS, MAX_PORT,
+    MAX_PORTS, MAX_SUBDOMAIN_LENGTH, MAX_WEIGHT, MIN_PORT, MIN_WEIGHT, WEIGHT_SUM,
+};
+
 /// Finalizer that guards the ordered teardown of the owned objects.
 pub const FINALIZER: &str = "splitscope.dev/cleanup";
 /// Label on every owned object, with the value [`MANAGED_BY_VALUE`].
@@ -26,32 +30,6 @@ pub const MANAGED_BY_VALUE: &str = "splitscope";
 pub const TRAFFIC_SPLIT_LABEL: &str = "splitscope.dev/traffic-split";
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "splitscope";
-
-/// Most backends one TrafficSplit may have; bounds the CEL rules' cost.
-pub const MAX_BACKENDS: usize = 16;
-/// Most ports of the Services.
-pub const MAX_PORTS: usize = 16;
-/// Most labels in `selector` and in each backend's `labels`.
-pub const MAX_LABELS: usize = 16;
-/// Most `parentRefs` (Gateway API's own limit).
-pub const MAX_PARENT_REFS: usize = 32;
-/// Most `hostnames` (Gateway API's own limit).
-pub const MAX_HOSTNAMES: usize = 16;
-
-/// RFC 1035 label: what a Service name must be.
-pub const DNS_1035_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
-/// RFC 1123 label: what a backend name must be.
-pub const DNS_1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-/// A label value (may be empty).
-pub const LABEL_VALUE: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
-/// Gateway API `Hostname`.
-pub const HOSTNAME: &str = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// Gateway API `Group` (empty = core).
-pub const GATEWAY_GROUP: &str = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// Gateway API `Kind`.
-pub const GATEWAY_KIND: &str = "^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
-/// Gateway API `SectionName`.
-pub const SECTION_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// A service whose traffic is split by weight between backends (versions of it).
 ///
@@ -93,20 +71,25 @@ pub const SECTION_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
     // Only size() on metadata.name: kube-apiserver's CEL cost estimator takes metadata.name as
     // unbounded (before kubernetes/kubernetes#139573), so a regex over it, e.g. a DNS-1035 check,
     // exceeds the cost budget and the API server refuses the whole CRD. That format is checked
-    // by the controller (validate.rs: InvalidSpec naming metadata.name).
-    validation = Rule::new(
-        "has(self.spec.service) || self.spec.backends.all(b, size(self.metadata.name) + size(b.name) <= 62)"
-    )
-    .message("metadata.name + '-' + backend name must be at most 63 characters: it names the backend Service"),
+    // by the controller (validate.rs: InvalidSpec naming metadata.name). The backend Service
+    // name is `<name>-<backend>`, hence the one character less.
+    validation = Rule::new(format!(
+        "has(self.spec.service) || self.spec.backends.all(b, size(self.metadata.name) + size(b.name) <= {})",
+        MAX_LABEL_LENGTH - 1
+    ))
+    .message(Message::Message(format!("metadata.name + '-' + backend name must be at most {MAX_LABEL_LENGTH} characters: it names the backend Service"))),
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.backends.map(b, b.weight).sum() == 100")
-        .message("spec.backends: weights must sum to 100"),
+    validation = Rule::new(format!("self.backends.map(b, b.weight).sum() == {WEIGHT_SUM}"))
+        .message(Message::Message(format!("spec.backends: weights must sum to {WEIGHT_SUM}"))),
     validation = Rule::new("self.backends.all(b, self.backends.exists_one(c, c.name == b.name))")
         .message("spec.backends: backend names must be unique"),
-    validation = Rule::new("!has(self.service) || self.backends.all(b, size(self.service) + size(b.name) <= 62)")
-        .message("spec.service + '-' + backend name must be at most 63 characters: it names the backend Service"),
+    validation = Rule::new(format!(
+        "!has(self.service) || self.backends.all(b, size(self.service) + size(b.name) <= {})",
+        MAX_LABEL_LENGTH - 1
+    ))
+    .message(Message::Message(format!("spec.service + '-' + backend name must be at most {MAX_LABEL_LENGTH} characters: it names the backend Service"))),
     validation = Rule::new("!has(self.routing) || !has(self.routing.parentRefs) || size(self.routing.parentRefs) == 0 || !has(self.routing.provider) || self.routing.provider == 'GatewayAPI'")
         .message("spec.routing.parentRefs is only allowed with provider GatewayAPI"),
     validation = Rule::new("!has(self.routing) || !has(self.routing.hostnames) || size(self.routing.hostnames) == 0 || !has(self.routing.provider) || self.routing.provider != 'None'")
@@ -122,7 +105,7 @@ pub struct TrafficSplitSpec {
     /// Name of the root Service that clients call (a DNS-1035 label). Defaults to
     /// `metadata.name`. Backend Services are named `<service>-<backend>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), pattern(DNS_1035_LABEL))]
     pub service: Option<String>,
 
     /// Labels shared by the pods of every backend: the root Service's selector.
@@ -130,12 +113,12 @@ pub struct TrafficSplitSpec {
     pub selector: BTreeMap<String, String>,
 
     /// Ports of the root and backend Services (1 to 16).
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = MAX_PORTS))]
     pub ports: Vec<ServicePort>,
 
     /// The backends (versions) and their share of the traffic in percent (1 to 16; weights sum
     /// to 100; names unique).
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = MAX_BACKENDS))]
     pub backends: Vec<Backend>,
 
     /// How the weights are enforced.
@@ -155,14 +138,11 @@ pub struct TrafficSplitSpec {
 pub struct ServicePort {
     /// Port name (a DNS-1123 label); required when there is more than one port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), pattern(DNS_1123_LABEL))]
     pub name: Option<String>,
 
     /// Port the Services listen on.
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = MIN_PORT, max = MAX_PORT))]
     pub port: i32,
 
     /// Port (number or name) on the pods; defaults to `port`.
@@ -200,10 +180,7 @@ impl Protocol {
 #[serde(rename_all = "camelCase")]
 pub struct Backend {
     /// Backend name (a DNS-1123 label, unique in the TrafficSplit).
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), pattern(DNS_1123_LABEL))]
     pub name: String,
 
     /// Labels that tell this backend's pods apart (added to `selector`).
@@ -211,7 +188,7 @@ pub struct Backend {
     pub labels: BTreeMap<String, String>,
 
     /// Share of the traffic in percent (0 = none).
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(range(min = MIN_WEIGHT, max = MAX_WEIGHT))]
     pub weight: i32,
 }
 
@@ -226,13 +203,13 @@ pub struct Routing {
 
     /// Gateway API only: where the HTTPRoute attaches. Empty = the root Service (GAMMA mesh mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_PARENT_REFS))]
     pub parent_refs: Vec<ParentRef>,
 
     /// Host names the route matches (GatewayAPI: HTTPRoute hostnames; Istio: extra
     /// VirtualService hosts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), schema_with = "hostname_list")]
+    #[schemars(length(max = MAX_HOSTNAMES), schema_with = "hostname_list")]
     pub hostnames: Vec<String>,
 }
 
@@ -261,43 +238,31 @@ impl Provider {
 pub struct ParentRef {
     /// API group of the parent (default `gateway.networking.k8s.io`; `""` for a Service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 253),
-        regex(pattern = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(max = MAX_SUBDOMAIN_LENGTH), pattern(GATEWAY_GROUP))]
     pub group: Option<String>,
 
     /// Kind of the parent (default `Gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = "^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), pattern(GATEWAY_KIND))]
     pub kind: Option<String>,
 
     /// Namespace of the parent (default: the TrafficSplit's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), pattern(DNS_1123_LABEL))]
     pub namespace: Option<String>,
 
     /// Name of the parent.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = MAX_SUBDOMAIN_LENGTH))]
     pub name: String,
 
     /// Listener (Gateway) or port name (Service) to attach to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = MAX_SUBDOMAIN_LENGTH), pattern(DNS_1123_SUBDOMAIN))]
     pub section_name: Option<String>,
 
     /// Port of the parent to attach to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = MIN_PORT, max = MAX_PORT))]
     pub port: Option<i32>,
 }
 
@@ -331,12 +296,12 @@ pub struct TrafficSplitStatus {
 
     /// `Ready`, `Accepted` and `BackendsAvailable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = MAX_CONDITIONS))]
     pub conditions: Vec<Condition>,
 
     /// Per backend: its Service, weight and ready endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = MAX_BACKENDS))]
     pub backends: Vec<BackendStatus>,
 }
 
@@ -345,16 +310,6 @@ pub enum Phase {
     Pending,
     Ready,
     Degraded,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Ready => "Ready",
-            Phase::Degraded => "Degraded",
-        }
-    }
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -377,7 +332,7 @@ fn label_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "maxProperties": MAX_LABELS,
         "additionalProperties": {
             "type": "string",
-            "maxLength": 63,
+            "maxLength": MAX_LABEL_LENGTH,
             "pattern": LABEL_VALUE,
         },
     })
@@ -400,7 +355,7 @@ fn hostname_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "items": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 253,
+            "maxLength": MAX_SUBDOMAIN_LENGTH,
             "pattern": HOSTNAME,
         },
     })

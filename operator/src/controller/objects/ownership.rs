@@ -1,9 +1,77 @@
-//! Who owns a live object the TrafficSplit wants to write, and so whether we may write it.
+//! Ownership of the objects a TrafficSplit writes: the labels and controller ownerReference every
+//! owned object carries, and who owns a live object — so whether we may write it.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 use kube::api::ObjectMeta;
 
-use super::render::controlled_by;
-use super::trafficsplit::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, TRAFFIC_SPLIT_LABEL};
+use crate::controller::api::trafficsplit::{
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, TRAFFIC_SPLIT_LABEL, TrafficSplit,
+};
+
+/// The labels every owned object carries.
+pub fn owned_labels(ts_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (TRAFFIC_SPLIT_LABEL.to_string(), ts_name.to_string()),
+    ])
+}
+
+/// Label selector matching every object owned by the TrafficSplit `ts_name`.
+pub fn owned_selector(ts_name: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{TRAFFIC_SPLIT_LABEL}={ts_name}")
+}
+
+/// Metadata of an owned object named `object_name`: our labels (plus `extra`) and a controller
+/// ownerReference to `ts`.
+pub fn owned_meta(ts: &TrafficSplit, object_name: String, extra: Option<(&str, &str)>) -> ObjectMeta {
+    let mut labels = owned_labels(&ts.metadata.name.clone().unwrap_or_default());
+    if let Some((k, v)) = extra {
+        labels.insert(k.to_string(), v.to_string());
+    }
+    // blockOwnerDeletion: foreground deletion of the TrafficSplit waits for its children.
+    let owner = ts.controller_owner_ref(&()).map(|mut o| {
+        o.block_owner_deletion = Some(true);
+        o
+    });
+    ObjectMeta {
+        name: Some(object_name),
+        namespace: ts.metadata.namespace.clone(),
+        labels: Some(labels),
+        owner_references: owner.map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Whether `owner_refs` holds a controller reference to the TrafficSplit with `uid`.
+pub fn controlled_by(owner_refs: Option<&Vec<OwnerReference>>, uid: &str) -> bool {
+    owner_refs.is_some_and(|refs| {
+        refs.iter()
+            .any(|r| r.controller == Some(true) && r.uid == uid && r.kind == "TrafficSplit")
+    })
+}
+
+/// Labels and ownerReferences we set are all present on `live` (the part of every kind's drift
+/// comparison that is about ownership; the API server may add labels of its own).
+pub fn meta_matches(live: &ObjectMeta, desired: &ObjectMeta) -> bool {
+    let empty = BTreeMap::new();
+    let live_labels = live.labels.as_ref().unwrap_or(&empty);
+    let labels_ok = desired
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| live_labels.get(k) == Some(v));
+    let owners_ok = desired.owner_references.iter().flatten().all(|want| {
+        live.owner_references.iter().flatten().any(|have| {
+            have.uid == want.uid
+                && have.controller == want.controller
+                && have.block_owner_deletion == want.block_owner_deletion
+        })
+    });
+    labels_ok && owners_ok
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
@@ -46,8 +114,7 @@ pub fn classify(live: Option<&ObjectMeta>, name: &str, uid: &str) -> Ownership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::UID;
-    use crate::controller::render::owned_labels;
+    use crate::controller::testing::fixtures::UID;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn owner(kind: &str, uid: &str, controller: bool) -> OwnerReference {

@@ -1,69 +1,50 @@
-//! The kube-runtime Controller and what it watches: TrafficSplits; the Services, HTTPRoutes and
-//! Istio objects we own (by ownerReference, only those labelled
+//! The kube-runtime Controller and what it watches: TrafficSplits; the Services we own and the
+//! route kinds of every served provider (by ownerReference, only those labelled
 //! `app.kubernetes.io/managed-by=splitscope`); and the EndpointSlices of our Services (through a
 //! reflector that also fills the cache status counts ready endpoints from).
+//!
+//! The reconcile function is passed in, so this room does not depend on the reconciler.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use gateway_api::httproutes::HttpRoute;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::core::DynamicObject;
-use kube::runtime::controller::{Config, Controller};
+use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
 use tokio_util::sync::CancellationToken;
 
-use super::context::Context;
-use super::reconcile::{error_policy, reconcile};
-use super::render::{destination_rule_resource, virtual_service_resource};
-use super::trafficsplit::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, TRAFFIC_SPLIT_LABEL, TrafficSplit};
+use super::backoff::error_policy;
+use super::context::{Context, Error};
+use crate::controller::api::trafficsplit::{
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, TRAFFIC_SPLIT_LABEL, TrafficSplit,
+};
+use crate::controller::objects::children::scoped_api;
+use crate::controller::routing;
 use crate::metrics_server::Readiness;
 
 /// Most reconciles running at once.
 pub const CONCURRENCY: u16 = 8;
 
-fn scoped<K>(client: Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    }
-}
-
 /// The Controller with every watch wired, ready to `run`.
-pub fn controller(
+fn controller(
     ctx: &Context,
     slices: Writer<EndpointSlice>,
     namespace: Option<&str>,
 ) -> Controller<TrafficSplit> {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let mut controller = Controller::new(
-        scoped::<TrafficSplit>(client.clone(), namespace),
+    let controller = Controller::new(
+        scoped_api::<TrafficSplit>(client.clone(), namespace),
         watcher::Config::default(),
     )
     .with_config(Config::default().concurrency(CONCURRENCY))
-    .owns(scoped::<Service>(client.clone(), namespace), owned.clone());
-    if ctx.route_apis.gateway() {
-        controller = controller.owns(scoped::<HttpRoute>(client.clone(), namespace), owned.clone());
-    }
-    if ctx.route_apis.istio() {
-        for resource in [destination_rule_resource(), virtual_service_resource()] {
-            let api: Api<DynamicObject> = match namespace {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                None => Api::all_with(client.clone(), &resource),
-            };
-            controller = controller.owns_with(api, resource, owned.clone());
-        }
-    }
-    let slice_events = watcher(scoped::<EndpointSlice>(client, namespace), owned)
+    .owns(scoped_api::<Service>(client.clone(), namespace), owned.clone());
+    let controller = routing::watch(controller, client.clone(), namespace, &ctx.route_apis, &owned);
+    let slice_events = watcher(scoped_api::<EndpointSlice>(client, namespace), owned)
         .default_backoff()
         .reflect(slices)
         .touched_objects();
@@ -96,15 +77,19 @@ where
     }
 }
 
-/// Runs the Controller until `stop` is cancelled (in-flight reconciles finish first). Flags
-/// `readiness` once the TrafficSplit and EndpointSlice caches are synced.
-pub async fn run(
+/// Runs the Controller with `reconcile` until `stop` is cancelled (in-flight reconciles finish
+/// first). Flags `readiness` once the TrafficSplit and EndpointSlice caches are synced.
+pub async fn run<R, Fut>(
     ctx: Arc<Context>,
     slices: Writer<EndpointSlice>,
     namespace: Option<String>,
     readiness: Arc<Readiness>,
     stop: CancellationToken,
-) {
+    reconcile: R,
+) where
+    R: FnMut(Arc<TrafficSplit>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
     let controller = controller(&ctx, slices, namespace.as_deref());
     let trafficsplits = controller.store();
     let slice_cache = ctx.slices.clone();

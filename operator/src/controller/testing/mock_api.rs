@@ -4,10 +4,9 @@
 //! A script is the exact, ordered list of requests the reconciler must send, each with a check on
 //! its query/body and the reply. Event creations (the Recorder's POSTs) may arrive at any point
 //! and are recorded for the test to inspect. EVERY request, Events included, is checked against
-//! the controller's RBAC rules (`crate::rbac`): a request the ClusterRole/Role would forbid fails
+//! the program's RBAC rules (`crate::rbac`): a request the ClusterRole/Role would forbid fails
 //! the test. A missing or unexpected request fails it too, after a timeout rather than a hang.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -15,7 +14,7 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 
-use crate::rbac::{CONTROLLER_CLUSTER_RULES, CONTROLLER_NAMESPACE_RULES, granted};
+use crate::rbac::{AGENT_CLUSTER_RULES, CONTROLLER_CLUSTER_RULES, CONTROLLER_NAMESPACE_RULES, Rule, granted};
 
 pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -138,9 +137,11 @@ impl Transcript {
 }
 
 /// Serves `script` in order on `handle`; then answers nothing but Events until the client goes.
+/// The transcript is owned by the serving task and returned whole when it ends: a request that
+/// fails a check panics the task, and the test that awaits it sees that panic.
 pub fn serve(mut handle: Handle, script: Vec<Expect>) -> tokio::task::JoinHandle<Transcript> {
-    let transcript = Arc::new(Mutex::new(Transcript::default()));
     tokio::spawn(async move {
+        let mut transcript = Transcript::default();
         let mut script = script.into_iter();
         let mut next = script.next();
         loop {
@@ -157,13 +158,13 @@ pub fn serve(mut handle: Handle, script: Vec<Expect>) -> tokio::task::JoinHandle
             };
             let (request, send) = request;
             let seen = read(request).await;
-            check_rbac(&seen);
-            transcript.lock().unwrap().requests.push(seen.line());
-            transcript.lock().unwrap().seen.push(seen.clone());
+            Grants::CONTROLLER.check(&seen);
+            transcript.requests.push(seen.line());
+            transcript.seen.push(seen.clone());
             let is_event = (seen.method == "POST" && seen.path.ends_with("/events"))
                 || (seen.method == "PATCH" && seen.path.contains("/events/"));
             if is_event {
-                transcript.lock().unwrap().events.push(seen.body.clone());
+                transcript.events.push(seen.body.clone());
                 send.send_response(response(201, seen.body.clone()));
                 continue;
             }
@@ -190,9 +191,7 @@ pub fn serve(mut handle: Handle, script: Vec<Expect>) -> tokio::task::JoinHandle
         if let Some(e) = next {
             panic!("the reconciler stopped before sending {} {}", e.method, e.path);
         }
-        Arc::try_unwrap(transcript)
-            .map(|m| m.into_inner().unwrap())
-            .unwrap_or_default()
+        transcript
     })
 }
 
@@ -292,44 +291,97 @@ pub fn authz(method: &str, path: &str, query: &str, content_type: &str) -> Authz
     }
 }
 
-/// Panics unless the controller's rules grant `seen`. The Lease is granted by the namespaced
-/// Role, everything else by the ClusterRole.
-pub fn check_rbac(seen: &Seen) {
-    if let Authz::Resource {
-        group,
-        resource,
-        verbs,
-    } = authz(&seen.method, &seen.path, &seen.query, &seen.content_type)
-    {
-        let rules = if group == "coordination.k8s.io" {
-            CONTROLLER_NAMESPACE_RULES
-        } else {
-            CONTROLLER_CLUSTER_RULES
-        };
-        for verb in verbs {
-            assert!(
-                granted(rules, &group, &resource, verb),
-                "RBAC: {} needs `{verb}` on {group:?}/{resource}, which operator/src/rbac.rs does not grant",
-                seen.line()
-            );
+/// The RBAC rules of one program: cluster-wide (a ClusterRole) and in its own namespace (a Role,
+/// for the leader Lease).
+#[derive(Debug, Clone, Copy)]
+pub struct Grants {
+    pub cluster: &'static [Rule],
+    pub namespaced: &'static [Rule],
+}
+
+impl Grants {
+    pub const CONTROLLER: Grants = Grants {
+        cluster: CONTROLLER_CLUSTER_RULES,
+        namespaced: CONTROLLER_NAMESPACE_RULES,
+    };
+    pub const AGENT: Grants = Grants {
+        cluster: AGENT_CLUSTER_RULES,
+        namespaced: &[],
+    };
+
+    /// Panics unless these rules grant `seen`. The Lease is granted by the namespaced Role,
+    /// everything else by the ClusterRole.
+    pub fn check(&self, seen: &Seen) {
+        if let Authz::Resource {
+            group,
+            resource,
+            verbs,
+        } = authz(&seen.method, &seen.path, &seen.query, &seen.content_type)
+        {
+            let rules = if group == "coordination.k8s.io" {
+                self.namespaced
+            } else {
+                self.cluster
+            };
+            for verb in verbs {
+                assert!(
+                    granted(rules, &group, &resource, verb),
+                    "RBAC: {} needs `{verb}` on {group:?}/{resource}, which operator/src/rbac.rs does not grant",
+                    seen.line()
+                );
+            }
         }
     }
+
+    /// Every (group, resource, verb) the rules grant.
+    pub fn all(&self) -> std::collections::BTreeSet<(String, String, String)> {
+        let mut out = std::collections::BTreeSet::new();
+        for rule in self.cluster.iter().chain(self.namespaced) {
+            for resource in rule.resources {
+                for verb in rule.verbs {
+                    out.insert((rule.api_group.to_string(), resource.to_string(), verb.to_string()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Every (group, resource, verb) the requests in `seen` are authorized as.
+pub fn used(seen: &[Seen]) -> std::collections::BTreeSet<(String, String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for s in seen {
+        if let Authz::Resource {
+            group,
+            resource,
+            verbs,
+        } = authz(&s.method, &s.path, &s.query, &s.content_type)
+        {
+            for verb in verbs {
+                out.insert((group.clone(), resource.clone(), verb.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// A mock that answers everything plausibly, for code whose exact request sequence is not the
 /// point (the Controller's list/watch streams, the Lease manager): discovery lists every
 /// resource, collections are empty, watches stay open, and Leases are kept in memory so the
-/// Lease manager can take one. Every request is RBAC-checked and recorded.
-pub fn serve_permissive(mut handle: Handle) -> tokio::task::JoinHandle<Vec<Seen>> {
-    tokio::spawn(async move {
+/// Lease manager can take one. Every request is checked against `grants` and recorded; a test
+/// waits on [`Permissive::wait_for`] for the requests it expects instead of sleeping.
+pub fn serve_permissive(mut handle: Handle, grants: Grants) -> Permissive {
+    let (seen_tx, seen) = tokio::sync::watch::channel(Vec::<Seen>::new());
+    let task = tokio::spawn(async move {
         let mut seen_all = Vec::new();
         let mut open_watches = Vec::new();
         let mut leases: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
         let mut version = 1u64;
         while let Some((request, send)) = handle.next_request().await {
             let seen = read(request).await;
-            check_rbac(&seen);
+            grants.check(&seen);
             seen_all.push(seen.clone());
+            seen_tx.send_modify(|all| all.push(seen.clone()));
             let parts: Vec<&str> = seen.path.trim_matches('/').split('/').collect();
             if seen.query.split('&').any(|p| p == "watch=true") {
                 open_watches.push(send);
@@ -383,7 +435,39 @@ pub fn serve_permissive(mut handle: Handle) -> tokio::task::JoinHandle<Vec<Seen>
         }
         drop(open_watches);
         seen_all
-    })
+    });
+    Permissive { seen, task }
+}
+
+/// A running permissive mock.
+pub struct Permissive {
+    seen: tokio::sync::watch::Receiver<Vec<Seen>>,
+    task: tokio::task::JoinHandle<Vec<Seen>>,
+}
+
+impl Permissive {
+    /// Waits until the requests seen so far satisfy `done`; fails the test, listing them, when
+    /// they do not within `limit`.
+    pub async fn wait_for(&mut self, what: &str, limit: Duration, done: impl Fn(&[Seen]) -> bool) {
+        let waited = tokio::time::timeout(limit, self.seen.wait_for(|seen| done(seen)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !waited {
+            let lines: Vec<String> = self.seen.borrow().iter().map(Seen::line).collect();
+            panic!("{what} did not happen within {limit:?}; requests: {lines:#?}");
+        }
+    }
+
+    /// Every request, once the client is gone (all its handles dropped). A request that failed
+    /// a check panicked the server: that panic is raised here.
+    pub async fn finish(self) -> Vec<Seen> {
+        match tokio::time::timeout(Duration::from_secs(10), self.task).await {
+            Ok(Ok(seen)) => seen,
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => panic!("the mock API server failed: {e}"),
+            Err(_) => panic!("the mock API server still has a client after 10 s: a handle was not dropped"),
+        }
+    }
 }
 
 /// An APIResourceList naming the resources this project uses in `group`.
@@ -473,7 +557,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "does not grant")]
     fn an_ungranted_request_fails() {
-        check_rbac(&Seen {
+        Grants::CONTROLLER.check(&Seen {
             method: "DELETE".into(),
             path: "/apis/splitscope.dev/v1alpha1/namespaces/shop/trafficsplits/checkout".into(),
             query: String::new(),

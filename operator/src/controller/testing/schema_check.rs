@@ -37,14 +37,26 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
     }
 }
 
-/// Every violation found, as `path: problem`.
+/// Every violation found, as `path: problem`: the OpenAPI part, then the CEL rules'.
 pub fn check(schema: &Value, value: &Value) -> Vec<String> {
+    let mut errors = check_openapi(schema, value);
+    errors.extend(check_cel(schema, value).into_iter().map(|e| format!("CEL: {e}")));
+    errors
+}
+
+/// The OpenAPI part alone (types, required, limits, patterns, enums), as `.path: problem`.
+pub fn check_openapi(schema: &Value, value: &Value) -> Vec<String> {
     let mut errors = Vec::new();
     walk("", schema, value, &mut errors);
-    if let Err(cel) = kube::core::cel::Validator::new().validate(schema, value, None) {
-        errors.extend(cel.into_iter().map(|e| format!("CEL: {e}")));
-    }
     errors
+}
+
+/// The schema's CEL rules alone (kube-cel), as `field: message`.
+pub fn check_cel(schema: &Value, value: &Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(schema, value, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.into_iter().map(|e| e.to_string()).collect(),
+    }
 }
 
 fn walk(path: &str, schema: &Value, value: &Value, errors: &mut Vec<String>) {
@@ -88,6 +100,11 @@ fn walk(path: &str, schema: &Value, value: &Value, errors: &mut Vec<String>) {
                 && obj.len() as u64 > max
             {
                 errors.push(format!("{at}: more than {max} properties"));
+            }
+            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
+                && (obj.len() as u64) < min
+            {
+                errors.push(format!("{at}: fewer than {min} properties"));
             }
             let props = schema.get("properties").and_then(Value::as_object);
             let extra = schema.get("additionalProperties");
@@ -181,19 +198,19 @@ fn walk(path: &str, schema: &Value, value: &Value, errors: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::traffic_split;
-    use crate::controller::render::{Route, render};
-    use crate::controller::trafficsplit::{ParentRef, TrafficSplit};
+    use crate::controller::api::trafficsplit::{Backend, ParentRef, TrafficSplit};
+    use crate::controller::routing::gateway_api;
+    use crate::controller::testing::fixtures::{settled_ready_status, traffic_split, with_status};
     use serde_json::json;
 
     /// The v1 schema of the upstream Gateway API v1.6.1 HTTPRoute CRD.
     fn httproute_v1_schema() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/testdata/gateway-api-v1.6.1/httproutes.yaml"
+            "/../deploy/gateway-api/httproutes.yaml"
         );
         let text = std::fs::read_to_string(path).unwrap();
-        let crd: Value = serde_yaml::from_str(&text).unwrap();
+        let crd: Value = serde_yaml_ng::from_str(&text).unwrap();
         crd["spec"]["versions"]
             .as_array()
             .unwrap()
@@ -204,10 +221,7 @@ mod tests {
     }
 
     fn rendered_route(ts: &TrafficSplit) -> Value {
-        let Route::GatewayApi(route) = render(ts).route else {
-            panic!("not an HTTPRoute")
-        };
-        serde_json::to_value(&*route).unwrap()
+        serde_json::to_value(gateway_api::render(ts)).unwrap()
     }
 
     #[test]
@@ -221,7 +235,7 @@ mod tests {
         let mut ts = traffic_split();
         let template = ts.spec.backends[0].clone();
         ts.spec.backends = (0..16)
-            .map(|i| crate::controller::trafficsplit::Backend {
+            .map(|i| Backend {
                 name: format!("v{i}"),
                 weight: if i == 0 { 85 } else { 1 },
                 ..template.clone()
@@ -245,16 +259,14 @@ mod tests {
     #[test]
     fn the_defaulted_route_compares_unchanged() {
         let schema = httproute_v1_schema();
-        let Route::GatewayApi(desired) = render(&traffic_split()).route else {
-            panic!()
-        };
-        let mut stored = serde_json::to_value(&*desired).unwrap();
+        let desired = gateway_api::render(&traffic_split());
+        let mut stored = serde_json::to_value(&desired).unwrap();
         apply_defaults(&schema, &mut stored);
-        let stored: gateway_api::httproutes::HttpRoute = serde_json::from_value(stored).unwrap();
-        assert!(crate::controller::drift::http_route_unchanged(&stored, &desired));
+        let stored: ::gateway_api::httproutes::HttpRoute = serde_json::from_value(stored).unwrap();
+        assert!(gateway_api::unchanged(&stored, &desired));
 
         // The defaulting is real: a route rendered without explicit defaults would differ.
-        let mut bare = serde_json::to_value(&*desired).unwrap();
+        let mut bare = serde_json::to_value(&desired).unwrap();
         bare["spec"]["rules"][0]
             .as_object_mut()
             .unwrap()
@@ -330,10 +342,9 @@ mod tests {
             "/../crds/trafficsplits.splitscope.dev.yaml"
         ))
         .unwrap();
-        let crd: Value = serde_yaml::from_str(&text).unwrap();
+        let crd: Value = serde_yaml_ng::from_str(&text).unwrap();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-        let slices = crate::controller::fixtures::ready_slices();
-        let ts = crate::controller::fixtures::settled_status(&traffic_split(), &slices, "HTTPRoute checkout");
+        let ts = with_status(traffic_split(), settled_ready_status());
         let value = serde_json::to_value(&ts).unwrap();
         assert_eq!(check(schema, &value), Vec::<String>::new());
 

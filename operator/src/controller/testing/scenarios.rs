@@ -1,90 +1,31 @@
-//! Test data and mock-API scenarios for the reconciler (as in kube-rs/controller-rs).
-
-use std::collections::BTreeMap;
-
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::ObjectMeta;
-
-use super::trafficsplit::{
-    Backend, DeletionPolicy, Protocol, Routing, ServicePort, TrafficSplit, TrafficSplitSpec,
-};
-
-pub const UID: &str = "5c7e0a56-4a44-4d2c-9a2e-0f3d1b6c8e11";
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// The design's example: shop/checkout, 95/5 between stable and canary.
-pub fn traffic_split() -> TrafficSplit {
-    let mut ts = TrafficSplit::new(
-        "checkout",
-        TrafficSplitSpec {
-            service: None,
-            selector: labels(&[("app", "checkout")]),
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(IntOrString::Int(8080)),
-                protocol: Protocol::Tcp,
-            }],
-            backends: vec![
-                Backend {
-                    name: "stable".into(),
-                    labels: labels(&[("version", "v1")]),
-                    weight: 95,
-                },
-                Backend {
-                    name: "canary".into(),
-                    labels: labels(&[("version", "v2")]),
-                    weight: 5,
-                },
-            ],
-            routing: Routing::default(),
-            deletion_policy: DeletionPolicy::Delete,
-        },
-    );
-    ts.metadata = ObjectMeta {
-        name: Some("checkout".into()),
-        namespace: Some("shop".into()),
-        uid: Some(UID.into()),
-        generation: Some(1),
-        resource_version: Some("100".into()),
-        ..ObjectMeta::default()
-    };
-    ts
-}
-
-// ---------------------------------------------------------------------------------------------
-// Mock-API scenarios: each names a moment of the lifecycle and scripts the exact requests the
-// reconciler must send for it (mock_api.rs checks order, bodies and RBAC).
-// ---------------------------------------------------------------------------------------------
+//! Mock-API scenarios of the reconciler, as in kube-rs/controller-rs: each names a moment of the
+//! lifecycle and scripts the exact requests the reconciler must send for it (mock_api.rs checks
+//! order, bodies and RBAC). Every scenario starts from an empty metrics registry; one that needs
+//! earlier series (a removed backend, a deleted TrafficSplit) seeds them in its own setup.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 
-use super::backoff::ErrorBackoff;
-use super::context::{Context, Error};
-use super::endpoints::ready_endpoints;
-use super::metrics::Metrics;
+use super::fixtures::{
+    EARLIER, NOW, UID, backends, condition, deleting, live, pending_status, ready_slices,
+    settled_ready_status, status_matches, traffic_split, with_finalizer, with_status,
+};
 use super::mock_api::{self, Expect, Seen, Transcript};
-use super::reconcile::reconcile;
-use super::render::{Route, render};
-use super::route_apis::RouteApis;
-use super::status::{self, BackendObservation, Observation, Outcome};
-use super::trafficsplit::FINALIZER;
+use crate::controller::api::trafficsplit::{DeletionPolicy, FINALIZER, Provider, TrafficSplit};
+use crate::controller::events;
+use crate::controller::objects::services;
+use crate::controller::reconcile::reconcile;
+use crate::controller::routing::{self, RouteApis};
+use crate::controller::runtime::backoff::ErrorBackoff;
+use crate::controller::runtime::context::{Context, Error};
+use crate::controller::runtime::metrics::Metrics;
 
 pub const TS_PATH: &str = "/apis/splitscope.dev/v1alpha1/namespaces/shop/trafficsplits/checkout";
 pub const SERVICES_PATH: &str = "/api/v1/namespaces/shop/services";
@@ -97,83 +38,8 @@ pub fn service_path(name: &str) -> String {
     format!("{SERVICES_PATH}/{name}")
 }
 
-/// The example with our finalizer (past the first reconcile).
-pub fn with_finalizer(mut ts: TrafficSplit) -> TrafficSplit {
-    ts.metadata.finalizers = Some(vec![FINALIZER.into()]);
-    ts
-}
-
-/// Marked for deletion.
-pub fn deleting(ts: TrafficSplit) -> TrafficSplit {
-    let mut ts = with_finalizer(ts);
-    ts.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1_700_000_000).unwrap()));
-    ts
-}
-
-/// A live copy of a rendered child, as the API server returns it (uid, resourceVersion, and the
-/// defaults it fills in).
-pub fn live<T: serde::Serialize>(object: &T) -> Value {
-    let mut v = serde_json::to_value(object).unwrap();
-    let name = v["metadata"]["name"].as_str().unwrap().to_string();
-    let kind = v["kind"].as_str().unwrap().to_lowercase();
-    v["metadata"]["uid"] = json!(format!("uid-{kind}-{name}"));
-    v["metadata"]["resourceVersion"] = json!("7");
-    if kind == "service" {
-        v["spec"]["clusterIP"] = json!("10.96.0.42");
-        v["spec"]["type"] = json!("ClusterIP");
-        v["spec"]["sessionAffinity"] = json!("None");
-    }
-    v
-}
-
 pub fn service_list(items: Vec<Value>) -> Value {
     json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "9"}, "items": items})
-}
-
-/// The status the reconciler computes for `ts` given the EndpointSlices, as if written earlier.
-pub fn settled_status(ts: &TrafficSplit, slices: &[EndpointSlice], route: &str) -> TrafficSplit {
-    let mut ts = ts.clone();
-    let slices: Vec<Arc<EndpointSlice>> = slices.iter().cloned().map(Arc::new).collect();
-    let service = ts.service_name();
-    let obs = Observation {
-        generation: ts.metadata.generation,
-        service: service.clone(),
-        backends: ts
-            .spec
-            .backends
-            .iter()
-            .map(|b| {
-                let svc = super::trafficsplit::backend_service_name(&service, &b.name);
-                BackendObservation {
-                    name: b.name.clone(),
-                    ready_endpoints: ready_endpoints(&slices, "shop", &svc),
-                    service: svc,
-                    weight: b.weight,
-                }
-            })
-            .collect(),
-        outcome: Outcome::Applied(route.into()),
-    };
-    ts.status = Some(status::compute(
-        None,
-        &obs,
-        &Time(Timestamp::from_second(1_600_000_000).unwrap()),
-    ));
-    ts
-}
-
-/// Ready EndpointSlices for both backends of the example.
-pub fn ready_slices() -> Vec<EndpointSlice> {
-    use super::endpoints::tests::slice;
-    vec![
-        slice(
-            "shop",
-            "checkout-stable",
-            "x1",
-            &[("p1", Some(true)), ("p2", Some(true))],
-        ),
-        slice("shop", "checkout-canary", "x1", &[("p3", Some(true))]),
-    ]
 }
 
 /// Asserts a server-side apply by our field manager.
@@ -254,13 +120,14 @@ pub fn list_services(items: Vec<Value>) -> Expect {
         .reply(200, service_list(items))
 }
 
-/// A status patch through /status; `check` sees the status.
-pub fn patch_status(check: impl Fn(&Value) + Send + 'static) -> Expect {
+/// A status patch through /status that must write exactly `expected` (a literal; see
+/// `status_matches` for lastTransitionTime).
+pub fn patch_status(expected: Value) -> Expect {
     Expect::new("PATCH", format!("{TS_PATH}/status"))
         .check(move |seen| {
             assert_ssa(seen);
             assert_eq!(seen.body["kind"], "TrafficSplit");
-            check(&seen.body["status"]);
+            status_matches(&seen.body["status"], &expected);
         })
         .reply(200, serde_json::to_value(traffic_split()).unwrap())
 }
@@ -277,15 +144,22 @@ pub fn delete(path: String, uid: String) -> Expect {
         )
 }
 
-/// The condition `type_` of a status body.
-pub fn condition(status: &Value, type_: &str) -> Value {
-    status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == type_)
-        .cloned()
-        .unwrap_or(Value::Null)
+/// The fresh read of a deleted TrafficSplit before its teardown, answered with `ts`.
+pub fn read_deleted(ts: &TrafficSplit) -> Expect {
+    Expect::new("GET", TS_PATH).reply(200, serde_json::to_value(ts).unwrap())
+}
+
+/// The finalizer-removal PATCH kube-runtime's finalizer helper sends after a teardown.
+pub fn remove_finalizer() -> Expect {
+    Expect::new("PATCH", TS_PATH).check(|seen| {
+        assert_eq!(
+            seen.body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/0"}
+            ])
+        );
+    })
 }
 
 /// The named lifecycle moments the reconciler is tested on.
@@ -301,7 +175,7 @@ pub enum Scenario {
     WeightChange,
     /// The root Service belongs to someone else: status Conflict, nothing else written.
     Conflict,
-    /// The canary was removed from the spec: its Service is deleted.
+    /// The canary was removed from the spec: its Service is deleted, its weight series dropped.
     BackendRemoved,
     /// Weights sum to 105: status InvalidSpec, nothing else read or written.
     InvalidSpec,
@@ -319,10 +193,17 @@ pub enum Scenario {
     CleanupOrphan,
     /// Deleted while Istio is the provider: VirtualService, then DestinationRule.
     CleanupIstio,
+    /// A reconcile queued by the teardown's own deletions, handed the cached copy of a deleted
+    /// TrafficSplit (still showing our finalizer) after the object is gone: nothing to do.
+    CleanupAlreadyDone,
+    /// The same, while the object still exists for another finalizer but ours is removed.
+    CleanupFinalizerAlreadyRemoved,
+    /// The object disappears between the fresh read and the finalizer's removal (404): done.
+    CleanupObjectGoneMeanwhile,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::FinalizerCreation,
         Scenario::Creation,
         Scenario::Resync,
@@ -337,7 +218,21 @@ impl Scenario {
         Scenario::Cleanup,
         Scenario::CleanupOrphan,
         Scenario::CleanupIstio,
+        Scenario::CleanupAlreadyDone,
+        Scenario::CleanupFinalizerAlreadyRemoved,
+        Scenario::CleanupObjectGoneMeanwhile,
     ];
+}
+
+/// Everything a scenario starts from.
+pub struct Setup {
+    /// The object the reconcile is handed (as the Controller's store holds it).
+    pub ts: TrafficSplit,
+    pub route_apis: RouteApis,
+    pub slices: Vec<EndpointSlice>,
+    /// Series an earlier reconcile left in the registry: (backend weights, ready).
+    pub series: Option<(Vec<(String, i32)>, bool)>,
+    pub script: Vec<Expect>,
 }
 
 /// What one scenario produced.
@@ -347,13 +242,23 @@ pub struct Run {
     pub metrics: Arc<Metrics>,
 }
 
+fn gateway_only() -> RouteApis {
+    RouteApis::new(true, false)
+}
+
+/// The example's metric series as a reconcile of the 95/5 split leaves them.
+fn example_series() -> Option<(Vec<(String, i32)>, bool)> {
+    Some((vec![("stable".into(), 95), ("canary".into(), 5)], true))
+}
+
 impl Scenario {
-    /// Input object, served routing APIs, EndpointSlices, and the request script.
-    pub fn setup(self) -> (TrafficSplit, RouteApis, Vec<EndpointSlice>, Vec<Expect>) {
+    pub fn setup(self) -> Setup {
         let base = with_finalizer(traffic_split());
-        let desired = render(&base);
-        let [root, stable, canary] = [0, 1, 2].map(|i| desired.services[i].clone());
-        let Route::GatewayApi(route) = desired.route.clone() else {
+        let [root, stable, canary] = {
+            let rendered = services::render(&base);
+            [0, 1, 2].map(|i| rendered[i].clone())
+        };
+        let routing::Route::GatewayApi(route) = routing::render(&base) else {
             unreachable!()
         };
         let sel_root = json!({"app": "checkout"});
@@ -374,9 +279,15 @@ impl Scenario {
                 })
                 .collect()
         };
-        let gateway_only = || RouteApis::new(true, false);
+        let setup = |ts, route_apis, slices, script| Setup {
+            ts,
+            route_apis,
+            slices,
+            series: None,
+            script,
+        };
         match self {
-            Scenario::FinalizerCreation => (
+            Scenario::FinalizerCreation => setup(
                 traffic_split(),
                 gateway_only(),
                 vec![],
@@ -410,34 +321,18 @@ impl Scenario {
                     ["checkout-canary", 80, 5]
                 ])));
                 script.push(list_services(vec![live(&root), live(&stable), live(&canary)]));
-                script.push(patch_status(|status| {
-                    assert_eq!(status["phase"], "Pending");
-                    assert_eq!(status["observedGeneration"], 1);
-                    assert_eq!(status["service"], "checkout");
-                    assert_eq!(status["weights"], "stable=95,canary=5");
-                    assert_eq!(condition(status, "Ready")["reason"], "EndpointsPending");
-                    assert_eq!(condition(status, "Accepted")["status"], "True");
-                    assert_eq!(
-                        status["backends"],
-                        json!([
-                            {"name": "stable", "service": "checkout-stable", "weight": 95, "readyEndpoints": 0},
-                            {"name": "canary", "service": "checkout-canary", "weight": 5, "readyEndpoints": 0}
-                        ])
-                    );
-                }));
-                (base, gateway_only(), vec![], script)
+                script.push(patch_status(pending_status()));
+                setup(base, gateway_only(), vec![], script)
             }
             Scenario::Resync => {
-                let slices = ready_slices();
-                let ts = settled_status(&base, &slices, "HTTPRoute checkout");
+                let ts = with_status(base, settled_ready_status());
                 let mut script = gets_live(&[&root, &stable, &canary]);
                 script.push(Expect::new("GET", ROUTE_PATH).reply(200, live(&*route)));
                 script.push(list_services(vec![live(&root), live(&stable), live(&canary)]));
-                (ts, gateway_only(), slices, script)
+                setup(ts, gateway_only(), ready_slices(), script)
             }
             Scenario::WeightChange => {
-                let slices = ready_slices();
-                let mut ts = settled_status(&base, &slices, "HTTPRoute checkout");
+                let mut ts = with_status(base, settled_ready_status());
                 ts.spec.backends[0].weight = 50;
                 ts.spec.backends[1].weight = 50;
                 ts.metadata.generation = Some(2);
@@ -448,16 +343,20 @@ impl Scenario {
                     ["checkout-canary", 80, 50]
                 ])));
                 script.push(list_services(vec![live(&root), live(&stable), live(&canary)]));
-                script.push(patch_status(|status| {
-                    assert_eq!(status["phase"], "Ready");
-                    assert_eq!(status["observedGeneration"], 2);
-                    assert_eq!(status["weights"], "stable=50,canary=50");
-                    let ready = condition(status, "Ready");
-                    assert_eq!(ready["status"], "True");
-                    // Ready stayed True: its transition time is the earlier one.
-                    assert_eq!(ready["lastTransitionTime"], "2020-09-13T12:26:40Z");
-                }));
-                (ts, gateway_only(), slices, script)
+                // Every condition keeps its status, so every transition time stays the earlier one.
+                script.push(patch_status(json!({
+                    "observedGeneration": 2,
+                    "phase": "Ready",
+                    "service": "checkout",
+                    "weights": "stable=50,canary=50",
+                    "conditions": [
+                        condition("Ready", "True", "Reconciled", "HTTPRoute checkout applied with weights stable=50,canary=50", 2, EARLIER),
+                        condition("Accepted", "True", "Valid", "the spec is valid", 2, EARLIER),
+                        condition("BackendsAvailable", "True", "AllBackendsReady", "stable: 2 ready, canary: 1 ready", 2, EARLIER),
+                    ],
+                    "backends": backends(&[("stable", 50, 2), ("canary", 50, 1)]),
+                })));
+                setup(ts, gateway_only(), ready_slices(), script)
             }
             Scenario::Conflict => {
                 let foreign = json!({
@@ -465,28 +364,29 @@ impl Scenario {
                     "metadata": {"name": "checkout", "namespace": "shop", "uid": "foreign-uid", "labels": {"app": "legacy"}},
                     "spec": {"selector": {"app": "legacy"}, "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}]}
                 });
+                let pending = "no EndpointSlice yet for Service checkout-stable; no EndpointSlice yet for Service checkout-canary";
                 let script = vec![
                     Expect::new("GET", service_path("checkout")).reply(200, foreign),
                     Expect::new("GET", service_path("checkout-stable")).not_found(),
                     Expect::new("GET", service_path("checkout-canary")).not_found(),
                     Expect::new("GET", ROUTE_PATH).not_found(),
-                    patch_status(|status| {
-                        assert_eq!(status["phase"], "Degraded");
-                        let ready = condition(status, "Ready");
-                        assert_eq!(ready["status"], "False");
-                        assert_eq!(ready["reason"], "Conflict");
-                        let msg = ready["message"].as_str().unwrap();
-                        assert!(
-                            msg.contains("Service shop/checkout (not created by this TrafficSplit)"),
-                            "{msg}"
-                        );
-                    }),
+                    patch_status(json!({
+                        "observedGeneration": 1,
+                        "phase": "Degraded",
+                        "service": "checkout",
+                        "weights": "stable=95,canary=5",
+                        "conditions": [
+                            condition("Ready", "False", "Conflict", "not owned by this TrafficSplit, left untouched (delete or rename them to resolve): Service shop/checkout (not created by this TrafficSplit)", 1, NOW),
+                            condition("Accepted", "True", "Valid", "the spec is valid", 1, NOW),
+                            condition("BackendsAvailable", "Unknown", "EndpointsPending", pending, 1, NOW),
+                        ],
+                        "backends": backends(&[("stable", 95, 0), ("canary", 5, 0)]),
+                    })),
                 ];
-                (base, gateway_only(), vec![], script)
+                setup(base, gateway_only(), vec![], script)
             }
             Scenario::BackendRemoved => {
-                let slices = ready_slices();
-                let mut ts = settled_status(&base, &slices, "HTTPRoute checkout");
+                let mut ts = with_status(base, settled_ready_status());
                 ts.spec.backends.truncate(1);
                 ts.spec.backends[0].weight = 100;
                 ts.metadata.generation = Some(2);
@@ -498,26 +398,42 @@ impl Scenario {
                     service_path("checkout-canary"),
                     "uid-service-checkout-canary".into(),
                 ));
-                script.push(patch_status(|status| {
-                    assert_eq!(status["weights"], "stable=100");
-                    assert_eq!(status["backends"].as_array().unwrap().len(), 1);
-                }));
-                (ts, gateway_only(), slices, script)
+                script.push(patch_status(json!({
+                    "observedGeneration": 2,
+                    "phase": "Ready",
+                    "service": "checkout",
+                    "weights": "stable=100",
+                    "conditions": [
+                        condition("Ready", "True", "Reconciled", "HTTPRoute checkout applied with weights stable=100", 2, EARLIER),
+                        condition("Accepted", "True", "Valid", "the spec is valid", 2, EARLIER),
+                        condition("BackendsAvailable", "True", "AllBackendsReady", "stable: 2 ready", 2, EARLIER),
+                    ],
+                    "backends": backends(&[("stable", 100, 2)]),
+                })));
+                // The 95/5 reconcile before this one left a canary weight series: that it is gone
+                // afterwards is what this scenario checks.
+                Setup {
+                    series: example_series(),
+                    ..setup(ts, gateway_only(), ready_slices(), script)
+                }
             }
             Scenario::InvalidSpec => {
                 let mut ts = base.clone();
                 ts.spec.backends[1].weight = 10;
-                let script = vec![patch_status(|status| {
-                    assert_eq!(status["phase"], "Degraded");
-                    let ready = condition(status, "Ready");
-                    assert_eq!(ready["reason"], "InvalidSpec");
-                    assert_eq!(
-                        ready["message"],
-                        "spec.backends: weights must sum to 100, got 105 (stable=95, canary=10)"
-                    );
-                    assert_eq!(condition(status, "Accepted")["reason"], "InvalidSpec");
-                })];
-                (ts, gateway_only(), vec![], script)
+                let message = "spec.backends: weights must sum to 100, got 105 (stable=95, canary=10)";
+                let script = vec![patch_status(json!({
+                    "observedGeneration": 1,
+                    "phase": "Degraded",
+                    "service": "checkout",
+                    "weights": "stable=95,canary=10",
+                    "conditions": [
+                        condition("Ready", "False", "InvalidSpec", message, 1, NOW),
+                        condition("Accepted", "False", "InvalidSpec", message, 1, NOW),
+                        condition("BackendsAvailable", "Unknown", "InvalidSpec", "not evaluated: the spec is invalid", 1, NOW),
+                    ],
+                    "backends": backends(&[("stable", 95, 0), ("canary", 10, 0)]),
+                }))];
+                setup(ts, gateway_only(), vec![], script)
             }
             Scenario::RouteApiMissing => {
                 let mut script = vec![Expect::new("GET", GATEWAY_DISCOVERY_PATH).not_found()];
@@ -526,15 +442,18 @@ impl Scenario {
                 script.push(apply_service("checkout-stable", sel_stable));
                 script.push(apply_service("checkout-canary", sel_canary));
                 script.push(list_services(vec![]));
-                script.push(patch_status(|status| {
-                    assert_eq!(status["phase"], "Degraded");
-                    let ready = condition(status, "Ready");
-                    assert_eq!(ready["status"], "False");
-                    assert_eq!(ready["reason"], "RouteAPIUnavailable");
-                    let msg = ready["message"].as_str().unwrap();
-                    assert!(msg.contains("gateway.networking.k8s.io/v1 HTTPRoute"), "{msg}");
-                }));
-                (base, RouteApis::new(false, false), vec![], script)
+                let mut status = pending_status();
+                status["phase"] = json!("Degraded");
+                status["conditions"][0] = condition(
+                    "Ready",
+                    "False",
+                    "RouteAPIUnavailable",
+                    "gateway.networking.k8s.io/v1 HTTPRoute is not served by the API server (are its CRDs installed?); the Services are in place, the weights are not enforced",
+                    1,
+                    NOW,
+                );
+                script.push(patch_status(status));
+                setup(base, RouteApis::new(false, false), vec![], script)
             }
             Scenario::RouteApiInstalledLater => {
                 let mut script = vec![Expect::new("GET", GATEWAY_DISCOVERY_PATH).reply(
@@ -556,14 +475,12 @@ impl Scenario {
                     ["checkout-canary", 80, 5]
                 ])));
                 script.push(list_services(vec![]));
-                script.push(patch_status(|status| {
-                    assert_eq!(condition(status, "Ready")["reason"], "EndpointsPending");
-                }));
-                (base, RouteApis::new(false, false), vec![], script)
+                script.push(patch_status(pending_status()));
+                setup(base, RouteApis::new(false, false), vec![], script)
             }
             Scenario::IstioCreation => {
                 let mut ts = base.clone();
-                ts.spec.routing.provider = super::trafficsplit::Provider::Istio;
+                ts.spec.routing.provider = Provider::Istio;
                 let mut script = gets_absent();
                 script.push(Expect::new("GET", DR_PATH).not_found());
                 script.push(Expect::new("GET", VS_PATH).not_found());
@@ -597,11 +514,8 @@ impl Scenario {
                         .echo(),
                 );
                 script.push(list_services(vec![]));
-                script.push(patch_status(|status| {
-                    assert_eq!(condition(status, "Accepted")["status"], "True");
-                    assert!(condition(status, "Ready")["message"].is_string());
-                }));
-                (ts, RouteApis::new(false, true), vec![], script)
+                script.push(patch_status(pending_status()));
+                setup(ts, RouteApis::new(false, true), vec![], script)
             }
             Scenario::Adoption => {
                 let mut orphan = live(&root);
@@ -623,35 +537,36 @@ impl Scenario {
                     ["checkout-canary", 80, 5]
                 ])));
                 script.push(list_services(vec![]));
-                script.push(patch_status(|_| {}));
-                (base, gateway_only(), vec![], script)
+                script.push(patch_status(pending_status()));
+                setup(base, gateway_only(), vec![], script)
             }
             Scenario::CleanupIstio => {
                 let mut ts = deleting(traffic_split());
-                ts.spec.routing.provider = super::trafficsplit::Provider::Istio;
-                let Route::Istio {
-                    destination_rule,
-                    virtual_service,
-                } = render(&ts).route
-                else {
+                ts.spec.routing.provider = Provider::Istio;
+                let routing::Route::Istio(pair) = routing::render(&ts) else {
                     unreachable!()
                 };
                 let script = vec![
-                    Expect::new("GET", VS_PATH).reply(200, live(&virtual_service)),
+                    read_deleted(&ts),
+                    Expect::new("GET", VS_PATH).reply(200, live(&pair.virtual_service)),
                     delete(VS_PATH.into(), "uid-virtualservice-checkout".into()),
-                    Expect::new("GET", DR_PATH).reply(200, live(&destination_rule)),
+                    Expect::new("GET", DR_PATH).reply(200, live(&pair.destination_rule)),
                     delete(DR_PATH.into(), "uid-destinationrule-checkout".into()),
                     list_services(vec![]),
-                    Expect::new("PATCH", TS_PATH).reply(200, serde_json::to_value(traffic_split()).unwrap()),
+                    remove_finalizer().reply(200, serde_json::to_value(traffic_split()).unwrap()),
                 ];
-                (ts, RouteApis::new(false, true), vec![], script)
+                Setup {
+                    series: example_series(),
+                    ..setup(ts, RouteApis::new(false, true), vec![], script)
+                }
             }
             Scenario::Cleanup | Scenario::CleanupOrphan => {
                 let mut ts = deleting(traffic_split());
                 if matches!(self, Scenario::CleanupOrphan) {
-                    ts.spec.deletion_policy = super::trafficsplit::DeletionPolicy::Orphan;
+                    ts.spec.deletion_policy = DeletionPolicy::Orphan;
                 }
                 let mut script = vec![
+                    read_deleted(&ts),
                     Expect::new("GET", ROUTE_PATH).reply(200, live(&*route)),
                     delete(ROUTE_PATH.into(), "uid-httproute-checkout".into()),
                     list_services(vec![live(&root), live(&stable), live(&canary)]),
@@ -683,55 +598,84 @@ impl Scenario {
                             .reply(200, live(&root)),
                     );
                 }
-                script.push(
-                    Expect::new("PATCH", TS_PATH)
-                        .check(|seen| {
-                            assert_eq!(
-                                seen.body,
-                                json!([
-                                    {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
-                                    {"op": "remove", "path": "/metadata/finalizers/0"}
-                                ])
-                            );
-                        })
-                        .reply(200, serde_json::to_value(traffic_split()).unwrap()),
-                );
-                (ts, gateway_only(), vec![], script)
+                script.push(remove_finalizer().reply(200, serde_json::to_value(traffic_split()).unwrap()));
+                // The live TrafficSplit had series: that teardown drops them is what this checks.
+                Setup {
+                    series: example_series(),
+                    ..setup(ts, gateway_only(), vec![], script)
+                }
+            }
+            Scenario::CleanupAlreadyDone => {
+                let stale = deleting(traffic_split());
+                let script = vec![Expect::new("GET", TS_PATH).not_found()];
+                setup(stale, gateway_only(), vec![], script)
+            }
+            Scenario::CleanupFinalizerAlreadyRemoved => {
+                let stale = deleting(traffic_split());
+                let mut live = stale.clone();
+                live.metadata.finalizers = Some(vec!["example.com/backup".into()]);
+                live.metadata.resource_version = Some("101".into());
+                let script = vec![read_deleted(&live)];
+                setup(stale, gateway_only(), vec![], script)
+            }
+            Scenario::CleanupObjectGoneMeanwhile => {
+                let ts = deleting(traffic_split());
+                let script = vec![
+                    read_deleted(&ts),
+                    Expect::new("GET", ROUTE_PATH).not_found(),
+                    list_services(vec![]),
+                    remove_finalizer().not_found(),
+                ];
+                setup(ts, gateway_only(), vec![], script)
             }
         }
     }
 
     /// Runs one reconcile of the scenario against the scripted mock API.
     pub async fn run(self) -> Run {
-        let (ts, route_apis, slices, script) = self.setup();
-        let (client, handle) = mock_api::client();
-        let server = mock_api::serve(handle, script);
-        let (store, mut writer) = reflector::store::<EndpointSlice>();
-        for slice in slices {
-            writer.apply_watcher_event(&watcher::Event::Apply(slice));
-        }
-        let metrics = Arc::new(Metrics::new().unwrap());
-        metrics.set_trafficsplit("shop", "checkout", &[("stable".into(), 95)], true);
-        let ctx = Arc::new(Context {
-            recorder: Recorder::new(client.clone(), super::events::reporter(Some("test".into()))),
-            client,
-            metrics: metrics.clone(),
-            slices: store,
-            route_apis,
-            backoff: ErrorBackoff::default(),
-        });
-        let result = tokio::time::timeout(Duration::from_secs(20), reconcile(Arc::new(ts), ctx))
-            .await
-            .expect("the reconcile did not finish: it waits for a reply the script does not give");
-        let transcript = match server.await {
-            Ok(t) => t,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("mock API server failed: {e}"),
-        };
-        Run {
-            result,
-            transcript,
-            metrics,
-        }
+        run(self.setup()).await
+    }
+}
+
+/// Runs one reconcile of `setup` against its scripted mock API, from a registry holding only the
+/// series the setup names.
+pub async fn run(setup: Setup) -> Run {
+    let Setup {
+        ts,
+        route_apis,
+        slices,
+        series,
+        script,
+    } = setup;
+    let (client, handle) = mock_api::client();
+    let server = mock_api::serve(handle, script);
+    let (store, mut writer) = reflector::store::<EndpointSlice>();
+    for slice in slices {
+        writer.apply_watcher_event(&watcher::Event::Apply(slice));
+    }
+    let metrics = Arc::new(Metrics::new().unwrap());
+    if let Some((weights, ready)) = series {
+        metrics.set_trafficsplit("shop", "checkout", &weights, ready);
+    }
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), events::reporter(Some("test".into()))),
+        client,
+        metrics: metrics.clone(),
+        slices: store,
+        route_apis,
+        backoff: ErrorBackoff::default(),
+    });
+    let result = tokio::time::timeout(Duration::from_secs(20), reconcile(Arc::new(ts), ctx))
+        .await
+        .expect("the reconcile did not finish: it waits for a reply the script does not give");
+    let transcript = match server.await {
+        Ok(t) => t,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("mock API server failed: {e}"),
+    };
+    Run {
+        result,
+        transcript,
+        metrics,
     }
 }

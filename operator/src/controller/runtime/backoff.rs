@@ -5,9 +5,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
-use super::trafficsplit::TrafficSplit;
+use super::context::{Context, Error};
+use crate::controller::api::trafficsplit::TrafficSplit;
 
 pub const BASE: Duration = Duration::from_secs(5);
 pub const MAX: Duration = Duration::from_secs(300);
@@ -33,6 +37,18 @@ impl ErrorBackoff {
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
     }
+}
+
+/// The Controller's error policy: retry this object after its own exponential backoff.
+pub fn error_policy(ts: Arc<TrafficSplit>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = ctx.backoff.failed(ObjectRef::from_obj(&*ts));
+    tracing::warn!(
+        trafficsplit = %ObjectRef::from_obj(&*ts),
+        error = %error,
+        retry_in = ?wait,
+        "reconcile failed"
+    );
+    Action::requeue(wait)
 }
 
 #[cfg(test)]

@@ -10,10 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::Client;
 
-use super::trafficsplit::Provider;
-
-pub const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
-pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1";
+use super::{gateway_api, istio};
+use crate::controller::api::trafficsplit::Provider;
 
 /// Served routing APIs, refreshed on demand.
 #[derive(Debug, Default)]
@@ -23,7 +21,8 @@ pub struct RouteApis {
 }
 
 impl RouteApis {
-    /// Fixed availability (tests, or when discovery already ran).
+    /// Fixed availability, for tests.
+    #[cfg(test)]
     pub fn new(gateway: bool, istio: bool) -> Self {
         Self {
             gateway: AtomicBool::new(gateway),
@@ -47,6 +46,15 @@ impl RouteApis {
         self.istio.load(Ordering::Acquire)
     }
 
+    /// Whether `provider`'s API was served when last asked (`None` needs no API).
+    pub fn served(&self, provider: Provider) -> bool {
+        match provider {
+            Provider::GatewayApi => self.gateway(),
+            Provider::Istio => self.istio(),
+            Provider::None => true,
+        }
+    }
+
     /// Whether `provider`'s API is served, asking discovery again if it was missing before.
     /// `Err(name)` names the missing API for the status message.
     pub async fn ensure(
@@ -67,13 +75,9 @@ impl RouteApis {
     }
 
     async fn refresh(&self, client: &Client, provider: Provider) -> Result<bool, kube::Error> {
-        let (version, needed, flag): (&str, &[&str], &AtomicBool) = match provider {
-            Provider::GatewayApi => (GATEWAY_API_VERSION, &["httproutes"], &self.gateway),
-            Provider::Istio => (
-                ISTIO_API_VERSION,
-                &["destinationrules", "virtualservices"],
-                &self.istio,
-            ),
+        let (version, needed, flag) = match provider {
+            Provider::GatewayApi => (gateway_api::API_VERSION, gateway_api::RESOURCES, &self.gateway),
+            Provider::Istio => (istio::API_VERSION, istio::RESOURCES, &self.istio),
             Provider::None => return Ok(true),
         };
         let served = match client.list_api_group_resources(version).await {
@@ -87,10 +91,10 @@ impl RouteApis {
 }
 
 /// The API a provider needs, as named in status messages.
-pub fn missing_api(provider: Provider) -> String {
+fn missing_api(provider: Provider) -> String {
     match provider {
-        Provider::GatewayApi => format!("{GATEWAY_API_VERSION} HTTPRoute"),
-        Provider::Istio => format!("{ISTIO_API_VERSION} DestinationRule/VirtualService"),
+        Provider::GatewayApi => format!("{} HTTPRoute", gateway_api::API_VERSION),
+        Provider::Istio => format!("{} DestinationRule/VirtualService", istio::API_VERSION),
         Provider::None => String::new(),
     }
 }

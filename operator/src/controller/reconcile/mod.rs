@@ -1,0 +1,100 @@
+//! One reconcile of a TrafficSplit: the finalizer entry point. kube-runtime's finalizer helper
+//! adds `splitscope.dev/cleanup` first, then hands a live object to [`apply`] (validate → render
+//! → observe → apply → prune → status) and a deleted one to the teardown (teardown.rs).
+
+mod apply;
+mod report;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+
+use crate::controller::api::trafficsplit::{FINALIZER, TrafficSplit};
+use crate::controller::runtime::context::{Context, Error};
+use crate::controller::runtime::metrics::ReconcileResult;
+use crate::controller::teardown::cleanup;
+
+/// Resync of a healthy TrafficSplit (repairs drift on kinds that are not watched).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Retry while another owner holds one of our objects (it is not watched).
+pub const CONFLICT_RETRY: Duration = Duration::from_secs(60);
+/// Retry while the provider's API is not served.
+pub const ROUTE_API_RETRY: Duration = Duration::from_secs(120);
+
+/// Entry point for the Controller: finalizer bookkeeping, metrics, backoff reset.
+pub async fn reconcile(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = ObjectRef::from_obj(&*ts);
+    let namespace = ts.namespace().ok_or_else(|| Error::NoNamespace(ts.name_any()))?;
+    let api: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = match deletion_still_pending(&api, ts).await {
+        Ok(Some(ts)) => finalize(&api, ts, &ctx).await,
+        Ok(None) => Ok(Action::await_change()),
+        Err(e) => Err(e),
+    };
+    match &result {
+        Ok(_) => {
+            ctx.backoff.succeeded(&key);
+            ctx.metrics.reconciled(started, ReconcileResult::Success);
+        }
+        Err(_) => ctx.metrics.reconciled(started, ReconcileResult::Error),
+    }
+    result
+}
+
+async fn finalize(
+    api: &Api<TrafficSplit>,
+    ts: Arc<TrafficSplit>,
+    ctx: &Arc<Context>,
+) -> Result<Action, Error> {
+    let result = finalizer(api, FINALIZER, ts, |event| async {
+        match event {
+            FinalizerEvent::Apply(ts) => apply::apply(ts, ctx.clone()).await,
+            FinalizerEvent::Cleanup(ts) => cleanup(ts, ctx.clone()).await,
+        }
+    })
+    .await;
+    match result {
+        // The object went away between our read and the finalizer's removal (deleted by hand
+        // with its finalizer, or its last other finalizer went): the teardown is done.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.code == 404 => {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    }
+}
+
+/// For an object marked for deletion that still carries our finalizer, the live object if its
+/// teardown is still to do; `None` when it is done already.
+///
+/// On a real API server, the teardown's own deletions (Services, routes, and the EndpointSlices
+/// that follow them) queue more reconciles of the TrafficSplit. The Controller hands each one
+/// the object from its cache, and that copy can still show our finalizer after the reconcile
+/// before it removed the finalizer and the API server deleted the object: the watch event saying
+/// so has not arrived yet. Run on that stale copy, the teardown repeated itself (another
+/// `CleanedUp` Event) and then failed to remove a finalizer from an object that no longer existed
+/// (`NotFound`, counted in `splitscope_reconcile_total{result="error"}` and retried). So a
+/// deletion is confirmed with a fresh read first: gone, replaced by a new object of the same
+/// name, or without our finalizer all mean the teardown already ran.
+async fn deletion_still_pending(
+    api: &Api<TrafficSplit>,
+    ts: Arc<TrafficSplit>,
+) -> Result<Option<Arc<TrafficSplit>>, Error> {
+    let ours = |t: &TrafficSplit| t.finalizers().iter().any(|f| f == FINALIZER);
+    if ts.meta().deletion_timestamp.is_none() || !ours(&ts) {
+        return Ok(Some(ts));
+    }
+    let name = ts.name_any();
+    let live = api.get_opt(&name).await.map_err(|source| Error::Read {
+        namespace: ts.namespace().unwrap_or_default(),
+        name: name.clone(),
+        source,
+    })?;
+    Ok(live
+        .filter(|live| live.uid() == ts.uid() && ours(live))
+        .map(Arc::new))
+}

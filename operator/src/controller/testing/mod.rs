@@ -1,0 +1,10 @@
+//! Test-only code, compiled only for tests: fixtures, the mock API server, the lifecycle
+//! scenarios and their tests, the RBAC coverage check, and the structural-schema checker.
+
+pub mod fixtures;
+pub mod lifecycle;
+pub mod mock_api;
+pub mod rbac_coverage;
+pub mod scenarios;
+pub mod schema_check;
+pub mod validation_table;

@@ -1,0 +1,367 @@
+//! One table of good and bad TrafficSplits through all three validation layers: the generated
+//! CRD's OpenAPI schema (after the API server's defaulting), its CEL rules (kube-cel), and the
+//! controller's `validate()`. Each row says which layer of the API server holds the rule; the
+//! test checks that exactly that layer rejects it, naming the field, and that the controller
+//! rejects it too, naming the same field. Rows the API server cannot check at all say why, and
+//! must pass the API server and fail in the controller.
+
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+use super::schema_check::{apply_defaults, check_cel, check_openapi};
+use crate::controller::api::trafficsplit::TrafficSplit;
+use crate::controller::api::validate::validate;
+
+/// Where a rule is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    /// Nowhere: a valid object.
+    None,
+    /// The OpenAPI schema (type, range, length, pattern, list/map size).
+    OpenApi,
+    /// A CEL rule (`x-kubernetes-validations`).
+    Cel,
+    /// Only the controller: the API server cannot check it (the reason is in the row's name).
+    ControllerOnly,
+}
+
+struct Row {
+    name: &'static str,
+    change: fn(&mut Value),
+    layer: Layer,
+    /// What the API server's message names (a prefix of, or the same as, `field`).
+    api_field: &'static str,
+    /// The field the controller names.
+    field: &'static str,
+}
+
+fn row(
+    name: &'static str,
+    change: fn(&mut Value),
+    layer: Layer,
+    api_field: &'static str,
+    field: &'static str,
+) -> Row {
+    Row {
+        name,
+        change,
+        layer,
+        api_field,
+        field,
+    }
+}
+
+fn valid(name: &'static str, change: fn(&mut Value)) -> Row {
+    row(name, change, Layer::None, "", "")
+}
+
+fn example() -> Value {
+    json!({
+        "apiVersion": "splitscope.dev/v1alpha1",
+        "kind": "TrafficSplit",
+        "metadata": {"name": "checkout", "namespace": "shop"},
+        "spec": {
+            "selector": {"app": "checkout"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+            "backends": [
+                {"name": "stable", "labels": {"version": "v1"}, "weight": 95},
+                {"name": "canary", "labels": {"version": "v2"}, "weight": 5}
+            ]
+        }
+    })
+}
+
+fn table() -> Vec<Row> {
+    use Layer::*;
+    vec![
+        valid("the design's example", |_| {}),
+        valid("an explicit service name", |o| {
+            o["spec"]["service"] = json!("cart")
+        }),
+        valid("16 backends", |o| {
+            o["spec"]["backends"] = Value::Array(
+                (0..16)
+                    .map(|i| json!({"name": format!("v{i}"), "labels": {"version": format!("v{i}")}, "weight": if i == 0 { 85 } else { 1 }}))
+                    .collect(),
+            )
+        }),
+        valid("a named target port", |o| {
+            o["spec"]["ports"][0]["targetPort"] = json!("http")
+        }),
+        valid("a Gateway parent with hostnames", |o| {
+            o["spec"]["routing"] = json!({
+                "provider": "GatewayAPI",
+                "parentRefs": [{"name": "public", "namespace": "infra", "sectionName": "https", "port": 443}],
+                "hostnames": ["shop.example.com", "*.shop.example.com"]
+            })
+        }),
+        valid("Istio with hostnames", |o| {
+            o["spec"]["routing"] = json!({"provider": "Istio", "hostnames": ["shop.example.com"]})
+        }),
+        valid("a weight of 0", |o| {
+            o["spec"]["backends"][0]["weight"] = json!(100);
+            o["spec"]["backends"][1]["weight"] = json!(0);
+        }),
+        // OpenAPI schema.
+        row(
+            "a weight above 100",
+            |o| {
+                o["spec"]["backends"][0]["weight"] = json!(101);
+                o["spec"]["backends"][1]["weight"] = json!(-1);
+            },
+            OpenApi,
+            "spec.backends[0].weight",
+            "spec.backends[0].weight",
+        ),
+        row(
+            "port 0",
+            |o| o["spec"]["ports"][0]["port"] = json!(0),
+            OpenApi,
+            "spec.ports[0].port",
+            "spec.ports[0].port",
+        ),
+        row(
+            "a service name that is no DNS-1035 label",
+            |o| o["spec"]["service"] = json!("1checkout"),
+            OpenApi,
+            "spec.service",
+            "spec.service",
+        ),
+        row(
+            "a backend name that is no DNS label",
+            |o| o["spec"]["backends"][1]["name"] = json!("Canary_1"),
+            OpenApi,
+            "spec.backends[1].name",
+            "spec.backends[1].name",
+        ),
+        row(
+            "a bad selector value",
+            |o| o["spec"]["selector"]["app"] = json!("-checkout"),
+            OpenApi,
+            "spec.selector.app",
+            "spec.selector.app",
+        ),
+        row(
+            "an empty selector",
+            |o| o["spec"]["selector"] = json!({}),
+            OpenApi,
+            "spec.selector",
+            "spec.selector",
+        ),
+        row(
+            "17 backends",
+            |o| {
+                o["spec"]["backends"] = Value::Array(
+                (0..17)
+                    .map(|i| json!({"name": format!("v{i}"), "labels": {"version": format!("v{i}")}, "weight": if i == 0 { 84 } else { 1 }}))
+                    .collect(),
+            )
+            },
+            OpenApi,
+            "spec.backends",
+            "spec.backends",
+        ),
+        row(
+            "a hostname with a space",
+            |o| o["spec"]["routing"] = json!({"hostnames": ["Bad Host"]}),
+            OpenApi,
+            "spec.routing.hostnames[0]",
+            "spec.routing.hostnames[0]",
+        ),
+        row(
+            "a parent kind starting with a digit",
+            |o| o["spec"]["routing"] = json!({"parentRefs": [{"name": "gw", "kind": "9Gateway"}]}),
+            OpenApi,
+            "spec.routing.parentRefs[0].kind",
+            "spec.routing.parentRefs[0].kind",
+        ),
+        row(
+            "a parent group that is no DNS subdomain",
+            |o| o["spec"]["routing"] = json!({"parentRefs": [{"name": "gw", "group": "Bad_Group"}]}),
+            OpenApi,
+            "spec.routing.parentRefs[0].group",
+            "spec.routing.parentRefs[0].group",
+        ),
+        row(
+            "a parent namespace in capitals",
+            |o| o["spec"]["routing"] = json!({"parentRefs": [{"name": "gw", "namespace": "Infra"}]}),
+            OpenApi,
+            "spec.routing.parentRefs[0].namespace",
+            "spec.routing.parentRefs[0].namespace",
+        ),
+        row(
+            "a parent section name starting with '-'",
+            |o| o["spec"]["routing"] = json!({"parentRefs": [{"name": "gw", "sectionName": "-x"}]}),
+            OpenApi,
+            "spec.routing.parentRefs[0].sectionName",
+            "spec.routing.parentRefs[0].sectionName",
+        ),
+        row(
+            "a parent port 0",
+            |o| o["spec"]["routing"] = json!({"parentRefs": [{"name": "gw", "port": 0}]}),
+            OpenApi,
+            "spec.routing.parentRefs[0].port",
+            "spec.routing.parentRefs[0].port",
+        ),
+        // CEL rules.
+        row(
+            "weights summing to 105",
+            |o| o["spec"]["backends"][1]["weight"] = json!(10),
+            Cel,
+            "spec.backends",
+            "spec.backends",
+        ),
+        row(
+            "duplicate backend names",
+            |o| o["spec"]["backends"][1]["name"] = json!("stable"),
+            Cel,
+            "spec.backends",
+            "spec.backends[1].name",
+        ),
+        row(
+            "parentRefs with Istio",
+            |o| o["spec"]["routing"] = json!({"provider": "Istio", "parentRefs": [{"name": "gw"}]}),
+            Cel,
+            "spec.routing.parentRefs",
+            "spec.routing.parentRefs",
+        ),
+        row(
+            "hostnames without a provider",
+            |o| o["spec"]["routing"] = json!({"provider": "None", "hostnames": ["shop.example.com"]}),
+            Cel,
+            "spec.routing.hostnames",
+            "spec.routing.hostnames",
+        ),
+        row(
+            "an unnamed second port",
+            |o| o["spec"]["ports"] = json!([{"name": "http", "port": 80}, {"port": 81}]),
+            Cel,
+            "spec.ports",
+            "spec.ports[1].name",
+        ),
+        row(
+            "duplicate port names",
+            |o| o["spec"]["ports"] = json!([{"name": "http", "port": 80}, {"name": "http", "port": 81}]),
+            Cel,
+            "spec.ports",
+            "spec.ports[1].name",
+        ),
+        row(
+            "a port/protocol pair twice",
+            |o| o["spec"]["ports"] = json!([{"name": "http", "port": 80}, {"name": "admin", "port": 80}]),
+            Cel,
+            "spec.ports",
+            "spec.ports[1].port",
+        ),
+        row(
+            "a backend Service name over 63 characters",
+            |o| o["spec"]["service"] = json!("s".repeat(58)),
+            Cel,
+            "spec.service",
+            "spec.backends[0].name",
+        ),
+        row(
+            "a backend Service name over 63 characters from metadata.name",
+            |o| o["metadata"]["name"] = json!("n".repeat(58)),
+            Cel,
+            "metadata.name",
+            "spec.backends[0].name",
+        ),
+        // What the API server cannot check.
+        row(
+            "a bad label key (map keys have no schema pattern; a CEL regex per key is too costly)",
+            |o| o["spec"]["selector"]["bad key!"] = json!("x"),
+            ControllerOnly,
+            "",
+            "spec.selector.bad key!",
+        ),
+        row(
+            "metadata.name that is no DNS-1035 label (a CEL regex over metadata.name makes the API server refuse the CRD)",
+            |o| o["metadata"]["name"] = json!("check.out"),
+            ControllerOnly,
+            "",
+            "metadata.name",
+        ),
+        row(
+            "backend labels contradicting the selector (no pod could match both)",
+            |o| o["spec"]["backends"][1]["labels"]["app"] = json!("payments"),
+            ControllerOnly,
+            "",
+            "spec.backends[1].labels.app",
+        ),
+        row(
+            "a named target port that is no port name (int-or-string has no schema pattern)",
+            |o| o["spec"]["ports"][0]["targetPort"] = json!("http-web-server-x"),
+            ControllerOnly,
+            "",
+            "spec.ports[0].targetPort",
+        ),
+    ]
+}
+
+#[test]
+fn the_schema_its_cel_rules_and_the_controller_agree_on_every_row() {
+    let crd = serde_json::to_value(TrafficSplit::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut problems = Vec::new();
+    for Row {
+        name,
+        change,
+        layer,
+        api_field,
+        field,
+    } in table()
+    {
+        let mut object = example();
+        change(&mut object);
+        apply_defaults(schema, &mut object);
+        let openapi: Vec<String> = check_openapi(schema, &object)
+            .into_iter()
+            .map(|e| e.trim_start_matches('.').to_owned())
+            .collect();
+        let cel = check_cel(schema, &object);
+        let controller: Vec<String> = match serde_json::from_value::<TrafficSplit>(object.clone()) {
+            Ok(ts) => validate(&ts)
+                .err()
+                .map(|e| e.0.into_iter().map(|f| f.field).collect())
+                .unwrap_or_default(),
+            Err(e) => vec![format!("does not deserialize: {e}")],
+        };
+        let names = |errors: &[String]| {
+            errors.iter().any(|e| {
+                e.starts_with(api_field)
+                    || e.contains(&format!("{api_field}:"))
+                    || e.contains(&format!(" {api_field} "))
+            })
+        };
+        let mut fail = |what: String| problems.push(format!("{name}: {what}"));
+        match layer {
+            Layer::OpenApi if !names(&openapi) => fail(format!(
+                "the schema does not reject it naming {api_field}: {openapi:?}"
+            )),
+            Layer::Cel if !names(&cel) => fail(format!("no CEL rule rejects it naming {api_field}: {cel:?}")),
+            _ => {}
+        }
+        if layer != Layer::OpenApi && !openapi.is_empty() {
+            fail(format!(
+                "the schema rejects it, the table says it should not: {openapi:?}"
+            ));
+        }
+        if layer != Layer::Cel && !cel.is_empty() && layer != Layer::OpenApi {
+            fail(format!(
+                "a CEL rule rejects it, the table says it should not: {cel:?}"
+            ));
+        }
+        match layer {
+            Layer::None if !controller.is_empty() => {
+                fail(format!("the controller rejects it: {controller:?}"))
+            }
+            Layer::None => {}
+            _ if !controller.iter().any(|f| f == field) => fail(format!(
+                "the controller does not reject it naming {field}: {controller:?}"
+            )),
+            _ => {}
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
