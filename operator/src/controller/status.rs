@@ -7,6 +7,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::controller::api::trafficsplit::{BackendStatus, Phase, TrafficSplitStatus};
+use crate::controller::api::rollout::RolloutStatus;
 
 pub const READY: &str = "Ready";
 pub const ACCEPTED: &str = "Accepted";
@@ -54,6 +55,9 @@ pub struct Observation {
     pub service: String,
     pub backends: Vec<BackendObservation>,
     pub outcome: Outcome,
+    /// The rollout's progress as decided in this reconcile (or as it was, when nothing was
+    /// applied).
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// The status to write, given the current one (for transition times) and the time now.
@@ -154,6 +158,7 @@ pub fn compute(previous: Option<&TrafficSplitStatus>, obs: &Observation, now: &T
                 ready_endpoints: b.ready_endpoints.unwrap_or(0),
             })
             .collect(),
+        rollout: obs.rollout.clone(),
     }
 }
 
@@ -246,6 +251,7 @@ mod tests {
 
     fn obs(backends: Vec<BackendObservation>, outcome: Outcome) -> Observation {
         Observation {
+            rollout: None,
             generation: Some(3),
             service: "checkout".into(),
             backends,

@@ -65,7 +65,10 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(columns, ["Service", "Backends", "Phase", "Age"]);
+        assert_eq!(
+            columns,
+            ["Service", "Backends", "Phase", "Rollout", "Canary", "Age"]
+        );
     }
 
     /// The API server only accepts structural schemas (every node typed, no `$ref`, no

@@ -3,7 +3,9 @@
 //! controller's own check of a spec (validate.rs).
 
 pub(crate) mod crd;
+pub mod duration;
 pub(crate) mod patterns;
 pub mod rollout;
+pub mod template;
 pub mod trafficsplit;
 pub mod validate;

@@ -14,6 +14,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::rollout::{Rollout, RolloutStatus};
 use super::patterns::{
     DNS_1035_LABEL, DNS_1123_LABEL, DNS_1123_SUBDOMAIN, GATEWAY_GROUP, GATEWAY_KIND, HOSTNAME, LABEL_VALUE,
     MAX_BACKENDS, MAX_CONDITIONS, MAX_HOSTNAMES, MAX_LABEL_LENGTH, MAX_LABELS, MAX_PARENT_REFS, MAX_PORT,
@@ -64,6 +65,18 @@ pub const FIELD_MANAGER: &str = "splitscope";
         description = "Pending, Ready or Degraded"
     ),
     printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        json_path = ".status.rollout.phase",
+        description = "Phase of spec.rollout: Progressing, Paused, Succeeded, Failed or Aborted"
+    ),
+    printcolumn(
+        name = "Canary",
+        type_ = "integer",
+        json_path = ".status.rollout.canaryWeight",
+        description = "The rollout's canary weight (percent)"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -100,6 +113,16 @@ pub const FIELD_MANAGER: &str = "splitscope";
         .message("spec.ports: port names must be unique"),
     validation = Rule::new("self.ports.all(p, self.ports.exists_one(q, q.port == p.port && q.protocol == p.protocol))")
         .message("spec.ports: each port/protocol pair must be unique"),
+    validation = Rule::new("!has(self.rollout) || self.backends.exists(b, b.name == self.rollout.stable)")
+        .message("spec.rollout.stable must name a backend of spec.backends"),
+    validation = Rule::new("!has(self.rollout) || self.backends.exists(b, b.name == self.rollout.canary)")
+        .message("spec.rollout.canary must name a backend of spec.backends"),
+    validation = Rule::new("!has(self.rollout) || self.rollout.stable != self.rollout.canary")
+        .message("spec.rollout: stable and canary must be two different backends"),
+    validation = Rule::new("!has(self.rollout) || self.rollout.steps.all(s, !has(s.setWeight) || s.setWeight <= self.backends.filter(b, b.name == self.rollout.stable || b.name == self.rollout.canary).map(b, b.weight).sum())")
+        .message("spec.rollout.steps: setWeight must be within the pair's share (the stable's plus the canary's spec weight)"),
+    validation = Rule::new("!has(self.rollout) || !has(self.routing) || !has(self.routing.provider) || self.routing.provider != 'None'")
+        .message("spec.rollout needs a routing provider (GatewayAPI or Istio): with None nothing enforces the weights"),
 )]
 pub struct TrafficSplitSpec {
     /// Name of the root Service that clients call (a DNS-1035 label). Defaults to
@@ -130,6 +153,12 @@ pub struct TrafficSplitSpec {
     /// working.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Progressive delivery: the canary's weight moved step by step, measured at every step,
+    /// rolled back on failures (docs/rollouts.md). While it runs and after it ended, the route's
+    /// weights for the pair come from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 /// One port of the root and backend Services.
@@ -303,6 +332,10 @@ pub struct TrafficSplitStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_BACKENDS))]
     pub backends: Vec<BackendStatus>,
+
+    /// Progress of `spec.rollout` (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]

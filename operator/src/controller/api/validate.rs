@@ -21,8 +21,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::patterns::{
     MAX_BACKENDS, MAX_HOSTNAMES, MAX_IANA_SVC_NAME_LENGTH, MAX_LABEL_LENGTH, MAX_LABELS, MAX_PARENT_REFS,
     MAX_PORT, MAX_PORTS, MAX_SUBDOMAIN_LENGTH, MAX_WEIGHT, MIN_PORT, MIN_WEIGHT, WEIGHT_SUM, compiled,
+    MAX_DURATION_LENGTH, MAX_ERRNOS, MAX_METRICS, MAX_QUERY_LENGTH, MAX_STEPS, MAX_TOLERATED, MAX_URL_LENGTH,
 };
+use super::rollout::Analysis;
 use super::trafficsplit::{Backend, ParentRef, Provider, TrafficSplit, backend_service_name};
+use super::{duration, template};
 
 /// One problem in the spec, with the path of the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +88,7 @@ pub fn validate(ts: &TrafficSplit) -> Result<(), InvalidSpec> {
     check_ports(&mut errs, ts);
     check_backends(&mut errs, ts, &service);
     check_routing(&mut errs, ts);
+    check_rollout(&mut errs, ts);
 
     if errs.0.is_empty() {
         Ok(())
@@ -265,6 +269,196 @@ fn check_routing(errs: &mut Errors, ts: &TrafficSplit) {
             errs.add(format!("spec.routing.hostnames[{i}]"), why);
         }
     }
+}
+
+/// `spec.rollout`: the schema's and CEL's rules again, plus what neither can check — the template
+/// variables of a query (RE2 has no look-ahead to refuse unknown names, CEL no regex replace) and
+/// durations that match the pattern but overflow.
+fn check_rollout(errs: &mut Errors, ts: &TrafficSplit) {
+    let Some(rollout) = &ts.spec.rollout else {
+        return;
+    };
+    let at = "spec.rollout";
+    if ts.spec.routing.provider == Provider::None {
+        errs.add(
+            at,
+            "needs a routing provider (GatewayAPI or Istio): with None nothing enforces the weights",
+        );
+    }
+    let names: Vec<&str> = ts.spec.backends.iter().map(|b| b.name.as_str()).collect();
+    for (field, name) in [("stable", &rollout.stable), ("canary", &rollout.canary)] {
+        if !names.contains(&name.as_str()) {
+            errs.add(
+                format!("{at}.{field}"),
+                format!(
+                    "{name:?} names no backend of spec.backends ({})",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+    if rollout.stable == rollout.canary {
+        errs.add(
+            at,
+            format!(
+                "stable and canary must be two different backends, both are {:?}",
+                rollout.stable
+            ),
+        );
+    }
+    let share: i64 = ts
+        .spec
+        .backends
+        .iter()
+        .filter(|b| b.name == rollout.stable || b.name == rollout.canary)
+        .map(|b| i64::from(b.weight))
+        .sum();
+    let steps = &rollout.steps;
+    if steps.is_empty() || steps.len() > MAX_STEPS {
+        errs.add(
+            format!("{at}.steps"),
+            format!("1 to {MAX_STEPS} steps are required, got {}", steps.len()),
+        );
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let at = format!("{at}.steps[{i}]");
+        match (step.set_weight, &step.pause) {
+            (Some(_), Some(_)) | (None, None) => {
+                errs.add(&at, "each step is exactly one of setWeight or pause");
+            }
+            _ => {}
+        }
+        if let Some(weight) = step.set_weight {
+            if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
+                errs.add(
+                    format!("{at}.setWeight"),
+                    format!("must be between {MIN_WEIGHT} and {MAX_WEIGHT}, got {weight}"),
+                );
+            } else if i64::from(weight) > share {
+                errs.add(
+                    format!("{at}.setWeight"),
+                    format!(
+                        "{weight} is more than the pair's share {share} (the spec weights of {} and {})",
+                        rollout.stable, rollout.canary
+                    ),
+                );
+            }
+        }
+        if let Some(d) = step.pause.as_ref().and_then(|p| p.duration.as_deref())
+            && let Err(why) = go_duration(d)
+        {
+            errs.add(format!("{at}.pause.duration"), why);
+        }
+    }
+    if let Some(analysis) = &rollout.analysis {
+        check_analysis(errs, analysis);
+    }
+}
+
+fn check_analysis(errs: &mut Errors, analysis: &Analysis) {
+    let at = "spec.rollout.analysis";
+    match go_duration(&analysis.interval) {
+        Err(why) => errs.add(format!("{at}.interval"), why),
+        Ok(d) if d < std::time::Duration::from_secs(1) => {
+            errs.add(format!("{at}.interval"), "must be at least 1s");
+        }
+        Ok(_) => {}
+    }
+    for (field, value) in [
+        ("failureLimit", analysis.failure_limit),
+        ("consecutiveErrorLimit", analysis.consecutive_error_limit),
+    ] {
+        if !(0..=MAX_TOLERATED).contains(&value) {
+            errs.add(
+                format!("{at}.{field}"),
+                format!("must be between 0 and {MAX_TOLERATED}, got {value}"),
+            );
+        }
+    }
+    if let Some(p) = &analysis.prometheus
+        && (p.address.len() > MAX_URL_LENGTH || !compiled().prometheus_url.is_match(&p.address))
+    {
+        errs.add(
+            format!("{at}.prometheus.address"),
+            format!("{:?} is not an http:// or https:// URL", p.address),
+        );
+    }
+    let metrics = &analysis.metrics;
+    if metrics.is_empty() || metrics.len() > MAX_METRICS {
+        errs.add(
+            format!("{at}.metrics"),
+            format!("1 to {MAX_METRICS} metrics are required, got {}", metrics.len()),
+        );
+    }
+    let mut names = BTreeSet::new();
+    for (i, m) in metrics.iter().enumerate() {
+        let at = format!("{at}.metrics[{i}]");
+        if let Err(why) = dns_1123_label(&m.name) {
+            errs.add(format!("{at}.name"), why);
+        }
+        if !names.insert(m.name.as_str()) {
+            errs.add(format!("{at}.name"), format!("duplicate metric name {:?}", m.name));
+        }
+        if m.open_errors.is_some() == m.query.is_some() {
+            errs.add(&at, "each metric is exactly one of openErrors or query");
+        }
+        if m.query.is_some() != m.threshold_range.is_some() {
+            errs.add(
+                &at,
+                "thresholdRange goes with query (and only with query)",
+            );
+        }
+        if let Some(open) = &m.open_errors {
+            if !(0.0..=1.0).contains(&open.max_increase) {
+                errs.add(
+                    format!("{at}.openErrors.maxIncrease"),
+                    format!("must be between 0 and 1, got {}", open.max_increase),
+                );
+            }
+            if open.errnos.len() > MAX_ERRNOS {
+                errs.add(
+                    format!("{at}.openErrors.errnos"),
+                    format!("at most {MAX_ERRNOS} are allowed"),
+                );
+            }
+            for (j, e) in open.errnos.iter().enumerate() {
+                if !compiled().errno_name.is_match(e) {
+                    errs.add(
+                        format!("{at}.openErrors.errnos[{j}]"),
+                        format!("{e:?} is not an errno name (such as EACCES or ENOENT)"),
+                    );
+                }
+            }
+        }
+        if let Some(query) = &m.query {
+            if query.is_empty() || query.len() > MAX_QUERY_LENGTH {
+                errs.add(
+                    format!("{at}.query"),
+                    format!("must be 1 to {MAX_QUERY_LENGTH} characters"),
+                );
+            }
+            if let Err(why) = template::variables(query) {
+                errs.add(format!("{at}.query"), why.to_string());
+            }
+        }
+        if let Some(range) = &m.threshold_range {
+            match (range.min, range.max) {
+                (None, None) => errs.add(format!("{at}.thresholdRange"), "needs min, max or both"),
+                (Some(min), Some(max)) if min > max => errs.add(
+                    format!("{at}.thresholdRange"),
+                    format!("min {min} exceeds max {max}"),
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn go_duration(s: &str) -> Result<std::time::Duration, String> {
+    if s.len() > MAX_DURATION_LENGTH || !compiled().go_duration.is_match(s) {
+        return Err(duration::InvalidDuration(s.to_string()).to_string());
+    }
+    duration::parse(s).map_err(|e| e.to_string())
 }
 
 fn check_parent_ref(errs: &mut Errors, at: &str, p: &ParentRef) {

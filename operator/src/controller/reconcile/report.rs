@@ -42,6 +42,8 @@ pub fn observation(ts: &TrafficSplit, ctx: &Context, outcome: Outcome) -> Observ
         service,
         backends,
         outcome,
+        // As it was; the Apply path replaces it with this reconcile's decision.
+        rollout: ts.status.as_ref().and_then(|s| s.rollout.clone()),
     }
 }
 

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::action::{self, Action};
-use super::duration::{self, InvalidDuration};
+use crate::controller::api::duration::{self, InvalidDuration};
 use crate::controller::api::rollout::{
     MeasurementOutcome, MetricStatus, PauseReason, Rollout, RolloutPhase, RolloutStatus,
 };

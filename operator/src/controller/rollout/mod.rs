@@ -8,6 +8,5 @@
 
 pub mod action;
 pub mod analysis;
-pub mod duration;
 pub mod engine;
 pub mod revision;

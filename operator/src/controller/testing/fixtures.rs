@@ -56,6 +56,7 @@ pub fn traffic_split() -> TrafficSplit {
             ],
             routing: Routing::default(),
             deletion_policy: DeletionPolicy::Delete,
+            rollout: None,
         },
     );
     ts.metadata = ObjectMeta {

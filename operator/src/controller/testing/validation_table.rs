@@ -296,7 +296,227 @@ fn table() -> Vec<Row> {
             "",
             "spec.ports[0].targetPort",
         ),
+        // spec.rollout
+        valid("a rollout with openErrors and a query", |o| with_rollout(o)),
+        valid("a rollout without analysis", |o| {
+            with_rollout(o);
+            o["spec"]["rollout"].as_object_mut().unwrap().remove("analysis");
+        }),
+        row(
+            "a setWeight above 100",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["steps"][0]["setWeight"] = json!(101);
+            },
+            OpenApi,
+            "spec.rollout.steps[0].setWeight",
+            "spec.rollout.steps[0].setWeight",
+        ),
+        row(
+            "a pause of one day (not a Go duration)",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["steps"][1]["pause"]["duration"] = json!("1d");
+            },
+            OpenApi,
+            "spec.rollout.steps[1].pause.duration",
+            "spec.rollout.steps[1].pause.duration",
+        ),
+        row(
+            "33 steps",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["steps"] = Value::Array((0..33).map(|_| json!({"setWeight": 10})).collect());
+            },
+            OpenApi,
+            "spec.rollout.steps",
+            "spec.rollout.steps",
+        ),
+        row(
+            "an errno in lower case",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["metrics"][0]["openErrors"]["errnos"] = json!(["eacces"]);
+            },
+            OpenApi,
+            "spec.rollout.analysis.metrics[0].openErrors.errnos[0]",
+            "spec.rollout.analysis.metrics[0].openErrors.errnos[0]",
+        ),
+        row(
+            "a maxIncrease above 1",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["metrics"][0]["openErrors"]["maxIncrease"] = json!(2);
+            },
+            OpenApi,
+            "spec.rollout.analysis.metrics[0].openErrors.maxIncrease",
+            "spec.rollout.analysis.metrics[0].openErrors.maxIncrease",
+        ),
+        row(
+            "a Prometheus address without scheme",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["prometheus"] = json!({"address": "prometheus:9090"});
+            },
+            OpenApi,
+            "spec.rollout.analysis.prometheus.address",
+            "spec.rollout.analysis.prometheus.address",
+        ),
+        row(
+            "a metric name that is no DNS label",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["metrics"][0]["name"] = json!("Open_Errors");
+            },
+            OpenApi,
+            "spec.rollout.analysis.metrics[0].name",
+            "spec.rollout.analysis.metrics[0].name",
+        ),
+        row(
+            "a stable that names no backend",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["stable"] = json!("v1");
+            },
+            Cel,
+            "spec.rollout.stable",
+            "spec.rollout.stable",
+        ),
+        row(
+            "the same backend as stable and canary",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["canary"] = json!("stable");
+            },
+            Cel,
+            "spec.rollout",
+            "spec.rollout",
+        ),
+        row(
+            "a setWeight beyond the pair's share",
+            |o| {
+                with_rollout(o);
+                o["spec"]["backends"] = json!([
+                    {"name": "stable", "labels": {"version": "v1"}, "weight": 70},
+                    {"name": "canary", "labels": {"version": "v2"}, "weight": 0},
+                    {"name": "mirror", "labels": {"version": "v0"}, "weight": 30}
+                ]);
+                o["spec"]["rollout"]["steps"][0]["setWeight"] = json!(80);
+            },
+            Cel,
+            "spec.rollout.steps",
+            "spec.rollout.steps[0].setWeight",
+        ),
+        row(
+            "a rollout with provider None",
+            |o| {
+                with_rollout(o);
+                o["spec"]["routing"] = json!({"provider": "None"});
+            },
+            Cel,
+            "spec.rollout",
+            "spec.rollout",
+        ),
+        row(
+            "a step with both setWeight and pause",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["steps"][0]["pause"] = json!({});
+            },
+            Cel,
+            "spec.rollout.steps",
+            "spec.rollout.steps[0]",
+        ),
+        row(
+            "an interval under one second",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["interval"] = json!("500ms");
+            },
+            Cel,
+            "spec.rollout.analysis.interval",
+            "spec.rollout.analysis.interval",
+        ),
+        row(
+            "two metrics of one name",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["metrics"][1]["name"] = json!("open-errors");
+            },
+            Cel,
+            "spec.rollout.analysis.metrics",
+            "spec.rollout.analysis.metrics[1].name",
+        ),
+        row(
+            "a metric with both openErrors and a query",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["metrics"][0]["query"] = json!("sum(up)");
+                o["spec"]["rollout"]["analysis"]["metrics"][0]["thresholdRange"] = json!({"max": 1});
+            },
+            Cel,
+            "spec.rollout.analysis.metrics",
+            "spec.rollout.analysis.metrics[0]",
+        ),
+        row(
+            "a query without thresholdRange",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["metrics"][1]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("thresholdRange");
+            },
+            Cel,
+            "spec.rollout.analysis.metrics",
+            "spec.rollout.analysis.metrics[1]",
+        ),
+        row(
+            "a thresholdRange with min above max",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["metrics"][1]["thresholdRange"] = json!({"min": 2, "max": 1});
+            },
+            Cel,
+            "spec.rollout.analysis.metrics[].thresholdRange",
+            "spec.rollout.analysis.metrics[1].thresholdRange",
+        ),
+        row(
+            "an unknown template variable (RE2 cannot refuse unknown names, CEL has no regex replace)",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["analysis"]["metrics"][1]["query"] = json!("sum(x{pod=~\"{{ canaryPod }}\"})");
+            },
+            ControllerOnly,
+            "",
+            "spec.rollout.analysis.metrics[1].query",
+        ),
     ]
+}
+
+/// The rollout, on the example's two backends (stable 100, canary 0).
+fn with_rollout(o: &mut Value) {
+    o["spec"]["backends"][0]["weight"] = json!(100);
+    o["spec"]["backends"][1]["weight"] = json!(0);
+    o["spec"]["rollout"] = json!({
+        "stable": "stable",
+        "canary": "canary",
+        "steps": [
+            {"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}
+        ],
+        "analysis": {
+            "interval": "30s",
+            "failureLimit": 1,
+            "consecutiveErrorLimit": 3,
+            "prometheus": {"address": "http://prometheus.monitoring:9090"},
+            "metrics": [
+                {"name": "open-errors", "openErrors": {"maxIncrease": 0.05, "errnos": ["EACCES", "EMFILE"]}},
+                {"name": "http-5xx",
+                 "query": "sum(rate(http_requests_total{namespace=\"{{ namespace }}\",pod=~\"{{ canaryPods }}\",code=~\"5..\"}[{{ interval }}]))",
+                 "thresholdRange": {"max": 0.5}}
+            ]
+        }
+    });
 }
 
 #[test]

@@ -7,11 +7,10 @@
 //! EndpointSlices of their backend Services.
 
 pub mod prometheus;
-pub mod template;
 
 use std::time::Duration;
 
-use super::duration;
+use crate::controller::api::{duration, template};
 use super::engine::{Measurement, format_value};
 use crate::controller::api::rollout::{
     Analysis, AnalysisMetric, MeasurementOutcome, OpenErrors, ThresholdRange,

@@ -2,7 +2,7 @@
 //!
 //! Hand-written because the crates that parse durations accept other forms (humantime takes
 //! `1 day`, `2 weeks`) that the CRD's pattern and CEL refuse; the three must agree on every
-//! string, which a table test in `api` checks.
+//! string (the tests below check the pattern against the parser).
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 )]
 pub struct InvalidDuration(pub String);
 
-/// Parses an unsigned Go duration. Exactly the strings `api::rollout::GO_DURATION` matches.
+/// Parses an unsigned Go duration: exactly the strings `patterns::GO_DURATION` matches.
 pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
     let invalid = || InvalidDuration(text.to_string());
     if text.is_empty() {
@@ -136,6 +136,20 @@ mod tests {
             parse("1d").unwrap_err().to_string(),
             "\"1d\" is not a duration (one or more <number><unit> with units ns, us, ms, s, m, h, e.g. 30s or 1m30s)"
         );
+    }
+
+    /// The CRD's pattern and this parser accept the same strings; only a number too large for
+    /// a duration (which Go and CEL refuse too) matches the pattern and still fails to parse.
+    #[test]
+    fn the_pattern_and_the_parser_agree() {
+        let pattern = &crate::controller::api::patterns::compiled().go_duration;
+        for s in [
+            "30s", "1m30s", "1.5h", "250ms", "2us", "2µs", "7ns", "0s", "", "30", "s", "1.s", ".5s",
+            "1 m", "-1s", "1d", "1m 30s", "1M", "1sec",
+        ] {
+            assert_eq!(pattern.is_match(s), parse(s).is_ok(), "{s:?}");
+        }
+        assert!(pattern.is_match("99999999999999999999h") && parse("99999999999999999999h").is_err());
     }
 
     #[test]
