@@ -69,6 +69,11 @@ pub struct ControllerArgs {
     /// Name of the leader-election Lease.
     #[arg(long, env = "SPLITSCOPE_LEASE_NAME", default_value = "splitscope-controller")]
     pub lease_name: String,
+
+    /// Base URL of the Prometheus HTTP API that rollouts measure against, unless a rollout
+    /// names its own (`spec.rollout.analysis.prometheus.address`).
+    #[arg(long, env = "SPLITSCOPE_PROMETHEUS_URL", value_name = "URL")]
+    pub prometheus_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ControllerArgs;
 use crate::metrics_server::{MetricsServer, Readiness};
+use rollout::analysis::prometheus::Prometheus;
 use routing::RouteApis;
 use runtime::context::Context;
 use runtime::metrics::Metrics;
@@ -75,18 +76,18 @@ pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationT
         let client = client.clone();
         let metrics = metrics.clone();
         let readiness = readiness.clone();
-        let namespace = args.namespace.clone();
+        let args = args.clone();
         let instance = instance.clone();
         move |stop: CancellationToken| {
-            let (client, metrics, readiness, namespace, instance) = (
+            let (client, metrics, readiness, args, instance) = (
                 client.clone(),
                 metrics.clone(),
                 readiness.clone(),
-                namespace.clone(),
+                args.clone(),
                 instance.clone(),
             );
             async move {
-                if let Err(e) = lead(client, metrics, readiness, namespace, instance, stop.clone()).await {
+                if let Err(e) = lead(client, metrics, readiness, args, instance, stop.clone()).await {
                     tracing::error!(error = %format!("{e:#}"), "controller stopped");
                 }
             }
@@ -100,7 +101,7 @@ pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationT
             client.clone(),
             metrics.clone(),
             readiness.clone(),
-            args.namespace.clone(),
+            args.clone(),
             instance.clone(),
             shutdown.clone(),
         )
@@ -129,7 +130,7 @@ async fn lead(
     client: Client,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
-    namespace: Option<String>,
+    args: ControllerArgs,
     instance: String,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -149,8 +150,10 @@ async fn lead(
         slices,
         route_apis,
         backoff: backoff::ErrorBackoff::default(),
+        prometheus: Prometheus::new().context("cannot set up the Prometheus client (TLS roots)")?,
+        prometheus_url: args.prometheus_url,
     });
-    watches::run(ctx, writer, namespace, readiness, stop, reconcile::reconcile).await;
+    watches::run(ctx, writer, args.namespace, readiness, stop, reconcile::reconcile).await;
     Ok(())
 }
 
@@ -203,6 +206,7 @@ mod tests {
             no_leader_elect: true,
             lease_namespace: None,
             lease_name: "splitscope-controller".into(),
+            prometheus_url: None,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(args, client, shutdown.clone()));
@@ -253,6 +257,7 @@ mod tests {
             no_leader_elect: true,
             lease_namespace: None,
             lease_name: "splitscope-controller".into(),
+            prometheus_url: None,
         };
         let err = serve(args, client, CancellationToken::new()).await.unwrap_err();
         let msg = format!("{err:#}");

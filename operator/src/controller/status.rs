@@ -6,8 +6,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::controller::api::trafficsplit::{BackendStatus, Phase, TrafficSplitStatus};
 use crate::controller::api::rollout::RolloutStatus;
+use crate::controller::api::trafficsplit::{BackendStatus, Phase, TrafficSplitStatus};
 
 pub const READY: &str = "Ready";
 pub const ACCEPTED: &str = "Accepted";

@@ -14,12 +14,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::rollout::{Rollout, RolloutStatus};
 use super::patterns::{
     DNS_1035_LABEL, DNS_1123_LABEL, DNS_1123_SUBDOMAIN, GATEWAY_GROUP, GATEWAY_KIND, HOSTNAME, LABEL_VALUE,
     MAX_BACKENDS, MAX_CONDITIONS, MAX_HOSTNAMES, MAX_LABEL_LENGTH, MAX_LABELS, MAX_PARENT_REFS, MAX_PORT,
     MAX_PORTS, MAX_SUBDOMAIN_LENGTH, MAX_WEIGHT, MIN_PORT, MIN_WEIGHT, WEIGHT_SUM,
 };
+use super::rollout::{Rollout, RolloutStatus};
 
 /// Finalizer that guards the ordered teardown of the owned objects.
 pub const FINALIZER: &str = "splitscope.dev/cleanup";

@@ -19,9 +19,10 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::patterns::{
-    MAX_BACKENDS, MAX_HOSTNAMES, MAX_IANA_SVC_NAME_LENGTH, MAX_LABEL_LENGTH, MAX_LABELS, MAX_PARENT_REFS,
-    MAX_PORT, MAX_PORTS, MAX_SUBDOMAIN_LENGTH, MAX_WEIGHT, MIN_PORT, MIN_WEIGHT, WEIGHT_SUM, compiled,
-    MAX_DURATION_LENGTH, MAX_ERRNOS, MAX_METRICS, MAX_QUERY_LENGTH, MAX_STEPS, MAX_TOLERATED, MAX_URL_LENGTH,
+    MAX_BACKENDS, MAX_DURATION_LENGTH, MAX_ERRNOS, MAX_HOSTNAMES, MAX_IANA_SVC_NAME_LENGTH, MAX_LABEL_LENGTH,
+    MAX_LABELS, MAX_METRICS, MAX_PARENT_REFS, MAX_PORT, MAX_PORTS, MAX_QUERY_LENGTH, MAX_STEPS,
+    MAX_SUBDOMAIN_LENGTH, MAX_TOLERATED, MAX_URL_LENGTH, MAX_WEIGHT, MIN_PORT, MIN_WEIGHT, WEIGHT_SUM,
+    compiled,
 };
 use super::rollout::Analysis;
 use super::trafficsplit::{Backend, ParentRef, Provider, TrafficSplit, backend_service_name};
@@ -397,16 +398,16 @@ fn check_analysis(errs: &mut Errors, analysis: &Analysis) {
             errs.add(format!("{at}.name"), why);
         }
         if !names.insert(m.name.as_str()) {
-            errs.add(format!("{at}.name"), format!("duplicate metric name {:?}", m.name));
+            errs.add(
+                format!("{at}.name"),
+                format!("duplicate metric name {:?}", m.name),
+            );
         }
         if m.open_errors.is_some() == m.query.is_some() {
             errs.add(&at, "each metric is exactly one of openErrors or query");
         }
         if m.query.is_some() != m.threshold_range.is_some() {
-            errs.add(
-                &at,
-                "thresholdRange goes with query (and only with query)",
-            );
+            errs.add(&at, "thresholdRange goes with query (and only with query)");
         }
         if let Some(open) = &m.open_errors {
             if !(0.0..=1.0).contains(&open.max_increase) {

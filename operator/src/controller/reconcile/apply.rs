@@ -1,17 +1,19 @@
-//! The Apply path of one reconcile, top to bottom: validate → render → observe the live children
-//! → apply what changed → prune → status.
+//! The Apply path of one reconcile, top to bottom: validate → rollout (decide, measure) → render
+//! → observe the live children → apply what changed → prune → status.
 //!
 //! Nothing is written to an object this TrafficSplit does not control; an unchanged child is not
 //! re-applied; an unchanged status is not re-patched (so our own writes never trigger a write
 //! loop).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::report::{observation, write_status};
+use super::report::{Written, observation, write_status};
+use super::rollout::{self, Progress};
 use super::{CONFLICT_RETRY, RESYNC, ROUTE_API_RETRY};
 use crate::controller::api::trafficsplit::{Phase, TrafficSplit};
 use crate::controller::api::validate::validate;
@@ -20,35 +22,19 @@ use crate::controller::objects::children::{self, Owner};
 use crate::controller::objects::services;
 use crate::controller::routing;
 use crate::controller::runtime::context::{Context, Error};
-use crate::controller::status::Outcome;
+use crate::controller::status::{Observation, Outcome};
+
+/// Retry after a status write lost to a newer version of the object (the watch usually brings
+/// it first).
+const STALE_RETRY: Duration = Duration::from_secs(1);
 
 pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, Error> {
     let owner = Owner::new(&ts, ctx.client.clone(), &ctx.recorder);
 
     // 1. Validate: an invalid spec writes status only and waits for the user to fix it.
     if let Err(invalid) = validate(&ts) {
-        let message = invalid.to_string();
-        let outcome = Outcome::InvalidSpec(message.clone());
-        if write_status(&ts, &ctx, observation(&ts, &ctx, outcome)).await?.1 {
-            events::publish(
-                &ctx.recorder,
-                &ts,
-                EventType::Warning,
-                event_reason::INVALID_SPEC,
-                "Validate",
-                message,
-                None,
-            )
-            .await;
-        }
-        ctx.metrics
-            .set_trafficsplit(&owner.namespace, &owner.name, &[], false);
-        return Ok(Action::await_change());
+        return invalid_spec(&ts, &ctx, &owner, invalid.to_string()).await;
     }
-
-    // 2. Render what should exist.
-    let desired_services = services::render(&ts);
-    let desired_route = routing::render(&ts);
     let provider = ts.spec.routing.provider;
     let route_api = ctx
         .route_apis
@@ -56,7 +42,28 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
         .await
         .map_err(Error::Discovery)?;
 
-    // 3. Observe the live children and who owns them.
+    // 2. Rollout: decide and measure only while the route can carry its weights; the pair's
+    // weights come from it (the spec's otherwise).
+    let previous = ts.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let progress: Option<Progress> = if route_api.is_ok() {
+        match rollout::progress(&ts, &ctx).await {
+            Ok(p) => p,
+            Err(invalid) => return invalid_spec(&ts, &ctx, &owner, invalid.to_string()).await,
+        }
+    } else {
+        None
+    };
+    let current = match &progress {
+        Some(p) => Some(&p.decision.status),
+        None => previous.filter(|_| ts.spec.rollout.is_some()),
+    };
+    let spec = rollout::weighted(&ts, current);
+
+    // 3. Render what should exist.
+    let desired_services = services::render(&spec);
+    let desired_route = routing::render(&spec);
+
+    // 4. Observe the live children and who owns them.
     let service_api = children::services(ctx.client.clone(), &owner.namespace);
     let mut observed_services = Vec::new();
     for svc in &desired_services {
@@ -64,7 +71,8 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
     }
     let observed_route = desired_route.observe(&owner, route_api.is_ok()).await?;
 
-    // 4. Someone else's object among them: write nothing, report it, look again later.
+    // 5. Someone else's object among them: write nothing, report it, look again later (the
+    // rollout does not move either).
     let mut conflicts: Vec<String> = observed_services
         .iter()
         .filter_map(|o| service_api.conflict(o))
@@ -72,7 +80,12 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
     conflicts.extend(observed_route.conflicts(&owner));
     if !conflicts.is_empty() {
         let outcome = Outcome::Conflict(conflicts.clone());
-        if write_status(&ts, &ctx, observation(&ts, &ctx, outcome)).await?.1 {
+        let as_was = rollout::weighted(&ts, previous);
+        let written = write_status(&ts, &ctx, observation(&as_was, &ctx, outcome)).await?;
+        if matches!(written, Written::Stale) {
+            return Ok(Action::requeue(STALE_RETRY));
+        }
+        if matches!(written, Written::Written(_)) {
             events::publish(
                 &ctx.recorder,
                 &ts,
@@ -88,11 +101,11 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
             .await;
         }
         ctx.metrics
-            .set_trafficsplit(&owner.namespace, &owner.name, &weights(&ts), false);
+            .set_trafficsplit(&owner.namespace, &owner.name, &weights(&as_was), false);
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
 
-    // 5. Apply what is missing or changed (a weight change only touches the route).
+    // 6. Apply what is missing or changed (a weight change only touches the route).
     for o in &observed_services {
         let unchanged = o
             .live
@@ -102,7 +115,7 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
     }
     let route_description = observed_route.apply(&owner).await?;
 
-    // 6. Prune: Services we control that the spec no longer wants (a removed backend, or the old
+    // 7. Prune: Services we control that the spec no longer wants (a removed backend, or the old
     // root after `spec.service` changed), and routes of other providers.
     let wanted: Vec<String> = desired_services.iter().map(|s| s.name_any()).collect();
     for svc in service_api.controlled(&owner).await? {
@@ -112,7 +125,8 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
     }
     routing::teardown(&owner, &ctx.route_apis, Some(provider)).await?;
 
-    // 7. Report.
+    // 8. Report: the status with the rollout's progress, then what it decided (Events, counted
+    // measurements) — only once the status holding it is written.
     let outcome = match route_api {
         Ok(()) => Outcome::Applied(route_description),
         Err(api) => Outcome::RouteApiUnavailable(api),
@@ -121,7 +135,15 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
         Outcome::RouteApiUnavailable(api) => Some(api.clone()),
         _ => None,
     };
-    let (new_status, changed) = write_status(&ts, &ctx, observation(&ts, &ctx, outcome)).await?;
+    let obs = Observation {
+        rollout: current.cloned(),
+        ..observation(&spec, &ctx, outcome)
+    };
+    let (new_status, changed) = match write_status(&ts, &ctx, obs).await? {
+        Written::Stale => return Ok(Action::requeue(STALE_RETRY)),
+        Written::Unchanged(s) => (s, false),
+        Written::Written(s) => (s, true),
+    };
     if changed && let Some(api) = &missing_api {
         events::publish(
             &ctx.recorder,
@@ -136,13 +158,62 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
     }
     let ready = new_status.phase == Some(Phase::Ready);
     ctx.metrics
-        .set_trafficsplit(&owner.namespace, &owner.name, &weights(&ts), ready);
-
-    Ok(Action::requeue(if missing_api.is_some() {
+        .set_trafficsplit(&owner.namespace, &owner.name, &weights(&spec), ready);
+    ctx.metrics
+        .set_rollout(&owner.namespace, &owner.name, new_status.rollout.as_ref());
+    let mut requeue = if missing_api.is_some() {
         ROUTE_API_RETRY
     } else {
         RESYNC
-    }))
+    };
+    if let Some(Progress { decision }) = progress {
+        for m in &decision.counted {
+            ctx.metrics
+                .measured(&owner.namespace, &owner.name, &m.metric, m.outcome, m.value);
+        }
+        for e in decision.events {
+            let kind = if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            events::publish(&ctx.recorder, &ts, kind, e.reason, "Rollout", e.note, None).await;
+        }
+        if let Some(after) = decision.requeue_after {
+            requeue = requeue.min(after);
+        }
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// An invalid spec: status only (the rollout's progress kept as it was), an Event when that is
+/// news, and wait for the user to fix it.
+async fn invalid_spec(
+    ts: &TrafficSplit,
+    ctx: &Context,
+    owner: &Owner<'_>,
+    message: String,
+) -> Result<Action, Error> {
+    let outcome = Outcome::InvalidSpec(message.clone());
+    match write_status(ts, ctx, observation(ts, ctx, outcome)).await? {
+        Written::Stale => return Ok(Action::requeue(STALE_RETRY)),
+        Written::Written(_) => {
+            events::publish(
+                &ctx.recorder,
+                ts,
+                EventType::Warning,
+                event_reason::INVALID_SPEC,
+                "Validate",
+                message,
+                None,
+            )
+            .await;
+        }
+        Written::Unchanged(_) => {}
+    }
+    ctx.metrics
+        .set_trafficsplit(&owner.namespace, &owner.name, &[], false);
+    Ok(Action::await_change())
 }
 
 fn weights(ts: &TrafficSplit) -> Vec<(String, i32)> {

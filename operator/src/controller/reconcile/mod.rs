@@ -1,9 +1,11 @@
 //! One reconcile of a TrafficSplit: the finalizer entry point. kube-runtime's finalizer helper
 //! adds `splitscope.dev/cleanup` first, then hands a live object to [`apply`] (validate → render
-//! → observe → apply → prune → status) and a deleted one to the teardown (teardown.rs).
+//! → observe → apply → prune → status, with the rollout step in rollout.rs) and a deleted one to
+//! the teardown (teardown.rs).
 
 mod apply;
 mod report;
+mod rollout;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

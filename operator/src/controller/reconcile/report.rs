@@ -53,35 +53,57 @@ fn now() -> Time {
     Time(Timestamp::from_second(secs).unwrap_or_else(|_| Timestamp::now()))
 }
 
+/// What writing the status came to.
+pub enum Written {
+    /// It was the same already: nothing written.
+    Unchanged(TrafficSplitStatus),
+    /// Written.
+    Written(TrafficSplitStatus),
+    /// Someone else changed the object since it was read (409 on the resourceVersion
+    /// precondition): nothing written, nothing of this reconcile counts; the watch brings the
+    /// newer object and the next reconcile starts from it.
+    Stale,
+}
+
 /// Writes the status through `/status` (server-side apply) unless it would not change.
-/// Returns the status and whether it was written.
-pub async fn write_status(
-    ts: &TrafficSplit,
-    ctx: &Context,
-    obs: Observation,
-) -> Result<(TrafficSplitStatus, bool), Error> {
+///
+/// With a rollout, the write carries the object's resourceVersion as a precondition: two
+/// controllers that overlap (an old leader still finishing a reconcile) cannot both count a
+/// measurement or both take a step from the same status.
+pub async fn write_status(ts: &TrafficSplit, ctx: &Context, obs: Observation) -> Result<Written, Error> {
     let new: TrafficSplitStatus = status::compute(ts.status.as_ref(), &obs, &now());
     if ts.status.as_ref() == Some(&new) {
-        return Ok((new, false));
+        return Ok(Written::Unchanged(new));
     }
     let namespace = ts.namespace().unwrap_or_default();
     let name = ts.name_any();
     let api: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({
+    let guarded = ts.spec.rollout.is_some() || ts.status.as_ref().is_some_and(|s| s.rollout.is_some());
+    let mut patch = json!({
         "apiVersion": TrafficSplit::api_version(&()),
         "kind": TrafficSplit::kind(&()),
         "status": new,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        namespace,
-        name,
-        source,
-    })?;
-    Ok((new, true))
+    if guarded && let Some(version) = &ts.metadata.resource_version {
+        patch["metadata"] = json!({"name": name, "resourceVersion": version});
+    }
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(Written::Written(new)),
+        Err(kube::Error::Api(status)) if guarded && status.code == 409 => {
+            tracing::debug!(trafficsplit = %format!("{namespace}/{name}"), "status changed since it was read: starting over from the newer one");
+            Ok(Written::Stale)
+        }
+        Err(source) => Err(Error::Status {
+            namespace,
+            name,
+            source,
+        }),
+    }
 }

@@ -1,5 +1,5 @@
 //! What every reconcile shares: the API client, the Event recorder, metrics, the EndpointSlice
-//! cache, which routing APIs are served, and the per-object error backoff.
+//! cache, which routing APIs are served, the per-object error backoff, and where rollouts measure.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use kube::runtime::reflector::Store;
 use super::backoff::ErrorBackoff;
 use super::metrics::Metrics;
 use crate::controller::objects::children::ChildError;
+use crate::controller::rollout::analysis::prometheus::Prometheus;
 use crate::controller::routing::RouteApis;
 
 pub struct Context {
@@ -21,6 +22,10 @@ pub struct Context {
     pub slices: Store<EndpointSlice>,
     pub route_apis: RouteApis,
     pub backoff: ErrorBackoff,
+    /// The client rollouts measure with.
+    pub prometheus: Prometheus,
+    /// `--prometheus-url`: where rollouts without `analysis.prometheus` measure.
+    pub prometheus_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

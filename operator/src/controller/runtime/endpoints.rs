@@ -43,6 +43,29 @@ pub fn ready_endpoints(slices: &[Arc<EndpointSlice>], namespace: &str, service: 
     seen_slice.then(|| i32::try_from(ready.len()).unwrap_or(i32::MAX))
 }
 
+/// Names of the Pods behind `namespace/service` (its endpoints' target references, ready or not:
+/// a pod that served in the last analysis window may have turned unready since), sorted.
+pub fn pods(slices: &[Arc<EndpointSlice>], namespace: &str, service: &str) -> Vec<String> {
+    let mut pods = BTreeSet::new();
+    for slice in slices {
+        let labels = slice.metadata.labels.as_ref();
+        if slice.metadata.namespace.as_deref() != Some(namespace)
+            || labels.and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) != Some(service)
+        {
+            continue;
+        }
+        for ep in slice.endpoints.iter().flatten() {
+            if let Some(target) = &ep.target_ref
+                && target.kind.as_deref() == Some("Pod")
+                && let Some(name) = &target.name
+            {
+                pods.insert(name.clone());
+            }
+        }
+    }
+    pods.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +93,27 @@ mod tests {
         assert_eq!(ready_endpoints(&slices, "shop", "checkout-stable"), Some(3));
         assert_eq!(ready_endpoints(&slices, "shop", "checkout-canary"), Some(0));
         assert_eq!(ready_endpoints(&slices, "shop", "checkout-beta"), None);
+    }
+
+    #[test]
+    fn pods_of_a_service_from_its_slices() {
+        let mut a = slice(
+            "shop",
+            "checkout-canary",
+            "a",
+            &[("u1", Some(true)), ("u2", Some(false))],
+        );
+        let b = slice("shop", "checkout-canary", "b", &[("u1", Some(true))]);
+        let other = slice("shop", "checkout-stable", "a", &[("u9", Some(true))]);
+        // An endpoint that is not a Pod (e.g. a manually managed address) is no pod.
+        if let Some(eps) = a.endpoints.as_mut() {
+            eps.push(k8s_openapi::api::discovery::v1::Endpoint {
+                addresses: vec!["10.9.9.9".into()],
+                ..Default::default()
+            });
+        }
+        let slices: Vec<_> = [a, b, other].into_iter().map(Arc::new).collect();
+        assert_eq!(pods(&slices, "shop", "checkout-canary"), ["pod-u1", "pod-u2"]);
+        assert_eq!(pods(&slices, "other", "checkout-canary"), Vec::<String>::new());
     }
 }

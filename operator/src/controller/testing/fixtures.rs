@@ -140,6 +140,7 @@ pub fn slice(
                     }),
                     target_ref: Some(ObjectReference {
                         kind: Some("Pod".into()),
+                        name: Some(format!("pod-{uid}")),
                         uid: Some(uid.to_string()),
                         ..ObjectReference::default()
                     }),

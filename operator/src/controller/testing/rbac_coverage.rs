@@ -17,6 +17,7 @@ use super::mock_api::{self, Authz, Grants, Permissive, Seen, authz, used};
 use super::scenarios::Scenario;
 use crate::controller::events;
 use crate::controller::reconcile::reconcile;
+use crate::controller::rollout::analysis::prometheus::Prometheus;
 use crate::controller::routing::RouteApis;
 use crate::controller::runtime::backoff::ErrorBackoff;
 use crate::controller::runtime::context::Context;
@@ -71,6 +72,8 @@ fn context(client: kube::Client) -> (Arc<Context>, reflector::store::Writer<Endp
         slices,
         route_apis: RouteApis::new(true, true),
         backoff: ErrorBackoff::default(),
+        prometheus: Prometheus::new().unwrap(),
+        prometheus_url: None,
     });
     (ctx, writer)
 }

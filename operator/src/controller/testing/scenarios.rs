@@ -22,6 +22,7 @@ use crate::controller::api::trafficsplit::{DeletionPolicy, FINALIZER, Provider, 
 use crate::controller::events;
 use crate::controller::objects::services;
 use crate::controller::reconcile::reconcile;
+use crate::controller::rollout::analysis::prometheus::Prometheus;
 use crate::controller::routing::{self, RouteApis};
 use crate::controller::runtime::backoff::ErrorBackoff;
 use crate::controller::runtime::context::{Context, Error};
@@ -233,6 +234,8 @@ pub struct Setup {
     /// Series an earlier reconcile left in the registry: (backend weights, ready).
     pub series: Option<(Vec<(String, i32)>, bool)>,
     pub script: Vec<Expect>,
+    /// The controller's `--prometheus-url` (a rollout scenario's Prometheus stand-in).
+    pub prometheus_url: Option<String>,
 }
 
 /// What one scenario produced.
@@ -285,6 +288,7 @@ impl Scenario {
             slices,
             series: None,
             script,
+            prometheus_url: None,
         };
         match self {
             Scenario::FinalizerCreation => setup(
@@ -646,6 +650,7 @@ pub async fn run(setup: Setup) -> Run {
         slices,
         series,
         script,
+        prometheus_url,
     } = setup;
     let (client, handle) = mock_api::client();
     let server = mock_api::serve(handle, script);
@@ -664,6 +669,8 @@ pub async fn run(setup: Setup) -> Run {
         slices: store,
         route_apis,
         backoff: ErrorBackoff::default(),
+        prometheus: Prometheus::new().unwrap(),
+        prometheus_url,
     });
     let result = tokio::time::timeout(Duration::from_secs(20), reconcile(Arc::new(ts), ctx))
         .await

@@ -326,7 +326,8 @@ fn table() -> Vec<Row> {
             "33 steps",
             |o| {
                 with_rollout(o);
-                o["spec"]["rollout"]["steps"] = Value::Array((0..33).map(|_| json!({"setWeight": 10})).collect());
+                o["spec"]["rollout"]["steps"] =
+                    Value::Array((0..33).map(|_| json!({"setWeight": 10})).collect());
             },
             OpenApi,
             "spec.rollout.steps",
@@ -475,7 +476,8 @@ fn table() -> Vec<Row> {
             "a thresholdRange with min above max",
             |o| {
                 with_rollout(o);
-                o["spec"]["rollout"]["analysis"]["metrics"][1]["thresholdRange"] = json!({"min": 2, "max": 1});
+                o["spec"]["rollout"]["analysis"]["metrics"][1]["thresholdRange"] =
+                    json!({"min": 2, "max": 1});
             },
             Cel,
             "spec.rollout.analysis.metrics[].thresholdRange",
@@ -485,7 +487,8 @@ fn table() -> Vec<Row> {
             "an unknown template variable (RE2 cannot refuse unknown names, CEL has no regex replace)",
             |o| {
                 with_rollout(o);
-                o["spec"]["rollout"]["analysis"]["metrics"][1]["query"] = json!("sum(x{pod=~\"{{ canaryPod }}\"})");
+                o["spec"]["rollout"]["analysis"]["metrics"][1]["query"] =
+                    json!("sum(x{pod=~\"{{ canaryPod }}\"})");
             },
             ControllerOnly,
             "",

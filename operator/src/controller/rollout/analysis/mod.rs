@@ -10,11 +10,11 @@ pub mod prometheus;
 
 use std::time::Duration;
 
-use crate::controller::api::{duration, template};
 use super::engine::{Measurement, format_value};
 use crate::controller::api::rollout::{
     Analysis, AnalysisMetric, MeasurementOutcome, OpenErrors, ThresholdRange,
 };
+use crate::controller::api::{duration, template};
 use prometheus::{Prometheus, QueryError, QueryResult};
 
 /// The agent's counter the built-in `openErrors` metric is computed from.

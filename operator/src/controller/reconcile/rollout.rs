@@ -1,0 +1,120 @@
+//! The rollout step of a reconcile, between validation and rendering: decide (start, resume,
+//! act on a request, advance), measure when a measurement is due, and give the spec the pair's
+//! weights from the decision — so the route carries them and the status reports them.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::controller::api::duration::InvalidDuration;
+use crate::controller::api::rollout::{ACTION_ANNOTATION, Rollout, RolloutStatus};
+use crate::controller::api::trafficsplit::{TrafficSplit, backend_service_name};
+use crate::controller::rollout::analysis::{self, BackendPods, Target};
+use crate::controller::rollout::engine::{Decision, Engine, Plan};
+use crate::controller::rollout::revision::revision;
+use crate::controller::runtime::context::Context;
+use crate::controller::runtime::endpoints;
+
+/// One reconcile's rollout decision, for a TrafficSplit with `spec.rollout`.
+pub struct Progress {
+    pub decision: Decision,
+}
+
+/// Decides, measuring if due. `Ok(None)` without `spec.rollout`; `Err` only for a duration the
+/// validation already refuses.
+pub async fn progress(ts: &TrafficSplit, ctx: &Context) -> Result<Option<Progress>, InvalidDuration> {
+    let Some(rollout) = &ts.spec.rollout else {
+        return Ok(None);
+    };
+    let canary_labels = ts
+        .spec
+        .backends
+        .iter()
+        .find(|b| b.name == rollout.canary)
+        .map(|b| b.labels.clone())
+        .unwrap_or_default();
+    let plan = Plan::new(
+        rollout,
+        revision(&canary_labels, rollout),
+        pair_share(ts, rollout),
+    )?;
+    let previous = ts.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let action = ts.annotations().get(ACTION_ANNOTATION).map(String::as_str);
+    let mut engine = Engine::begin(&plan, previous, action, now());
+    if engine.measurement_due()
+        && let (Some(analysis), Some(interval)) = (&rollout.analysis, plan.interval)
+    {
+        let target = target(ts, ctx, rollout, interval);
+        let round =
+            analysis::measure_all(&ctx.prometheus, ctx.prometheus_url.as_deref(), analysis, &target).await;
+        for m in &round {
+            tracing::info!(
+                trafficsplit = %format!("{}/{}", target.namespace, target.name),
+                metric = %m.metric,
+                outcome = m.outcome.as_str(),
+                message = %m.message,
+                "measured"
+            );
+        }
+        engine.record(round);
+    }
+    Ok(Some(Progress {
+        decision: engine.finish(),
+    }))
+}
+
+/// The TrafficSplit with the pair's weights as `rollout` has them (the spec's otherwise): what
+/// is rendered into the route and reported in the status.
+pub fn weighted(ts: &TrafficSplit, rollout: Option<&RolloutStatus>) -> TrafficSplit {
+    let mut out = ts.clone();
+    if let (Some(spec), Some(status)) = (&ts.spec.rollout, rollout) {
+        for b in &mut out.spec.backends {
+            if b.name == spec.canary {
+                b.weight = status.canary_weight;
+            } else if b.name == spec.stable {
+                b.weight = status.stable_weight;
+            }
+        }
+    }
+    out
+}
+
+/// The stable's and the canary's spec weights together.
+fn pair_share(ts: &TrafficSplit, rollout: &Rollout) -> i32 {
+    ts.spec
+        .backends
+        .iter()
+        .filter(|b| b.name == rollout.stable || b.name == rollout.canary)
+        .map(|b| b.weight)
+        .sum()
+}
+
+/// What the analysis queries are about: the pair's pods from their Services' EndpointSlices.
+fn target(ts: &TrafficSplit, ctx: &Context, rollout: &Rollout, interval: Duration) -> Target {
+    let namespace = ts.namespace().unwrap_or_default();
+    let service = ts.service_name();
+    let slices = ctx.slices.state();
+    let backend = |name: &str| {
+        let backend_service = backend_service_name(&service, name);
+        BackendPods {
+            backend: name.to_string(),
+            pods: endpoints::pods(&slices, &namespace, &backend_service),
+            service: backend_service,
+        }
+    };
+    Target {
+        canary: backend(&rollout.canary),
+        stable: backend(&rollout.stable),
+        namespace,
+        name: ts.name_any(),
+        service,
+        interval,
+    }
+}
+
+/// Now, at the one-second precision status timestamps keep.
+fn now() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
