@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::report::{Written, observation, write_status};
+use super::report::{StatusWrite, observation, write_status};
 use super::rollout::{self, Progress};
 use super::{CONFLICT_RETRY, RESYNC, ROUTE_API_RETRY};
 use crate::controller::api::trafficsplit::{Phase, TrafficSplit};
@@ -82,10 +82,10 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
         let outcome = Outcome::Conflict(conflicts.clone());
         let as_was = rollout::weighted(&ts, previous);
         let written = write_status(&ts, &ctx, observation(&as_was, &ctx, outcome)).await?;
-        if matches!(written, Written::Stale) {
+        if matches!(written, StatusWrite::Stale) {
             return Ok(Action::requeue(STALE_RETRY));
         }
-        if matches!(written, Written::Written(_)) {
+        if matches!(written, StatusWrite::Done(_)) {
             events::publish(
                 &ctx.recorder,
                 &ts,
@@ -140,9 +140,9 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
         ..observation(&spec, &ctx, outcome)
     };
     let (new_status, changed) = match write_status(&ts, &ctx, obs).await? {
-        Written::Stale => return Ok(Action::requeue(STALE_RETRY)),
-        Written::Unchanged(s) => (s, false),
-        Written::Written(s) => (s, true),
+        StatusWrite::Stale => return Ok(Action::requeue(STALE_RETRY)),
+        StatusWrite::Unchanged(s) => (s, false),
+        StatusWrite::Done(s) => (s, true),
     };
     if changed && let Some(api) = &missing_api {
         events::publish(
@@ -196,8 +196,8 @@ async fn invalid_spec(
 ) -> Result<Action, Error> {
     let outcome = Outcome::InvalidSpec(message.clone());
     match write_status(ts, ctx, observation(ts, ctx, outcome)).await? {
-        Written::Stale => return Ok(Action::requeue(STALE_RETRY)),
-        Written::Written(_) => {
+        StatusWrite::Stale => return Ok(Action::requeue(STALE_RETRY)),
+        StatusWrite::Done(_) => {
             events::publish(
                 &ctx.recorder,
                 ts,
@@ -209,7 +209,7 @@ async fn invalid_spec(
             )
             .await;
         }
-        Written::Unchanged(_) => {}
+        StatusWrite::Unchanged(_) => {}
     }
     ctx.metrics
         .set_trafficsplit(&owner.namespace, &owner.name, &[], false);

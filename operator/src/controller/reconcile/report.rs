@@ -54,11 +54,11 @@ fn now() -> Time {
 }
 
 /// What writing the status came to.
-pub enum Written {
+pub enum StatusWrite {
     /// It was the same already: nothing written.
     Unchanged(TrafficSplitStatus),
     /// Written.
-    Written(TrafficSplitStatus),
+    Done(TrafficSplitStatus),
     /// Someone else changed the object since it was read (409 on the resourceVersion
     /// precondition): nothing written, nothing of this reconcile counts; the watch brings the
     /// newer object and the next reconcile starts from it.
@@ -70,10 +70,10 @@ pub enum Written {
 /// With a rollout, the write carries the object's resourceVersion as a precondition: two
 /// controllers that overlap (an old leader still finishing a reconcile) cannot both count a
 /// measurement or both take a step from the same status.
-pub async fn write_status(ts: &TrafficSplit, ctx: &Context, obs: Observation) -> Result<Written, Error> {
+pub async fn write_status(ts: &TrafficSplit, ctx: &Context, obs: Observation) -> Result<StatusWrite, Error> {
     let new: TrafficSplitStatus = status::compute(ts.status.as_ref(), &obs, &now());
     if ts.status.as_ref() == Some(&new) {
-        return Ok(Written::Unchanged(new));
+        return Ok(StatusWrite::Unchanged(new));
     }
     let namespace = ts.namespace().unwrap_or_default();
     let name = ts.name_any();
@@ -95,10 +95,10 @@ pub async fn write_status(ts: &TrafficSplit, ctx: &Context, obs: Observation) ->
         )
         .await
     {
-        Ok(_) => Ok(Written::Written(new)),
+        Ok(_) => Ok(StatusWrite::Done(new)),
         Err(kube::Error::Api(status)) if guarded && status.code == 409 => {
             tracing::debug!(trafficsplit = %format!("{namespace}/{name}"), "status changed since it was read: starting over from the newer one");
-            Ok(Written::Stale)
+            Ok(StatusWrite::Stale)
         }
         Err(source) => Err(Error::Status {
             namespace,

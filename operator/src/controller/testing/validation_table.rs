@@ -297,7 +297,7 @@ fn table() -> Vec<Row> {
             "spec.ports[0].targetPort",
         ),
         // spec.rollout
-        valid("a rollout with openErrors and a query", |o| with_rollout(o)),
+        valid("a rollout with openErrors and a query", with_rollout),
         valid("a rollout without analysis", |o| {
             with_rollout(o);
             o["spec"]["rollout"].as_object_mut().unwrap().remove("analysis");
