@@ -128,6 +128,7 @@ impl RunningController {
             no_leader_elect: true,
             lease_namespace: None,
             lease_name: "splitscope-e2e".into(),
+            prometheus_url: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(splitscope::controller::run_until(args, stop.clone()));

@@ -196,16 +196,17 @@ impl World {
         Some((weight("checkout-stable")?, weight("checkout-canary")?))
     }
 
+    /// Every Event's reason, once per occurrence (kube's Recorder folds repeats of one reason
+    /// and action into a series with a count).
     fn event_reasons(&self) -> Vec<String> {
         let mut events = self.api.objects(EVENTS);
-        events.sort_by_key(|e| {
-            e["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|v| v.parse::<u64>().ok())
-        });
+        events.sort_by_key(|e| e["eventTime"].as_str().map(str::to_owned));
         events
             .iter()
-            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+            .flat_map(|e| {
+                let count = e["series"]["count"].as_u64().unwrap_or(1) as usize;
+                std::iter::repeat_n(e["reason"].as_str().unwrap_or_default().to_owned(), count)
+            })
             .collect()
     }
 
@@ -223,6 +224,23 @@ impl World {
                 self.event_reasons()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until an Event with `reason` exists (Events follow the status write they report),
+    /// then returns every reason so far.
+    async fn wait_for_event(&self, reason: &str) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let reasons = self.event_reasons();
+            if reasons.iter().any(|r| r == reason) {
+                return reasons;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} Event: {reasons:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -365,7 +383,7 @@ async fn a_healthy_canary_promotes_through_every_step() {
         (json!(100), json!(0))
     );
     assert_eq!(world.route_weights(), Some((0, 100)));
-    let reasons = world.event_reasons();
+    let reasons = world.wait_for_event("RolloutSucceeded").await;
     for reason in [
         "RolloutStarted",
         "WeightStepped",
@@ -440,7 +458,7 @@ async fn a_canary_whose_failed_open_ratio_rises_rolls_back() {
             && message.contains("exceeds maxIncrease 0.05"),
         "the message names the metric and its value: {message}"
     );
-    let reasons = world.event_reasons();
+    let reasons = world.wait_for_event("RolledBack").await;
     assert_eq!(
         reasons.iter().filter(|r| *r == "AnalysisFailed").count(),
         2,
@@ -518,7 +536,7 @@ async fn a_prometheus_outage_holds_with_analysis_error_and_never_rolls_back() {
         "{held:#}"
     );
     assert_eq!(world.route_weights(), Some((50, 50)));
-    assert!(world.event_reasons().iter().any(|r| r == "RolloutPaused"));
+    world.wait_for_event("RolloutPaused").await;
 
     world.prometheus.resume().await;
     let done = world

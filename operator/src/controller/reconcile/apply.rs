@@ -177,7 +177,7 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
             } else {
                 EventType::Normal
             };
-            events::publish(&ctx.recorder, &ts, kind, e.reason, "Rollout", e.note, None).await;
+            events::publish(&ctx.recorder, &ts, kind, e.reason, &e.action, e.note, None).await;
         }
         if let Some(after) = decision.requeue_after {
             requeue = requeue.min(after);

@@ -118,6 +118,10 @@ pub struct Measurement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolloutEvent {
     pub reason: &'static str,
+    /// The Event's `action`. kube's Recorder folds Events of the same reason and action into
+    /// one series that keeps the first note, so each weight gets its own (`SetWeight50`): every
+    /// step stays readable in `kubectl describe`.
+    pub action: String,
     pub warning: bool,
     pub note: String,
 }
@@ -273,6 +277,7 @@ impl<'a> Engine<'a> {
     fn event(&mut self, reason: &'static str, warning: bool, note: String) {
         self.events.push(RolloutEvent {
             reason,
+            action: "Rollout".into(),
             warning,
             note,
         });
@@ -381,7 +386,12 @@ impl<'a> Engine<'a> {
                         self.plan.rollout.stable,
                         self.status.stable_weight
                     );
-                    self.event(reason::WEIGHT_STEPPED, false, note);
+                    self.events.push(RolloutEvent {
+                        reason: reason::WEIGHT_STEPPED,
+                        action: format!("SetWeight{weight}"),
+                        warning: false,
+                        note,
+                    });
                 }
                 if !self.analysis_passed_at_weight() {
                     return;
