@@ -229,22 +229,44 @@ pub fn pending_status() -> Value {
     })
 }
 
-/// Asserts `actual` equals `expected`, where a `lastTransitionTime` of [`NOW`] in `expected`
-/// stands for any RFC 3339 time at or after [`EARLIER`] (the reconcile's own clock).
+/// Asserts `actual` equals `expected`, where a time of [`NOW`] in `expected` — a condition's
+/// `lastTransitionTime`, or the rollout's `stepStartedAt`, `weightChangedAt` and metrics'
+/// `lastMeasuredAt` — stands for any RFC 3339 time at or after [`EARLIER`] (the reconcile's own
+/// clock).
 pub fn status_matches(actual: &Value, expected: &Value) {
     let mut actual = actual.clone();
+    let now = |have: &mut Value, want: &Value| {
+        if want == NOW {
+            let at = have.as_str().unwrap_or_default();
+            assert!(
+                at.ends_with('Z') && at > EARLIER,
+                "{at:?} is not this reconcile's time"
+            );
+            *have = json!(NOW);
+        }
+    };
     if let (Some(have), Some(want)) = (
         actual["conditions"].as_array_mut(),
         expected["conditions"].as_array(),
     ) {
         for (have, want) in have.iter_mut().zip(want) {
-            if want["lastTransitionTime"] == NOW {
-                let at = have["lastTransitionTime"].as_str().unwrap_or_default();
-                assert!(
-                    at.ends_with('Z') && at > EARLIER,
-                    "lastTransitionTime {at:?} is not this reconcile's time"
-                );
-                have["lastTransitionTime"] = json!(NOW);
+            now(&mut have["lastTransitionTime"], &want["lastTransitionTime"]);
+        }
+    }
+    if actual["rollout"].is_object() {
+        for field in ["stepStartedAt", "weightChangedAt"] {
+            if expected["rollout"][field] == NOW {
+                now(&mut actual["rollout"][field], &expected["rollout"][field]);
+            }
+        }
+        if let (Some(have), Some(want)) = (
+            actual["rollout"]["metrics"].as_array_mut(),
+            expected["rollout"]["metrics"].as_array(),
+        ) {
+            for (have, want) in have.iter_mut().zip(want) {
+                if want["lastMeasuredAt"] == NOW {
+                    now(&mut have["lastMeasuredAt"], &want["lastMeasuredAt"]);
+                }
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod fixtures;
 pub mod lifecycle;
 pub mod mock_api;
 pub mod rbac_coverage;
+pub mod rollout_scenarios;
 pub mod scenarios;
 pub mod schema_check;
 pub mod validation_table;

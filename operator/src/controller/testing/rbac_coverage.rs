@@ -14,6 +14,7 @@ use kube::runtime::reflector;
 use tokio_util::sync::CancellationToken;
 
 use super::mock_api::{self, Authz, Grants, Permissive, Seen, authz, used};
+use super::rollout_scenarios::RolloutScenario;
 use super::scenarios::Scenario;
 use crate::controller::events;
 use crate::controller::reconcile::reconcile;
@@ -225,6 +226,10 @@ async fn controller_rbac_rules_are_exactly_what_the_controller_uses() {
     let mut seen: Vec<Seen> = Vec::new();
     for scenario in Scenario::ALL {
         let run = scenario.run().await;
+        seen.extend(run.transcript.seen);
+    }
+    for scenario in RolloutScenario::ALL {
+        let (run, _) = scenario.run().await;
         seen.extend(run.transcript.seen);
     }
 

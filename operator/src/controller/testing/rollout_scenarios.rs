@@ -1,0 +1,546 @@
+//! Mock-API scenarios of a TrafficSplit with `spec.rollout`: the exact requests of each moment
+//! of a rollout (weights stepped only on the route, status written with its progress and a
+//! resourceVersion precondition, rollback, abort, promote, a restart mid-step), with a
+//! Prometheus stand-in answering the `openErrors` queries.
+//!
+//! The example, rolled out: stable v1 100, canary v2 0; steps 10, 50, until promoted, 100;
+//! one `openErrors` metric every 30 s, one failure tolerated. Times are relative to the real
+//! clock (the reconcile reads it); `NOW` in an expected status stands for the reconcile's time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+use super::fixtures::{
+    EARLIER, NOW, backends, condition, live, ready_slices, status_matches, traffic_split, with_finalizer,
+};
+use super::mock_api::Expect;
+use super::scenarios::{
+    ROUTE_PATH, Run, Setup, TS_PATH, apply_route, assert_ssa, list_services, run, service_path,
+};
+use crate::controller::api::trafficsplit::TrafficSplit;
+use crate::controller::objects::services;
+use crate::controller::reconcile::RESYNC;
+use crate::controller::routing::{self, RouteApis};
+
+/// The rollout's revision for the example's canary labels and `rollout()`, computed outside
+/// Rust (SHA-256 of the sorted-key JSON, as rollout/revision.rs documents).
+const REVISION: &str = "024c64afda";
+
+fn rollout() -> Value {
+    json!({
+        "stable": "stable",
+        "canary": "canary",
+        "steps": [{"setWeight": 10}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}],
+        "analysis": {
+            "interval": "30s",
+            "failureLimit": 1,
+            "consecutiveErrorLimit": 2,
+            "metrics": [{"name": "open-errors", "openErrors": {"maxIncrease": 0.05}}],
+        },
+    })
+}
+
+/// The example with the rollout, past its first reconcile, annotated with `action` if any.
+fn rolled_out(action: Option<&str>) -> TrafficSplit {
+    let mut ts = with_finalizer(traffic_split());
+    ts.spec.backends[0].weight = 100;
+    ts.spec.backends[1].weight = 0;
+    ts.spec.rollout = Some(serde_json::from_value(rollout()).unwrap());
+    if let Some(action) = action {
+        ts.metadata.annotations =
+            Some([("splitscope.dev/rollout-action".to_string(), action.to_string())].into());
+    }
+    ts
+}
+
+/// An RFC 3339 time `secs` seconds ago, at the second (as status keeps it).
+fn ago(secs: i64) -> String {
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
+    (now - SignedDuration::from_secs(secs)).to_string()
+}
+
+/// The settled status of a reconcile that applied `stable`/`canary`, with `rollout`.
+fn settled(stable: i32, canary: i32, rollout: Value) -> Value {
+    let weights = format!("stable={stable},canary={canary}");
+    json!({
+        "observedGeneration": 1,
+        "phase": "Ready",
+        "service": "checkout",
+        "weights": weights,
+        "conditions": [
+            condition("Ready", "True", "Reconciled", &format!("HTTPRoute checkout applied with weights {weights}"), 1, EARLIER),
+            condition("Accepted", "True", "Valid", "the spec is valid", 1, EARLIER),
+            condition("BackendsAvailable", "True", "AllBackendsReady", "stable: 2 ready, canary: 1 ready", 1, EARLIER),
+        ],
+        "backends": backends(&[("stable", stable, 2), ("canary", canary, 1)]),
+        "rollout": rollout,
+    })
+}
+
+/// `status.rollout` literally; `metric` is the open-errors entry.
+fn progress(phase: &str, step: i32, canary: i32, times: (&str, &str), message: &str, metric: Value) -> Value {
+    let mut v = json!({
+        "phase": phase,
+        "revision": REVISION,
+        "stepIndex": step,
+        "stepStartedAt": times.0,
+        "canaryWeight": canary,
+        "stableWeight": 100 - canary,
+        "weightChangedAt": times.1,
+        "message": message,
+        "metrics": [metric],
+    });
+    if phase == "Paused" {
+        v["pauseReason"] = json!("AwaitingPromotion");
+    }
+    v
+}
+
+fn open_errors(counts: [i32; 5], at_weight: i32, last: Option<(&str, &str, &str, &str)>) -> Value {
+    let [successes, failures, no_data, errors, consecutive] = counts;
+    let mut v = json!({
+        "name": "open-errors", "successes": successes, "failures": failures, "noData": no_data,
+        "errors": errors, "consecutiveErrors": consecutive, "successesAtWeight": at_weight,
+    });
+    if let Some((value, outcome, message, at)) = last {
+        v["lastValue"] = json!(value);
+        v["lastOutcome"] = json!(outcome);
+        v["lastMessage"] = json!(message);
+        v["lastMeasuredAt"] = json!(at);
+    }
+    v
+}
+
+fn with_rollout_status(mut ts: TrafficSplit, status: Value) -> TrafficSplit {
+    ts.status = Some(serde_json::from_value(status).unwrap());
+    ts
+}
+
+/// The reads every reconcile of the example makes: three live Services and the route at
+/// (stable, canary).
+fn reads(stable: i32, canary: i32) -> Vec<Expect> {
+    let mut ts = rolled_out(None);
+    ts.spec.backends[0].weight = stable;
+    ts.spec.backends[1].weight = canary;
+    let mut script: Vec<Expect> = services::render(&ts)
+        .iter()
+        .map(|s| Expect::new("GET", service_path(s.metadata.name.as_deref().unwrap())).reply(200, live(s)))
+        .collect();
+    let routing::Route::GatewayApi(route) = routing::render(&ts) else {
+        unreachable!()
+    };
+    script.push(Expect::new("GET", ROUTE_PATH).reply(200, live(&*route)));
+    script
+}
+
+fn list(stable: i32, canary: i32) -> Expect {
+    let mut ts = rolled_out(None);
+    ts.spec.backends[0].weight = stable;
+    ts.spec.backends[1].weight = canary;
+    list_services(services::render(&ts).iter().map(live).collect())
+}
+
+/// A status patch that must write exactly `expected`, guarded by the resourceVersion read.
+fn patch_status_guarded(expected: Value) -> Expect {
+    Expect::new("PATCH", format!("{TS_PATH}/status"))
+        .check(move |seen| {
+            assert_ssa(seen);
+            assert_eq!(
+                seen.body["metadata"]["resourceVersion"], "100",
+                "a rollout's status is written with the resourceVersion it was decided on: {}",
+                seen.body
+            );
+            status_matches(&seen.body["status"], &expected);
+        })
+        .reply(200, serde_json::to_value(traffic_split()).unwrap())
+}
+
+/// A Prometheus stand-in: the canary pod (`pod-p3`) has `canary`'s failed-open ratio, the
+/// stable pods `stable`'s; counts the queries it answers.
+pub struct PrometheusStub {
+    pub url: String,
+    pub queries: Arc<AtomicUsize>,
+}
+
+impl PrometheusStub {
+    pub async fn start(canary: f64, stable: f64) -> Self {
+        use axum::extract::Query;
+        use std::collections::HashMap;
+        let queries = Arc::new(AtomicUsize::new(0));
+        let counter = queries.clone();
+        let answer = move |Query(q): Query<HashMap<String, String>>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let promql = q.get("query").cloned().unwrap_or_default();
+                let value = if promql.contains("pod-p3") { canary } else { stable };
+                axum::Json(json!({"status": "success", "data": {"resultType": "vector",
+                    "result": [{"metric": {}, "value": [1_700_000_000.0, value.to_string()]}]}}))
+            }
+        };
+        let app = axum::Router::new().route("/api/v1/query", axum::routing::get(answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, queries }
+    }
+}
+
+/// The named moments of a rollout.
+#[derive(Debug, Clone, Copy)]
+pub enum RolloutScenario {
+    /// First sight of `spec.rollout`: the route steps to 10 % at once; status Progressing.
+    Start,
+    /// A measurement is due and succeeds: the next step's weight goes to the route only.
+    StepAfterSuccess,
+    /// A failure beyond failureLimit: the route goes back to the stable; status Failed.
+    Rollback,
+    /// `abort` requested: the canary gets 0 % without measuring.
+    Abort,
+    /// `promote` requested at `pause: {}`: on to the last step's 100 %.
+    Promote,
+    /// A restarted controller mid-step, before the next measurement: nothing read from
+    /// Prometheus, nothing written.
+    RestartMidStep,
+    /// Another controller wrote the status first (409): nothing of this decision counts.
+    LostToNewerStatus,
+}
+
+impl RolloutScenario {
+    pub const ALL: [RolloutScenario; 7] = [
+        RolloutScenario::Start,
+        RolloutScenario::StepAfterSuccess,
+        RolloutScenario::Rollback,
+        RolloutScenario::Abort,
+        RolloutScenario::Promote,
+        RolloutScenario::RestartMidStep,
+        RolloutScenario::LostToNewerStatus,
+    ];
+
+    /// The setup, and the Prometheus stand-in it measures against.
+    pub async fn setup(self) -> (Setup, PrometheusStub) {
+        let healthy = PrometheusStub::start(0.01, 0.01).await;
+        let failing = PrometheusStub::start(0.5, 0.0);
+        let setup = |ts, script, prometheus: &PrometheusStub| Setup {
+            ts,
+            route_apis: RouteApis::new(true, false),
+            slices: ready_slices(),
+            series: None,
+            script,
+            prometheus_url: Some(prometheus.url.clone()),
+        };
+        let at_10 = |since: &str| {
+            progress(
+                "Progressing",
+                0,
+                10,
+                (since, since),
+                "step 1 of 4 (setWeight 10): canary at 10%",
+                open_errors([0; 5], 0, None),
+            )
+        };
+        let healthy_message = "failed-open ratio canary 0.01 vs stable 0.01: +0 within maxIncrease 0.05";
+        let at_50 = |measured: &str, since: &str, failures: i32| {
+            progress(
+                "Progressing",
+                1,
+                50,
+                (since, since),
+                "step 2 of 4 (setWeight 50): canary at 50%",
+                open_errors(
+                    [1, failures, 0, 0, 0],
+                    0,
+                    Some(("0", "Success", healthy_message, measured)),
+                ),
+            )
+        };
+        match self {
+            RolloutScenario::Start => {
+                let ts = with_rollout_status(rolled_out(None), settled(100, 0, Value::Null));
+                let mut script = reads(100, 0);
+                script.push(apply_route(json!([
+                    ["checkout-stable", 80, 90],
+                    ["checkout-canary", 80, 10]
+                ])));
+                script.push(list(90, 10));
+                script.push(patch_status_guarded(settled(90, 10, at_10(NOW))));
+                (setup(ts, script, &healthy), healthy)
+            }
+            RolloutScenario::StepAfterSuccess => {
+                let earlier = ago(40);
+                let ts = with_rollout_status(rolled_out(None), settled(90, 10, at_10(&earlier)));
+                let mut script = reads(90, 10);
+                script.push(apply_route(json!([
+                    ["checkout-stable", 80, 50],
+                    ["checkout-canary", 80, 50]
+                ])));
+                script.push(list(50, 50));
+                script.push(patch_status_guarded(settled(
+                    50,
+                    50,
+                    progress(
+                        "Progressing",
+                        1,
+                        50,
+                        (NOW, NOW),
+                        "step 2 of 4 (setWeight 50): canary at 50%",
+                        open_errors([1, 0, 0, 0, 0], 0, Some(("0", "Success", healthy_message, NOW))),
+                    ),
+                )));
+                (setup(ts, script, &healthy), healthy)
+            }
+            RolloutScenario::Rollback => {
+                let failing = failing.await;
+                let (measured, since) = (ago(31), ago(61));
+                let mut before = at_50(&measured, &since, 1);
+                before["metrics"][0]["lastOutcome"] = json!("Failure");
+                let ts = with_rollout_status(rolled_out(None), settled(50, 50, before));
+                let message = "failed-open ratio canary 0.5 vs stable 0: +0.5 exceeds maxIncrease 0.05";
+                let mut script = reads(50, 50);
+                script.push(apply_route(json!([
+                    ["checkout-stable", 80, 100],
+                    ["checkout-canary", 80, 0]
+                ])));
+                script.push(list(100, 0));
+                let mut after = progress(
+                    "Failed",
+                    1,
+                    0,
+                    (&since, NOW),
+                    &format!(
+                        "rolled back at step 2 of 4: open-errors ({message}) failed beyond failureLimit 1; canary canary at 0%, stable stable at 100%"
+                    ),
+                    open_errors([1, 2, 0, 0, 0], 0, Some(("0.5", "Failure", message, NOW))),
+                );
+                after["stepStartedAt"] = json!(since);
+                script.push(patch_status_guarded(settled(100, 0, after)));
+                (setup(ts, script, &failing), failing)
+            }
+            RolloutScenario::Abort => {
+                let (measured, since) = (ago(10), ago(40));
+                let ts = with_rollout_status(
+                    rolled_out(Some("abort@1")),
+                    settled(50, 50, at_50(&measured, &since, 0)),
+                );
+                let mut script = reads(50, 50);
+                script.push(apply_route(json!([
+                    ["checkout-stable", 80, 100],
+                    ["checkout-canary", 80, 0]
+                ])));
+                script.push(list(100, 0));
+                let mut after = progress(
+                    "Aborted",
+                    1,
+                    0,
+                    (&since, NOW),
+                    "aborted at step 2 of 4: canary canary back to 0%, stable stable at 100%",
+                    open_errors(
+                        [1, 0, 0, 0, 0],
+                        0,
+                        Some(("0", "Success", healthy_message, &measured)),
+                    ),
+                );
+                after["lastAction"] = json!("abort@1");
+                script.push(patch_status_guarded(settled(100, 0, after)));
+                (setup(ts, script, &healthy), healthy)
+            }
+            RolloutScenario::Promote => {
+                let (measured, since) = (ago(10), ago(100));
+                let mut paused = at_50(&measured, &since, 0);
+                paused["phase"] = json!("Paused");
+                paused["pauseReason"] = json!("AwaitingPromotion");
+                paused["stepIndex"] = json!(2);
+                paused["metrics"][0]["successesAtWeight"] = json!(1);
+                paused["message"] =
+                    json!("waiting at step 3 of 4 (pause: {}) for `splitscope rollout promote`");
+                let ts = with_rollout_status(rolled_out(Some("promote@1")), settled(50, 50, paused));
+                let mut script = reads(50, 50);
+                script.push(apply_route(json!([
+                    ["checkout-stable", 80, 0],
+                    ["checkout-canary", 80, 100]
+                ])));
+                script.push(list(0, 100));
+                let mut after = progress(
+                    "Progressing",
+                    3,
+                    100,
+                    (NOW, NOW),
+                    "step 4 of 4 (setWeight 100): canary at 100%",
+                    open_errors(
+                        [1, 0, 0, 0, 0],
+                        0,
+                        Some(("0", "Success", healthy_message, &measured)),
+                    ),
+                );
+                after["lastAction"] = json!("promote@1");
+                script.push(patch_status_guarded(settled(0, 100, after)));
+                (setup(ts, script, &healthy), healthy)
+            }
+            RolloutScenario::RestartMidStep => {
+                let (measured, since) = (ago(10), ago(40));
+                let ts = with_rollout_status(rolled_out(None), settled(50, 50, at_50(&measured, &since, 0)));
+                let mut script = reads(50, 50);
+                script.push(list(50, 50));
+                (setup(ts, script, &healthy), healthy)
+            }
+            RolloutScenario::LostToNewerStatus => {
+                let earlier = ago(40);
+                let ts = with_rollout_status(rolled_out(None), settled(90, 10, at_10(&earlier)));
+                let mut script = reads(90, 10);
+                script.push(apply_route(json!([
+                    ["checkout-stable", 80, 50],
+                    ["checkout-canary", 80, 50]
+                ])));
+                script.push(list(50, 50));
+                script.push(Expect::new("PATCH", format!("{TS_PATH}/status")).reply(
+                    409,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                           "message": "Operation cannot be fulfilled on trafficsplits.splitscope.dev \"checkout\": the object has been modified"}),
+                ));
+                (setup(ts, script, &healthy), healthy)
+            }
+        }
+    }
+
+    pub async fn run(self) -> (Run, PrometheusStub) {
+        let (setup, prometheus) = self.setup().await;
+        (run(setup).await, prometheus)
+    }
+}
+
+fn series(metrics: &str, name_and_labels: &str) -> Option<String> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')
+            .map(str::to_owned)
+    })
+}
+
+const SUCCESSES: &str = r#"splitscope_analysis_measurements_total{metric="open-errors",name="checkout",namespace="shop",outcome="success"}"#;
+const FAILURES: &str = r#"splitscope_analysis_measurements_total{metric="open-errors",name="checkout",namespace="shop",outcome="failure"}"#;
+const CANARY_WEIGHT: &str = r#"splitscope_rollout_canary_weight{name="checkout",namespace="shop"}"#;
+
+fn phase_series(phase: &str) -> String {
+    format!(r#"splitscope_rollout_phase{{name="checkout",namespace="shop",phase="{phase}"}}"#)
+}
+
+#[tokio::test]
+async fn a_new_rollout_steps_the_route_to_its_first_weight_at_once() {
+    let (run, prometheus) = RolloutScenario::Start.run().await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(30)));
+    assert_eq!(
+        run.transcript.event_reasons(),
+        ["Updated", "RolloutStarted", "WeightStepped"]
+    );
+    assert_eq!(prometheus.queries.load(Ordering::SeqCst), 0, "nothing is due yet");
+    let metrics = run.metrics.render();
+    assert_eq!(
+        series(&metrics, &phase_series("Progressing")).as_deref(),
+        Some("1")
+    );
+    assert_eq!(series(&metrics, CANARY_WEIGHT).as_deref(), Some("10"));
+}
+
+#[tokio::test]
+async fn a_successful_measurement_steps_the_weight_on_the_route_only() {
+    let (run, prometheus) = RolloutScenario::StepAfterSuccess.run().await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(30)));
+    let writes = run.transcript.writes();
+    assert_eq!(
+        writes.len(),
+        2,
+        "the route and the status, no Service: {writes:?}"
+    );
+    assert_eq!(run.transcript.event_reasons(), ["Updated", "WeightStepped"]);
+    assert_eq!(
+        prometheus.queries.load(Ordering::SeqCst),
+        2,
+        "canary and stable ratios"
+    );
+    let metrics = run.metrics.render();
+    assert_eq!(series(&metrics, SUCCESSES).as_deref(), Some("1"), "{metrics}");
+    assert_eq!(series(&metrics, FAILURES).as_deref(), Some("0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_failure_beyond_the_limit_sends_the_traffic_back_to_the_stable() {
+    let (run, _) = RolloutScenario::Rollback.run().await;
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+    assert_eq!(
+        run.transcript.event_reasons(),
+        ["Updated", "AnalysisFailed", "RolledBack"]
+    );
+    assert!(
+        run.transcript
+            .events
+            .iter()
+            .skip(1)
+            .all(|e| e["type"] == "Warning")
+    );
+    let metrics = run.metrics.render();
+    assert_eq!(
+        series(&metrics, FAILURES).as_deref(),
+        Some("1"),
+        "this reconcile's one"
+    );
+    assert_eq!(series(&metrics, &phase_series("Failed")).as_deref(), Some("1"));
+    assert_eq!(series(&metrics, CANARY_WEIGHT).as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn abort_sends_the_traffic_back_without_measuring() {
+    let (run, prometheus) = RolloutScenario::Abort.run().await;
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+    assert_eq!(run.transcript.event_reasons(), ["Updated", "RolloutAborted"]);
+    assert_eq!(prometheus.queries.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn promote_leaves_the_pause_and_steps_to_the_next_weight() {
+    let (run, _) = RolloutScenario::Promote.run().await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(30)));
+    assert_eq!(
+        run.transcript.event_reasons(),
+        ["Updated", "RolloutPromoted", "WeightStepped"]
+    );
+}
+
+#[tokio::test]
+async fn a_restart_mid_step_writes_nothing_and_measures_nothing_before_it_is_due() {
+    let (run, prometheus) = RolloutScenario::RestartMidStep.run().await;
+    let writes = run.transcript.writes();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(run.transcript.events.is_empty());
+    assert_eq!(prometheus.queries.load(Ordering::SeqCst), 0);
+    // Looks again when the next measurement is due: 30 s after the last one, 10 s ago.
+    let requeue = format!("{:?}", run.result.unwrap());
+    assert!(
+        requeue.contains("20s") || requeue.contains("21s") || requeue.contains("19s"),
+        "{requeue}"
+    );
+}
+
+#[tokio::test]
+async fn a_decision_lost_to_a_newer_status_counts_nothing() {
+    let (run, prometheus) = RolloutScenario::LostToNewerStatus.run().await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(1)));
+    assert_eq!(prometheus.queries.load(Ordering::SeqCst), 2, "it did measure");
+    assert_eq!(
+        run.transcript.event_reasons(),
+        ["Updated"],
+        "but publishes none of the rollout's Events"
+    );
+    let metrics = run.metrics.render();
+    assert_eq!(
+        series(&metrics, SUCCESSES),
+        None,
+        "and counts no measurement: {metrics}"
+    );
+    let errors = r#"splitscope_reconcile_total{result="error"}"#;
+    assert_eq!(series(&metrics, errors).as_deref(), Some("0"), "nor an error");
+}
