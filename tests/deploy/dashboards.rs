@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use prometheus::proto::MetricType;
 use serde_json::Value;
 use splitscope::agent::metrics::{AgentMetrics, OpenLabels};
+use splitscope::controller::api::rollout::{MeasurementOutcome, RolloutStatus};
 use splitscope::controller::runtime::metrics::Metrics;
 use splitscope_tests::dashboards::{
     dashboard_files, label_values_selector, load, metric_names, panels, variable_query, variables,
@@ -20,6 +21,15 @@ use crate::kustomize::{render, repo_root};
 fn exported() -> BTreeMap<String, MetricType> {
     let controller = Metrics::new().unwrap();
     controller.set_trafficsplit("ns", "name", &[("backend".into(), 1)], true);
+    let rollout: RolloutStatus = serde_json::from_value(serde_json::json!({
+        "phase": "Progressing", "revision": "r", "stepIndex": 0, "canaryWeight": 0,
+        "stableWeight": 100,
+        "metrics": [{"name": "m", "successes": 0, "failures": 0, "noData": 0, "errors": 0,
+                     "consecutiveErrors": 0, "successesAtWeight": 0}],
+    }))
+    .unwrap();
+    controller.set_rollout("ns", "name", Some(&rollout));
+    controller.measured("ns", "name", "m", MeasurementOutcome::Success, Some(0.0));
     let mut agent = AgentMetrics::new(1).unwrap();
     agent
         .opens_counter(OpenLabels {

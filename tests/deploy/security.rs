@@ -223,6 +223,28 @@ fn controller_is_restricted_and_highly_available() {
     );
 }
 
+/// Rollouts measure against the Prometheus that `cargo xtask kind-up` installs beside the
+/// controller (deploy/prometheus-grafana): the URL names its Service, namespace and port.
+#[test]
+fn the_controller_measures_rollouts_against_the_bundled_prometheus() {
+    let default = render("deploy/default");
+    let deployment = controller(&default);
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let url = env_value(only_container(&pod), "SPLITSCOPE_PROMETHEUS_URL")
+        .expect("the controller's SPLITSCOPE_PROMETHEUS_URL");
+    let monitoring = render("deploy/prometheus-grafana");
+    let service = monitoring.find("Service", "splitscope-prometheus");
+    let port = service["spec"]["ports"][0]["port"].as_i64().unwrap();
+    assert_eq!(
+        url,
+        format!(
+            "http://{}.{}.svc:{port}",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap()
+        )
+    );
+}
+
 #[test]
 fn controller_runs_with_leader_election_in_its_namespace() {
     let default = render("deploy/default");
