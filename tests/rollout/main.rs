@@ -547,3 +547,78 @@ async fn a_prometheus_outage_holds_with_analysis_error_and_never_rolls_back() {
     assert_eq!(metric(&done, "open-errors")["failures"], 0);
     assert_eq!(world.route_weights(), Some((0, 100)));
 }
+
+/// A person steers the rollout with kubectl's plugin mechanism (`kubectl splitscope …` runs
+/// `kubectl-splitscope` from PATH, here a link to the binary) and with `splitscope rollout`:
+/// abort sends the traffic back, retry starts over.
+#[tokio::test]
+async fn abort_and_retry_through_kubectl_splitscope_and_the_cli() {
+    let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]);
+    let world = World::start(rollout(steps, 0, 2)).await;
+    world
+        .wait_for("awaiting promotion at 20%", |s| {
+            s["pauseReason"] == "AwaitingPromotion"
+        })
+        .await;
+
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_splitscope-under-test"),
+        bin_dir.path().join("kubectl-splitscope"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("kubectl")
+        .env("PATH", &path)
+        .env("KUBECONFIG", &world.kubeconfig)
+        .args([
+            "splitscope",
+            "rollout",
+            "abort",
+            "checkout",
+            "-n",
+            "shop",
+            "--wait",
+            "30",
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("kubectl is on PATH (the deploy tests need it too)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("Phase:         Aborted"), "{text}");
+    assert_eq!(world.route_weights(), Some((100, 0)));
+
+    let (ok, out) = world
+        .cli(&["retry", "checkout", "-n", "shop", "--wait", "30"])
+        .await;
+    assert!(ok, "{out}");
+    let again = world
+        .wait_for("started again", |s| {
+            phase(s) != "Aborted" && s["canaryWeight"] == 20
+        })
+        .await;
+    assert_eq!(metric(&again, "open-errors")["failures"], 0);
+    let reasons = world.wait_for_event("RolloutAborted").await;
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "RolloutStarted").count(),
+        2,
+        "{reasons:?}"
+    );
+
+    // A TrafficSplit that is not there is named.
+    let (ok, out) = world.cli(&["retry", "nothing-here", "-n", "shop"]).await;
+    assert!(
+        !ok && out.contains("TrafficSplit shop/nothing-here not found"),
+        "{out}"
+    );
+}
