@@ -56,6 +56,43 @@ fn resources() -> Vec<Resource> {
     ]
 }
 
+/// The design's checkout split (finalizer already added); with a rollout measuring against
+/// `prometheus` when given (its first step keeps the 95/5 weights, then it waits for a
+/// promotion while its analysis goes on, so the rollout panels have data).
+fn checkout(prometheus: Option<&str>) -> Value {
+    let mut ts = json!({
+        "apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
+        "metadata": {
+            "name": "checkout", "namespace": "shop", "uid": "ts-uid-1", "generation": 1,
+            "finalizers": ["splitscope.dev/cleanup"],
+        },
+        "spec": {
+            "service": "checkout",
+            "selector": {"app": "checkout"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            "backends": [
+                {"name": "stable", "labels": {"version": "v1"}, "weight": 95},
+                {"name": "canary", "labels": {"version": "v2"}, "weight": 5},
+            ],
+            "routing": {"provider": "GatewayAPI"},
+            "deletionPolicy": "Delete",
+        },
+    });
+    if let Some(address) = prometheus {
+        ts["spec"]["rollout"] = json!({
+            "stable": "stable",
+            "canary": "canary",
+            "steps": [{"setWeight": 5}, {"pause": {}}],
+            "analysis": {
+                "interval": "2s",
+                "prometheus": {"address": format!("http://{address}")},
+                "metrics": [{"name": "scrapes", "query": "sum(up)", "thresholdRange": {"min": 1}}],
+            },
+        });
+    }
+    ts
+}
+
 /// The design's checkout split (finalizer already added), and ready endpoints for both backends.
 fn objects() -> Vec<Value> {
     let slice = |backend: &str, ready: usize| {
@@ -79,28 +116,7 @@ fn objects() -> Vec<Value> {
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         })
     };
-    vec![
-        json!({
-            "apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
-            "metadata": {
-                "name": "checkout", "namespace": "shop", "uid": "ts-uid-1", "generation": 1,
-                "finalizers": ["splitscope.dev/cleanup"],
-            },
-            "spec": {
-                "service": "checkout",
-                "selector": {"app": "checkout"},
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-                "backends": [
-                    {"name": "stable", "labels": {"version": "v1"}, "weight": 95},
-                    {"name": "canary", "labels": {"version": "v2"}, "weight": 5},
-                ],
-                "routing": {"provider": "GatewayAPI"},
-                "deletionPolicy": "Delete",
-            },
-        }),
-        slice("stable", 3),
-        slice("canary", 1),
-    ]
+    vec![checkout(None), slice("stable", 3), slice("canary", 1)]
 }
 
 fn require_prometheus() {
@@ -286,9 +302,7 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     let opener = keep_opening(unique("ssdash"), stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // 1. Every metric a dashboard uses is exported by the real binaries.
-    let mut exported = exported_names(&get(&controller_addr, "/metrics").await.1);
-    exported.extend(exported_names(&get(&agent_addr, "/metrics").await.1));
+    // The dashboards, read as Grafana reads them.
     let files = dashboards::dashboard_files();
     let loaded: Vec<(String, Value)> = files
         .iter()
@@ -299,21 +313,6 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
             )
         })
         .collect();
-    let mut unexported = Vec::new();
-    for (name, dashboard) in &loaded {
-        for Query { what, expr } in dashboards::queries(dashboard) {
-            for metric in dashboards::metric_names(&expr).unwrap() {
-                if !exported.contains(&metric) {
-                    unexported.push(format!("{name}: {what} uses {metric}"));
-                }
-            }
-        }
-    }
-    assert!(
-        unexported.is_empty(),
-        "not exported by the binaries: {unexported:#?}\nexported: {exported:#?}"
-    );
-
     // 2. A real Prometheus scrapes both, labelled as in the cluster.
     let constants: BTreeMap<String, String> = loaded
         .iter()
@@ -362,6 +361,40 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The split gets a rollout measuring against this Prometheus (a spec change, as a user's
+    // apply); wait until its measurements are scraped.
+    api.put(checkout(Some(&prometheus.addr)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while prometheus
+        .query(r#"splitscope_analysis_measurements_total{outcome="success"} > 0"#)
+        .await
+        .map_or(true, |r| r.is_empty())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no successful rollout measurement was scraped; requests: {:#?}",
+            api.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // 1. Every metric a dashboard uses is exported by the real binaries (the rollout running).
+    let mut exported = exported_names(&get(&controller_addr, "/metrics").await.1);
+    exported.extend(exported_names(&get(&agent_addr, "/metrics").await.1));
+    let mut unexported = Vec::new();
+    for (name, dashboard) in &loaded {
+        for Query { what, expr } in dashboards::queries(dashboard) {
+            for metric in dashboards::metric_names(&expr).unwrap() {
+                if !exported.contains(&metric) {
+                    unexported.push(format!("{name}: {what} uses {metric}"));
+                }
+            }
+        }
+    }
+    assert!(
+        unexported.is_empty(),
+        "not exported by the binaries: {unexported:#?}\nexported: {exported:#?}"
+    );
 
     // 3. Every query of every dashboard, as Grafana sends it, returns data.
     let mut failures = Vec::new();
@@ -414,6 +447,11 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
         leader[0]["metric"]["kubernetes_pod"], CONTROLLER_POD,
         "{leader:?}"
     );
+    // The rollout measured once at 5 % and now waits at `pause: {}` for a promotion.
+    let phase = &answers["controller.json: panel \"Rollout phase\""];
+    assert_eq!(phase[0]["metric"]["phase"], "Paused", "{phase:?}");
+    let canary = &answers["controller.json: panel \"Canary weight\""];
+    assert_eq!(sample_value(&canary[0]), 5.0, "{canary:?}");
     let attach = &answers["agent.json: panel \"Attach mode per node\""];
     assert_eq!(attach[0]["metric"]["node"], NODE, "{attach:?}");
     assert!(
