@@ -589,3 +589,136 @@ async fn a_provider_whose_crds_are_missing_is_named_in_status_and_services_still
     }
     controller.stop().await;
 }
+
+/// A rollout on a real API server (real watches, real server-side apply with a resourceVersion
+/// precondition on `/status`): the route steps 20 → 50, waits at `pause: {}`, is promoted
+/// through `splitscope rollout promote` to 100, aborted and retried through the annotation, and
+/// returns to the spec weights when `spec.rollout` goes. No analysis: the analysed path runs in
+/// tests/rollout against a real Prometheus.
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG, e.g. kind): cargo test -p splitscope-tests --test e2e -- --ignored"]
+async fn a_rollout_steps_the_route_is_promoted_aborted_retried_and_removed() {
+    use splitscope::cli::{PromoteArgs, RolloutArgs, RolloutCommand, RolloutTarget};
+
+    let client = cluster::client().await;
+    install_crds();
+    let ns = TestNamespace::create(&client, "rollout").await;
+    let controller = RunningController::start(&ns.name);
+    pod(
+        &client,
+        &ns.name,
+        "stable-0",
+        &[("app", "checkout"), ("version", "v1")],
+    )
+    .await;
+    pod(
+        &client,
+        &ns.name,
+        "canary-0",
+        &[("app", "checkout"), ("version", "v2")],
+    )
+    .await;
+    let mut object = example(&ns.name);
+    object["spec"]["backends"][0]["weight"] = json!(100);
+    object["spec"]["backends"][1]["weight"] = json!(0);
+    object["spec"]["rollout"] = json!({
+        "stable": "stable",
+        "canary": "canary",
+        "steps": [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}],
+    });
+    create_ts(&client, &ns.name, object).await.unwrap();
+
+    let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &ns.name);
+    let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns.name);
+    let weights = |stable: i32, canary: i32| {
+        vec![
+            ("checkout-stable".to_string(), Some(stable)),
+            ("checkout-canary".to_string(), Some(canary)),
+        ]
+    };
+    let rollout_is = |phase: &'static str, canary: i32| {
+        let api = api.clone();
+        async move {
+            let ts = api.get("checkout").await.ok()?;
+            let r = ts.status?.rollout?;
+            (r.phase.as_str() == phase && r.canary_weight == canary).then_some(r)
+        }
+    };
+    let route_is = |stable: i32, canary: i32| {
+        let routes = routes.clone();
+        let want = weights(stable, canary);
+        async move { (route_weights(&routes.get("checkout").await.ok()?) == want).then_some(()) }
+    };
+
+    let paused = eventually("the rollout to wait at 50% for a promotion", || {
+        rollout_is("Paused", 50)
+    })
+    .await;
+    assert_eq!(paused.step_index, 3);
+    eventually("the route at 50/50", || route_is(50, 50)).await;
+    let table = cluster::kubectl_get(&["get", "ts", "-n", &ns.name]);
+    assert!(table.contains("ROLLOUT") && table.contains("CANARY"), "{table}");
+    assert!(
+        table.contains("Paused") && table.contains("stable=50,canary=50"),
+        "{table}"
+    );
+    let stepped: Vec<String> = events(&client, &ns.name)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("WeightStepped"))
+        .filter_map(|e| e.action)
+        .collect();
+    assert!(
+        stepped.contains(&"SetWeight20".to_string()) && stepped.contains(&"SetWeight50".to_string()),
+        "{stepped:?}"
+    );
+
+    // Promoted as a person would, waiting for the controller to take it.
+    splitscope::rollout_command::run(RolloutArgs {
+        command: RolloutCommand::Promote(PromoteArgs {
+            target: RolloutTarget {
+                name: "checkout".into(),
+                namespace: Some(ns.name.clone()),
+            },
+            full: false,
+            wait: Some(60),
+        }),
+    })
+    .await
+    .unwrap();
+    eventually("the rollout to succeed at 100%", || rollout_is("Succeeded", 100)).await;
+    eventually("the route at 0/100", || route_is(0, 100)).await;
+
+    // Aborted and retried through the annotation, as `kubectl annotate` does.
+    let annotate = |value: &'static str| {
+        let api = api.clone();
+        async move {
+            let patch = json!({"metadata": {"annotations": {"splitscope.dev/rollout-action": value}}});
+            api.patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    annotate("abort@e2e-1").await;
+    eventually("the rollout to be aborted", || rollout_is("Aborted", 0)).await;
+    eventually("the route back at 100/0", || route_is(100, 0)).await;
+    annotate("retry@e2e-2").await;
+    let again = eventually("the retried rollout to wait at 50% again", || {
+        rollout_is("Paused", 50)
+    })
+    .await;
+    assert_eq!(again.last_action.as_deref(), Some("retry@e2e-2"));
+
+    // spec.rollout removed: the spec's weights, and no rollout in the status.
+    let patch = json!({"spec": {"rollout": null}});
+    api.patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("the route back at the spec's 100/0", || route_is(100, 0)).await;
+    eventually("status.rollout to go", || async {
+        let ts = api.get("checkout").await.ok()?;
+        ts.status?.rollout.is_none().then_some(())
+    })
+    .await;
+    controller.stop().await;
+}

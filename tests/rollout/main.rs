@@ -615,6 +615,42 @@ async fn abort_and_retry_through_kubectl_splitscope_and_the_cli() {
         "{reasons:?}"
     );
 
+    // spec.rollout removed (kubectl patch): the route returns to the spec's weights, the status
+    // and the metrics lose the rollout.
+    let output = Command::new("kubectl")
+        .env("KUBECONFIG", &world.kubeconfig)
+        .args([
+            "-n",
+            "shop",
+            "patch",
+            "trafficsplits",
+            "checkout",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"rollout":null}}"#,
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !world.object()["status"]["rollout"].is_null() || world.route_weights() != Some((100, 0)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rollout never went: {:#}",
+            world.object()["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = world.controller_metrics().await;
+    assert!(!metrics.contains("splitscope_rollout_phase{"), "{metrics}");
+
     // A TrafficSplit that is not there is named.
     let (ok, out) = world.cli(&["retry", "nothing-here", "-n", "shop"]).await;
     assert!(

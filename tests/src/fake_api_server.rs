@@ -397,6 +397,17 @@ async fn handle(
     let query = uri.query().unwrap_or_default().to_owned();
     lock(&store).requests.push(format!("{method} {path}?{query}"));
 
+    match path.trim_end_matches('/') {
+        // The roots of discovery, as kubectl reads them before any request.
+        "/api" => {
+            return ok_json(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+            );
+        }
+        "/apis" => return ok_json(StatusCode::OK, &group_list(&lock(&store))),
+        _ => {}
+    }
     let target = match parse_path(&path) {
         None => return discovery(&lock(&store), &path),
         Some(Err(e)) => return status(StatusCode::NOT_FOUND, "NotFound", e),
@@ -556,6 +567,25 @@ async fn handle(
             format!("{method} {path} is not served by the fake API server"),
         ),
     }
+}
+
+/// `GET /apis`: every served group (one version each).
+fn group_list(store: &Store) -> Value {
+    let mut groups: Vec<Value> = Vec::new();
+    for r in &store.resources {
+        let Some(group_version) = r.prefix.strip_prefix("/apis/") else {
+            continue;
+        };
+        let Some((group, version)) = group_version.split_once('/') else {
+            continue;
+        };
+        if groups.iter().any(|g| g["name"] == group) {
+            continue;
+        }
+        let v = json!({"groupVersion": group_version, "version": version});
+        groups.push(json!({"name": group, "versions": [v.clone()], "preferredVersion": v}));
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /api/v1` or `/apis/<group>/<version>`: the APIResourceList of that group version.
