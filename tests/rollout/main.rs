@@ -658,3 +658,42 @@ async fn abort_and_retry_through_kubectl_splitscope_and_the_cli() {
         "{out}"
     );
 }
+
+/// The controller is killed mid-rollout and another one starts (a restart, or a new leader):
+/// it resumes at the same step with the same counts, from the status alone.
+#[tokio::test]
+async fn a_new_controller_resumes_at_the_same_step_without_recounting() {
+    let steps = json!([{"setWeight": 20}, {"pause": {"duration": "6s"}}, {"setWeight": 100}]);
+    let mut world = World::start(rollout(steps, 0, 2)).await;
+    let before = world
+        .wait_for("in the 6s pause at 20%", |s| {
+            s["stepIndex"] == 1 && metric(s, "open-errors")["successes"].as_i64() >= Some(1)
+        })
+        .await;
+    let _ = world.controller.kill().await;
+    // No controller: nothing moves.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let frozen = world.rollout_status();
+    assert_eq!(frozen["stepIndex"], 1);
+    let counted = metric(&frozen, "open-errors")["successes"].as_i64().unwrap();
+    assert!(counted >= metric(&before, "open-errors")["successes"].as_i64().unwrap());
+
+    let (controller, addr) = controller(&world.kubeconfig, &world.prometheus.url()).await;
+    world.controller = controller;
+    world.metrics_addr = addr;
+    // It does not start over: the step and the counts carry on from the status.
+    let resumed = world
+        .wait_for("measuring again", |s| {
+            metric(s, "open-errors")["successes"].as_i64() > Some(counted)
+        })
+        .await;
+    assert_eq!(resumed["revision"], frozen["revision"]);
+    assert!(resumed["stepIndex"].as_i64() >= Some(1), "{resumed:#}");
+    world.wait_for("Succeeded", |s| phase(s) == "Succeeded").await;
+    let reasons = world.wait_for_event("RolloutSucceeded").await;
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "RolloutStarted").count(),
+        1,
+        "never started over: {reasons:?}"
+    );
+}
