@@ -13,8 +13,8 @@ async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm() {
     const M: u64 = 6;
     let (mut agent, mut logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"]);
     let addr = agent_ready(&mut logs).await;
-    assert!(http_get(&addr, "/healthz").await.starts_with("HTTP/1.1 200"));
-    assert!(http_get(&addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert_eq!(http_get(&addr, "/healthz").await.status, 200);
+    assert_eq!(http_get(&addr, "/readyz").await.status, 200);
 
     let files = Files::new("ag");
     let comm = unique("ssm");
@@ -63,7 +63,7 @@ async fn agent_in_its_own_pid_namespace_passes_the_self_test_and_counts_exactly(
             "--pid",
             "--fork",
             "--mount-proc",
-            "--kill-child=SIGTERM",
+            "--kill-child=SIGKILL",
         ],
         &[
             "agent",
@@ -166,10 +166,34 @@ async fn trace_table_has_the_opensnoop_columns() {
 
 #[tokio::test]
 async fn agent_names_a_bad_cgroup_filter_and_exits_non_zero() {
-    let (mut agent, _logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--cgroup", "/tmp"]);
+    let (mut agent, mut logs) = spawn(&[
+        "agent",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--kubernetes",
+        "off",
+        "--cgroup",
+        "/tmp",
+    ]);
     let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(!status.success());
+    // Everything it wrote on stderr, up to the pipe's end.
+    let mut said = Vec::new();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(5), logs.recv())
+        .await
+        .expect("stderr ends once the agent has exited")
+    {
+        said.push(match line {
+            serde_json::Value::String(text) => text,
+            json => message(&json).to_owned(),
+        });
+    }
+    assert!(
+        said.iter()
+            .any(|l| l.contains("--cgroup /tmp") && l.contains("not on a cgroup v2 filesystem")),
+        "the error names neither the filter nor what is wrong with it: {said:#?}"
+    );
 }

@@ -12,8 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use splitscope_tests::dashboards::{self, Query};
 use splitscope_tests::fake_api_server::{FakeApiServer, Resource};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -123,22 +122,6 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// GET over HTTP/1.0 (no chunked bodies to decode); returns (status code, body).
-async fn get(addr: &str, path_and_query: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_owned())
-}
-
 /// Every sample name of a Prometheus text exposition (histograms as their _bucket/_sum/_count).
 fn exported_names(exposition: &str) -> BTreeSet<String> {
     exposition
@@ -150,7 +133,7 @@ fn exported_names(exposition: &str) -> BTreeSet<String> {
 
 struct Prometheus {
     /// Killed on drop.
-    _child: Child,
+    _child: GroupChild,
     addr: String,
     _dir: tempfile::TempDir,
 }
@@ -170,22 +153,25 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start prometheus");
+        let child = GroupChild::spawn(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--log.level=warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("start prometheus");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() && get(&addr, "/-/ready").await.0 == 200 {
+            if try_http_get(&addr, "/-/ready")
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
                 break;
             }
             assert!(
@@ -204,7 +190,8 @@ impl Prometheus {
     /// An instant query: Ok(result vector) or Err(Prometheus's error).
     async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
         let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-        let (code, body) = get(&self.addr, &format!("/api/v1/query?query={encoded}")).await;
+        let response = http_get(&self.addr, &format!("/api/v1/query?query={encoded}")).await;
+        let (code, body) = (response.status, response.body);
         let reply: Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {code}: {e}: {body}"))?;
         if reply["status"] != "success" {
             return Err(format!("{}: {}", reply["errorType"], reply["error"]));
@@ -271,7 +258,7 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     }
     // Ready once its caches are synced (a poll in short rounds may trail the first reconcile).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while get(&controller_addr, "/readyz").await.0 != 200 {
+    while http_get(&controller_addr, "/readyz").await.status != 200 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the controller's /readyz never turned 200"
@@ -287,8 +274,8 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // 1. Every metric a dashboard uses is exported by the real binaries.
-    let mut exported = exported_names(&get(&controller_addr, "/metrics").await.1);
-    exported.extend(exported_names(&get(&agent_addr, "/metrics").await.1));
+    let mut exported = exported_names(&http_get(&controller_addr, "/metrics").await.body);
+    exported.extend(exported_names(&http_get(&agent_addr, "/metrics").await.body));
     let files = dashboards::dashboard_files();
     let loaded: Vec<(String, Value)> = files
         .iter()

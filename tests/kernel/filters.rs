@@ -1,7 +1,6 @@
 //! The in-kernel filters let through exactly what they name and nothing else.
 
 use std::os::unix::fs::MetadataExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use splitscope_probes::filters::resolve_cgroup;
@@ -52,9 +51,8 @@ async fn pid_filter_lets_only_that_process_through() {
     let files = Files::new("fp");
     let comm = unique("ssp");
     // Two processes with the same comm; only the first one's pid is traced.
-    let mut first = opener_command(&comm, &[op("openat", &files.exists, 3)]);
-    let mut first = first.arg("--wait-stdin").stdin(Stdio::piped()).spawn().unwrap();
-    let pid = first.id().unwrap();
+    let mut first = spawn_opener(&comm, &[op("openat", &files.exists, 3)], true);
+    let pid = first.pid();
     let (_probe, mut stream) = load(with(Filters {
         pid: Some(pid),
         ..Filters::default()
@@ -162,9 +160,8 @@ async fn cgroup_filter_covers_the_cgroup_and_its_descendants() {
         cgroup: Some(top),
         ..Filters::default()
     }));
-    let mut inside = opener_command(&comm, &[op("openat", &files.exists, 5)]);
-    let mut inside = inside.arg("--wait-stdin").stdin(Stdio::piped()).spawn().unwrap();
-    cg.add(inside.id().unwrap());
+    let mut inside = spawn_opener(&comm, &[op("openat", &files.exists, 5)], true);
+    cg.add(inside.pid());
     let outside = run_opener(&comm, &[op("openat", &files.exists, 8)]);
     let mut stdin = inside.stdin.take().unwrap();
     stdin.write_all(b"g").await.unwrap();

@@ -4,6 +4,8 @@
 //! Each test drives a child process with a command name no other process has
 //! (`splitscope-test-opener`), so exact counts hold on a busy machine.
 
+mod http_get;
+mod process_group;
 mod support;
 
 mod agent_process;

@@ -510,9 +510,32 @@ poweroff -f
     Ok(())
 }
 
+/// The qemu process: killed (and reaped) when this is dropped, on every way out of `run_qemu`;
+/// and by the kernel if xtask itself dies first (PR_SET_PDEATHSIG).
+struct Qemu(std::process::Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Boots the kernel and returns everything it printed on the serial console.
 fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Result<String> {
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut command = Command::new("qemu-system-x86_64");
+    // SAFETY: only prctl(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
         .args([
             "-accel",
             "tcg",
@@ -541,7 +564,8 @@ fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Resu
         .stderr(Stdio::inherit())
         .spawn()
         .context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
-    let mut stdout = child.stdout.take().context("qemu stdout")?;
+    let mut qemu = Qemu(child);
+    let mut stdout = qemu.0.stdout.take().context("qemu stdout")?;
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = stdout.read_to_end(&mut out);
@@ -549,12 +573,11 @@ fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Resu
     });
     let started = Instant::now();
     loop {
-        if child.try_wait()?.is_some() {
+        if qemu.0.try_wait()?.is_some() {
             break;
         }
         if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
+            drop(qemu);
             let out = reader.join().unwrap_or_default();
             bail!("the guest did not power off within {timeout:?}; console:\n{out}");
         }
