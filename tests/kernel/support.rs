@@ -131,12 +131,19 @@ pub fn op(kind: &str, path: &str, count: u32) -> String {
 /// A splitscope child's stderr, one JSON log line at a time.
 pub struct Logs {
     lines: mpsc::UnboundedReceiver<serde_json::Value>,
-    _reader: JoinHandle<()>,
+    reader: JoinHandle<()>,
 }
 
 impl Logs {
     pub async fn recv(&mut self) -> Option<serde_json::Value> {
         self.lines.recv().await
+    }
+
+    /// Stops reading and closes this end of the child's stderr pipe, as when the process that
+    /// started the child has gone: the child's next log line meets a broken pipe.
+    pub async fn close(self) {
+        self.reader.abort();
+        let _ = self.reader.await;
     }
 }
 
@@ -188,13 +195,7 @@ pub fn spawn_with_env(
             }
         }
     });
-    (
-        child,
-        Logs {
-            lines,
-            _reader: reader,
-        },
-    )
+    (child, Logs { lines, reader })
 }
 
 pub fn message(v: &serde_json::Value) -> &str {
