@@ -7,12 +7,19 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::*;
 
-#[tokio::test]
-async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm() {
+/// The agent counts the same whatever record kind its probe writes: compact (its default) or
+/// full (`--records full`, the records `trace` uses).
+async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm(records: &str) {
     const N: u64 = 11;
     const M: u64 = 6;
-    let (mut agent, mut logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"]);
-    let addr = agent_ready(&mut logs).await;
+    let mut args = vec!["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"];
+    if records == "full" {
+        args.extend(["--records", "full"]);
+    }
+    let (mut agent, mut logs) = spawn(&args);
+    let (addr, attached) = agent_ready_attached(&mut logs).await;
+    let want = if records == "full" { "Full" } else { "Compact" };
+    assert_eq!(attached["fields"]["records"], want, "{attached}");
     assert_eq!(http_get(&addr, "/healthz").await.status, 200);
     assert_eq!(http_get(&addr, "/readyz").await.status, 200);
 
@@ -48,6 +55,16 @@ async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm() {
     sigterm(&agent);
     wait_for(&mut logs, "probe detached").await;
     exits_cleanly(&mut agent, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn agent_counts_exactly_from_compact_records_and_detaches_on_sigterm() {
+    agent_exports_exact_counts_over_http_and_detaches_on_sigterm("compact").await;
+}
+
+#[tokio::test]
+async fn agent_counts_exactly_from_full_records_and_detaches_on_sigterm() {
+    agent_exports_exact_counts_over_http_and_detaches_on_sigterm("full").await;
 }
 
 /// As in a DaemonSet pod without hostPID: the agent lives in its own pid namespace, so the tgid

@@ -1,5 +1,5 @@
 //! `cargo xtask build-ebpf`: compile the BPF probe exactly as the crate's build script does (the
-//! same `compile.rs`), then check the object: its sections, the event layout in its BTF, and
+//! same `compile.rs`), then check the object: its sections, the record layouts in its BTF, and
 //! that the kernel's verifier accepts every program (`bpftool prog loadall`), which needs root.
 
 #[path = "../../ebpf-probes/build/compile.rs"]
@@ -27,7 +27,7 @@ const PROGRAMS: &[&str] = &[
 
 /// The record sizes in `ebpf-probes/src/bpf/fileopen.h` (the crate's layout test checks every
 /// field against the Rust mirror; this catches a header change before any Rust is built).
-const RECORD_STRUCTS: &[(&str, usize)] = &[("open_event", 320)];
+const RECORD_STRUCTS: &[(&str, usize)] = &[("open_head", 48), ("open_full", 328)];
 
 /// Loading programs into the kernel is the point of the task: without root it cannot be done,
 /// and a task that skipped it would report a check it never made.

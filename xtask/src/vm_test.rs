@@ -57,29 +57,48 @@ const KERNELS: &[Kernel] = &[
     },
 ];
 
-/// A guest step: `splitscope self-test <args>`, whether it must succeed, and text its output must
-/// contain.
+/// A guest step: `splitscope self-test <args>`, whether it must succeed, text its output must
+/// contain and text it must not.
 struct Step {
     name: &'static str,
     args: &'static str,
     succeeds: bool,
     expect: &'static [&'static str],
+    absent: &'static [&'static str],
 }
 
 const STEPS: &[Step] = &[
-    // Auto mode picks the function the kernel really runs, and counts every open exactly.
+    // Auto mode picks the function the kernel really runs, and counts every open exactly from
+    // compact records (the agent's): after the self-test only the kretprobe stays attached.
     Step {
         name: "auto",
         args: "--attach auto --expect-mode kprobe --expect-target do_sys_openat2",
         succeeds: true,
         expect: &[
-            "attached: mode=kprobe target=do_sys_openat2",
-            "point: kprobe:do_sys_openat2",
+            "attached: mode=kprobe target=do_sys_openat2 records=compact",
             "point: kretprobe:do_sys_openat2",
+            "count: open ok = 5 (expected 5)",
             "count: openat2 ok = 5 (expected 5)",
             "count: creat ok = 5 (expected 5)",
+            "count: openat ENOENT = 5 (expected 5)",
             "self-test: ok",
         ],
+        absent: &["point: kprobe:do_sys_openat2"],
+    },
+    // Full records (`trace`'s) through the kprobe pair: the entry keeps each open's arguments.
+    Step {
+        name: "auto-full",
+        args: "--attach auto --records full --expect-mode kprobe --expect-target do_sys_openat2",
+        succeeds: true,
+        expect: &[
+            "attached: mode=kprobe target=do_sys_openat2 records=full",
+            "point: kprobe:do_sys_openat2",
+            "point: kretprobe:do_sys_openat2",
+            "count: openat ok = 5 (expected 5)",
+            "count: creat ENOENT = 5 (expected 5)",
+            "self-test: ok",
+        ],
+        absent: &[],
     },
     // Forced onto do_sys_open, which Debian's kernels inline into the syscalls: attaches, never
     // fires, and the self-test says so instead of reporting nothing forever.
@@ -88,6 +107,7 @@ const STEPS: &[Step] = &[
         args: "--attach kprobe --kprobe-target do_sys_open",
         succeeds: false,
         expect: &["kprobe do_sys_open: attached but never fired", "inlined"],
+        absent: &[],
     },
     // Auto told to start at do_sys_open detects the silence and moves on to do_sys_openat2.
     Step {
@@ -99,6 +119,7 @@ const STEPS: &[Step] = &[
             "attached: mode=kprobe target=do_sys_openat2",
             "self-test: ok",
         ],
+        absent: &[],
     },
     // The tracepoint fallback on these kernels too (saved-register arguments on 6.1 and 6.12).
     Step {
@@ -110,6 +131,7 @@ const STEPS: &[Step] = &[
             "count: openat2 ENOENT = 5 (expected 5)",
             "self-test: ok",
         ],
+        absent: &[],
     },
 ];
 
@@ -626,6 +648,11 @@ fn check_steps(console: &str) -> anyhow::Result<()> {
         for want in step.expect {
             if !output.contains(want) {
                 problems.push(format!("{}: output lacks {want:?}\n{output}", step.name));
+            }
+        }
+        for unwanted in step.absent {
+            if output.contains(unwanted) {
+                problems.push(format!("{}: output has {unwanted:?}\n{output}", step.name));
             }
         }
         let verdict = if problems.len() == before {

@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-#[cfg(test)]
-use splitscope_probes::OpenEvent;
 use splitscope_probes::errno::errno_name;
 use splitscope_probes::{OpenRecord, OpenResult};
 
@@ -120,7 +118,8 @@ impl OpenCounter {
 mod tests {
     use super::*;
     use crate::agent::cgroups::CgroupPaths;
-    use splitscope_probes::event::sample;
+    use splitscope_probes::event::{encode_compact, encode_full, sample, sample_head};
+    use splitscope_probes::{OpenEvent, OpenEventRef};
 
     #[test]
     fn results_are_ok_or_errno_names() {
@@ -130,17 +129,22 @@ mod tests {
         assert_eq!(result_label(OpenResult::Errno(999)), "errno_999");
     }
 
+    /// Counts the same opens whatever the record kind and however they are read: compact and
+    /// full records, copied out or read in place in the ring.
     #[test]
     fn counts_per_comm_and_result_standalone() {
         let metrics = AgentMetrics::new(100).unwrap();
         let mut counter = OpenCounter::new(metrics, Attributor::new(CgroupPaths::new(None), None));
-        for _ in 0..4 {
-            counter.count(&OpenEvent::from_raw(sample(1, "cat", "/etc/hosts", 3)));
-        }
+        counter.count(&OpenEvent::from_full(sample(1, "cat", "/etc/hosts", 3)));
+        counter.count(&OpenEvent::from_head(sample_head(1, "cat", 3)));
+        let full = encode_full(&sample(1, "cat", "/etc/hosts", 3));
+        counter.count(&OpenEventRef::new(&full).unwrap());
+        let compact = encode_compact(&sample_head(1, "cat", 3));
+        counter.count(&OpenEventRef::new(&compact).unwrap());
         for _ in 0..2 {
-            counter.count(&OpenEvent::from_raw(sample(2, "cat", "/nope", -2)));
+            counter.count(&OpenEventRef::new(&encode_compact(&sample_head(2, "cat", -2))).unwrap());
         }
-        counter.count(&OpenEvent::from_raw(sample(3, "ls", "/nope", -13)));
+        counter.count(&OpenEvent::from_full(sample(3, "ls", "/nope", -13)));
         let mut out = Vec::new();
         prometheus::Encoder::encode(
             &prometheus::TextEncoder::new(),
