@@ -61,6 +61,10 @@ fn hot_path(c: &mut Criterion) {
             if let Ok(event) = OpenEventRef::new(&batch[i]) {
                 standalone.count(&event);
             }
+            // The agent flushes after each drain of the ring (thousands of records).
+            if i == 0 {
+                standalone.flush();
+            }
         })
     });
 
@@ -106,6 +110,9 @@ fn hot_path(c: &mut Criterion) {
             i = (i + 1) % in_pod.len();
             if let Ok(event) = OpenEventRef::new(&in_pod[i]) {
                 cluster.count(&event);
+            }
+            if i == 0 {
+                cluster.flush();
             }
         })
     });

@@ -78,6 +78,7 @@ async fn opens_in_a_pod_cgroup_are_counted_under_that_pod() {
     for e in &events {
         counter.count(e);
     }
+    counter.flush();
     let mut text = Vec::new();
     prometheus::Encoder::encode(
         &prometheus::TextEncoder::new(),

@@ -142,6 +142,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Ok(event) => counter.count(&event),
             Err(err) => note_decode_error(&mut decode_errors, &err),
         });
+        counter.flush();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
