@@ -76,12 +76,50 @@ pub fn open_close(path: &CString, n: u64) {
     }
 }
 
-/// ns per open+close over `ops` of them, after a tenth as many to warm up.
-pub fn ns_per_open(path: &CString, ops: u64) -> f64 {
+/// What one open+close cost, in ns: the opener's wall-clock time; the CPU time of the opener's
+/// thread (user + kernel: where the probe's programs run), which other work on a shared machine
+/// barely changes, unlike the wall clock; and the CPU time of the tracer's process (its
+/// reader), wherever it ran.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cost {
+    pub wall: f64,
+    pub opener_cpu: f64,
+    pub tracer_cpu: f64,
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_ns() -> u64 {
+    // SAFETY: clock_gettime writes into the zeroed timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// CPU time of every thread of `pid` (schedstat's first field: ns on a CPU), 0 if it is gone.
+fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The cost of one open+close over `ops` of them, after a tenth as many to warm up.
+pub fn cost_per_open(path: &CString, ops: u64, tracer: Option<u32>) -> Cost {
     open_close(path, ops / 10);
-    let started = Instant::now();
+    let tracer_cpu = || tracer.map_or(0, process_cpu_ns);
+    let (started, cpu0, tracer0) = (Instant::now(), thread_cpu_ns(), tracer_cpu());
     open_close(path, ops);
-    started.elapsed().as_nanos() as f64 / ops as f64
+    let (wall, cpu, tracer1) = (started.elapsed(), thread_cpu_ns(), tracer_cpu());
+    let per_op = |ns: u64| ns as f64 / ops as f64;
+    Cost {
+        wall: per_op(u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX)),
+        opener_cpu: per_op(cpu.saturating_sub(cpu0)),
+        tracer_cpu: per_op(tracer1.saturating_sub(tracer0)),
+    }
 }
 
 /// The median and the range of a set of measurements.
