@@ -107,18 +107,34 @@ fn process_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// The cost of one open+close over `ops` of them, after a tenth as many to warm up.
+/// Blocks per measurement: the fastest block stands for the measurement, so that preemptions
+/// and short slow spells of a shared machine drop out of it.
+const BLOCKS: u64 = 8;
+
+/// The cost of one open+close over `ops` of them (in `BLOCKS` blocks, after a tenth as many to
+/// warm up): the opener's wall clock and CPU of its fastest block, and the tracer's CPU over all
+/// of them (a reader works in bursts, not per block).
 pub fn cost_per_open(path: &CString, ops: u64, tracer: Option<u32>) -> Cost {
     open_close(path, ops / 10);
+    let block = (ops / BLOCKS).max(1);
     let tracer_cpu = || tracer.map_or(0, process_cpu_ns);
-    let (started, cpu0, tracer0) = (Instant::now(), thread_cpu_ns(), tracer_cpu());
-    open_close(path, ops);
-    let (wall, cpu, tracer1) = (started.elapsed(), thread_cpu_ns(), tracer_cpu());
-    let per_op = |ns: u64| ns as f64 / ops as f64;
+    let tracer0 = tracer_cpu();
+    let mut best: Option<(u128, u64)> = None;
+    for _ in 0..BLOCKS {
+        let (started, cpu0) = (Instant::now(), thread_cpu_ns());
+        open_close(path, block);
+        let (wall, cpu) = (started.elapsed().as_nanos(), thread_cpu_ns().saturating_sub(cpu0));
+        if best.is_none_or(|(w, _)| wall < w) {
+            best = Some((wall, cpu));
+        }
+    }
+    let tracer1 = tracer_cpu();
+    let (wall, cpu) = best.unwrap_or_default();
+    let per_op = |ns: f64, n: u64| ns / n as f64;
     Cost {
-        wall: per_op(u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX)),
-        opener_cpu: per_op(cpu.saturating_sub(cpu0)),
-        tracer_cpu: per_op(tracer1.saturating_sub(tracer0)),
+        wall: per_op(wall as f64, block),
+        opener_cpu: per_op(cpu as f64, block),
+        tracer_cpu: per_op(tracer1.saturating_sub(tracer0) as f64, block * BLOCKS),
     }
 }
 

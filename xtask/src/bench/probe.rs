@@ -158,21 +158,28 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
 
-    // 2. Time inside each BPF program per run, from the kernel's own accounting (pinned).
-    let mut program_ns = Vec::new();
+    // 2. Time inside each BPF program per run, from the kernel's own accounting (pinned), three
+    //    times per peer, interleaved.
+    let mut program_ns: Vec<(Peer, Vec<f64>)> = PEERS
+        .into_iter()
+        .filter(|p| *p != Peer::None)
+        .map(|p| (p, Vec::new()))
+        .collect();
     {
         let stats = BpfStats::enable()?;
-        for peer in PEERS.into_iter().filter(|p| *p != Peer::None) {
-            let running = peers::start(peer, &Placement::Pinned.tracer_cpus())?;
-            Placement::Pinned.place_opener();
-            let pid = running.pid().context("the peer's pid")?;
-            let before = stats.of_process(pid)?;
-            measure::open_close(&path, OPS_PER_ROUND);
-            let after = stats.of_process(pid)?;
-            drop(running);
-            let runs = after.1.saturating_sub(before.1);
-            if runs > 0 {
-                program_ns.push((peer, (after.0 - before.0) as f64 / runs as f64, runs));
+        for _ in 0..3 {
+            for (peer, samples) in &mut program_ns {
+                let running = peers::start(*peer, &Placement::Pinned.tracer_cpus())?;
+                Placement::Pinned.place_opener();
+                let pid = running.pid().context("the peer's pid")?;
+                let before = stats.of_process(pid)?;
+                measure::open_close(&path, OPS_PER_ROUND);
+                let after = stats.of_process(pid)?;
+                drop(running);
+                let runs = after.1.saturating_sub(before.1);
+                if runs > 0 {
+                    samples.push((after.0 - before.0) as f64 / runs as f64);
+                }
             }
         }
     }
@@ -281,7 +288,8 @@ struct Report<'a> {
     /// Tracing programs of other tools loaded when the run started.
     foreign: &'a [String],
     samples: &'a [Samples],
-    program_ns: &'a [(Peer, f64, u64)],
+    /// ns per run of each peer's BPF programs, one value per run.
+    program_ns: &'a [(Peer, Vec<f64>)],
     rate_rows: &'a [(f64, f64, u64)],
     /// (idle % of a core, events/s, % of a core at that rate, % per 100k events/s)
     reader: (f64, f64, f64, f64),
@@ -306,7 +314,8 @@ impl Report<'_> {
             "Command: `cargo xtask bench-probe` (as root). Kernel {uname}, {} CPUs, tracepoint mode \
              (this kernel has no kprobes). {} interleaved rounds; in each, every tracer below in both \
              placements (the order rotated from round to round) beside an opener doing {OPS_PER_ROUND} \
-             open+close. Medians over the rounds, spread = min–max. Load average (1 min): {:.2} at \
+             open+close in 8 blocks, of which the fastest counts (preemptions and short slow spells \
+             of the machine drop out). Medians over the rounds, spread = min–max. Load average (1 min): {:.2} at \
              the start, {:.2} at the end (above ~0.5 other work shared the machine and the figures \
              are noisier).\n",
             measure::cpu_count(),
@@ -474,18 +483,27 @@ impl Report<'_> {
              fields over a record of constants {a:.0} / {b:.0}, {c:.0} / {d:.0} ns; the ring buffer over an \
              empty program {e:.0} / {f:.0}, {g:.0} / {h:.0} ns.\n"
         )?;
-        if !self.program_ns.is_empty() {
+        writeln!(
+            t,
+            "Time inside the BPF program per run (one run per open; opensnoop runs two, at entry \
+             and exit), from the kernel's own accounting \
+             (`kernel.bpf_stats_enabled`: two clock reads around every run, included below), pinned, \
+             {OPS_PER_ROUND} opens, three runs per tracer; steadier than the opener's clocks, and it \
+             leaves out the tracepoint's own cost, which both peers pay alike:\n\n\
+             | program of | ns per run, median (min–max) |\n|---|---|"
+        )?;
+        for (peer, samples) in self.program_ns {
+            let sp = Spread::of(samples);
             writeln!(
                 t,
-                "Time inside the BPF program per run, from the kernel's accounting \
-                 (`kernel.bpf_stats_enabled`, pinned, {OPS_PER_ROUND} opens; the accounting itself adds \
-                 a little to each):\n\n| program of | ns per run | runs |\n|---|---|---|"
+                "| {} | {:.0} ({:.0}–{:.0}) |",
+                peer.label(),
+                sp.median,
+                sp.min,
+                sp.max
             )?;
-            for (peer, ns, runs) in self.program_ns {
-                writeln!(t, "| {} | {ns:.0} | {runs} |", peer.label())?;
-            }
-            writeln!(t)?;
         }
+        writeln!(t)?;
 
         writeln!(
             t,
