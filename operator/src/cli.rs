@@ -1,4 +1,4 @@
-//! The command line: one binary, four subcommands (DESIGN.md "Layout").
+//! The command line: one binary, four subcommands (the design's layout).
 //!
 //! Every flag can also be given as `SPLITSCOPE_<FLAG>` in the environment, so the same binary is
 //! configured by flags on a laptop and by env vars in a Deployment or DaemonSet.
