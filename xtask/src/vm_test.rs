@@ -687,6 +687,34 @@ mod tests {
         );
     }
 
+    /// A console as the guest prints it when every step does what it should.
+    fn console(extra_in_auto: &str) -> String {
+        let mut out = String::from("=== KERNEL 6.1.0-57-amd64\n");
+        for step in STEPS {
+            out.push_str(&format!("=== BEGIN {}\n", step.name));
+            for line in step.expect {
+                out.push_str(&format!("{line}\n"));
+            }
+            if step.name == "auto" {
+                out.push_str(extra_in_auto);
+            }
+            let rc = if step.succeeds { 0 } else { 1 };
+            out.push_str(&format!("=== END {} rc={rc}\n", step.name));
+        }
+        out.push_str("=== GUEST DONE\n");
+        out
+    }
+
+    #[test]
+    fn steps_pass_only_with_what_they_expect_and_without_what_they_must_not_show() {
+        check_steps(&console("")).unwrap();
+        // Compact records: an entry kprobe still attached after the self-test is a failure.
+        let err = check_steps(&console("point: kprobe:do_sys_openat2\n")).unwrap_err();
+        assert!(err.to_string().contains("auto: output has"), "{err}");
+        let err = check_steps(&console("").replace("self-test: ok", "self-test: no")).unwrap_err();
+        assert!(err.to_string().contains("lacks"), "{err}");
+    }
+
     #[test]
     fn kernel_package_patterns() {
         assert!(is_61("linux-image-6.1.0-56-amd64"));
