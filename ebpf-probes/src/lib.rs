@@ -15,8 +15,8 @@ pub mod preflight;
 pub mod raw_open;
 pub mod stream;
 
-pub use event::{OpenEvent, OpenEventRef, OpenRecord, OpenResult, RawOpenEvent, Syscall};
+pub use event::{OpenEvent, OpenEventRef, OpenRecord, OpenResult, RecordKind, Syscall};
 pub use filters::Filters;
-pub use loader::{AttachInfo, Probe, ProbeConfig, ProbeError, TracepointArgs};
+pub use loader::{AttachInfo, CostVariant, Probe, ProbeConfig, ProbeError, TracepointArgs};
 pub use plan::AttachMode;
 pub use stream::{EventStream, StreamError};

@@ -11,7 +11,7 @@ use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{KProbe, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::event::OpenEvent;
+use crate::event::{OpenEvent, RecordKind};
 use crate::facts::SystemFacts;
 use crate::filters::{FilterError, Filters};
 use crate::plan::{self, AttachMode, Attacher, Attempt, Candidate, PlanError, SelfTest};
@@ -34,6 +34,37 @@ pub enum TracepointArgs {
     EnterExit,
 }
 
+/// Benchmarks only: where the probe's tracepoint program (saved-register arguments) stops, to
+/// measure what each part of an open's cost is worth (`cargo xtask bench-probe`). The start-up
+/// self-test's own opens always get normal records, so the probe still proves it sees opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CostVariant {
+    /// The real program.
+    #[default]
+    Normal,
+    /// Return at once: the cost of the tracepoint and of running an (almost) empty program.
+    ReturnAtOnce,
+    /// Bump a per-CPU counter, as bpftrace's `count()` does.
+    PerCpuCount,
+    /// Reserve and submit a compact record of constants: the ring buffer's own cost.
+    ConstantRecord,
+    /// Full records without copying the path: the record size and arguments, not the path.
+    FullWithoutPath,
+}
+
+impl CostVariant {
+    /// The probe's `cost_variant` value (COST_* in fileopen.bpf.c).
+    fn raw(self) -> u32 {
+        match self {
+            Self::Normal => 0,
+            Self::ReturnAtOnce => 1,
+            Self::PerCpuCount => 2,
+            Self::ConstantRecord => 3,
+            Self::FullWithoutPath => 4,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
     pub attach: AttachMode,
@@ -45,6 +76,11 @@ pub struct ProbeConfig {
     /// How long the start-up self-test waits for its own opens per candidate.
     pub self_test_timeout: Duration,
     pub tracepoint_args: TracepointArgs,
+    /// Which records the probe writes. A path-prefix filter reads every path, so it makes them
+    /// full whatever this says.
+    pub records: RecordKind,
+    /// Benchmarks only; `Normal` otherwise.
+    pub cost_variant: CostVariant,
 }
 
 impl Default for ProbeConfig {
@@ -56,6 +92,8 @@ impl Default for ProbeConfig {
             filters: Filters::default(),
             self_test_timeout: Duration::from_secs(1),
             tracepoint_args: TracepointArgs::Auto,
+            records: RecordKind::Compact,
+            cost_variant: CostVariant::Normal,
         }
     }
 }
@@ -67,8 +105,12 @@ pub struct AttachInfo {
     pub mode: &'static str,
     /// The kprobe function, or the tracepoints.
     pub target: String,
-    /// Every attached point, e.g. `kprobe:do_sys_openat2`, `kretprobe:do_sys_openat2`.
+    /// Every attached point, e.g. `kprobe:do_sys_openat2`, `kretprobe:do_sys_openat2`. With
+    /// compact records the entry points, which only carry arguments for full records, are
+    /// detached once the self-test passed.
     pub points: Vec<String>,
+    /// Which records the probe writes.
+    pub records: RecordKind,
     /// Candidates tried before this one, and why they were left.
     pub attempts: Vec<Attempt>,
     /// Candidates not tried at all, and why.
@@ -112,9 +154,18 @@ pub enum ProbeError {
     Io(#[from] std::io::Error),
 }
 
-enum Link {
-    Kprobe(&'static str, KProbeLinkId),
-    Tracepoint(&'static str, TracePointLinkId),
+enum LinkId {
+    Kprobe(KProbeLinkId),
+    Tracepoint(TracePointLinkId),
+}
+
+struct Link {
+    program: &'static str,
+    id: LinkId,
+    /// e.g. `kretprobe:do_sys_openat2`.
+    point: String,
+    /// An entry point that only keeps arguments for the exit's full records.
+    args_only: bool,
 }
 
 /// A loaded, attached probe. Dropping it detaches every point and unloads the programs.
@@ -172,6 +223,13 @@ impl Probe {
         // Force a wakeup at every eighth of the ring that fills up unread (a power of two, as the
         // probe's mask needs, and more than a record); the reader's timer drains the rest.
         let wakeup_bytes: u64 = (u64::from(config.ring_size) / 8).max(512);
+        let records = if globals.targ_prefix_len > 0 {
+            RecordKind::Full // the path filter reads every path anyway
+        } else {
+            config.records
+        };
+        let record_paths = u32::from(records == RecordKind::Full);
+        let cost_variant = config.cost_variant.raw();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("events", config.ring_size)
             .override_global("targ_tgid", &globals.targ_tgid, true)
@@ -183,6 +241,8 @@ impl Probe {
             .override_global("targ_prefix", &globals.targ_prefix, true)
             .override_global("targ_failed_only", &globals.targ_failed_only, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("record_paths", &record_paths, true)
+            .override_global("cost_variant", &cost_variant, true)
             .load(PROBE_OBJECT)
             .map_err(ProbeError::Load)?;
 
@@ -204,15 +264,19 @@ impl Probe {
             links: Vec::new(),
             tracepoint_args: config.tracepoint_args,
             timeout: config.self_test_timeout,
-            points: Vec::new(),
         };
         let chosen = plan::choose(&plan, &mut attacher);
-        let (links, points) = (
-            std::mem::take(&mut attacher.links),
-            std::mem::take(&mut attacher.points),
-        );
+        let mut links = std::mem::take(&mut attacher.links);
         set_selftest(&mut ebpf, None)?;
         let (candidate, attempts) = chosen.map_err(|attempts| ProbeError::SelfTest { attempts })?;
+        if records == RecordKind::Compact {
+            // Compact records are made at the exit alone; the entry points only served the
+            // self-test's full records.
+            let (mut entries, kept): (Vec<Link>, Vec<Link>) = links.into_iter().partition(|l| l.args_only);
+            detach_links(&mut ebpf, &mut entries);
+            links = kept;
+        }
+        let points = links.iter().map(|l| l.point.clone()).collect();
         for attempt in &attempts {
             tracing::warn!("left {attempt}");
         }
@@ -220,6 +284,7 @@ impl Probe {
             mode: candidate.mode(),
             target: candidate.target(),
             points,
+            records,
             attempts,
             skipped: plan.skipped,
         };
@@ -322,13 +387,14 @@ fn set_selftest(ebpf: &mut Ebpf, task: Option<SelftestTask>) -> Result<(), Probe
 
 fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<Link>) {
     for link in links.drain(..) {
-        let (name, result) = match link {
-            Link::Kprobe(name, id) => match ebpf.program_mut(name).map(<&mut KProbe>::try_from) {
-                Some(Ok(p)) => (name, p.detach(id)),
+        let name = link.program;
+        let result = match link.id {
+            LinkId::Kprobe(id) => match ebpf.program_mut(name).map(<&mut KProbe>::try_from) {
+                Some(Ok(p)) => p.detach(id),
                 _ => continue,
             },
-            Link::Tracepoint(name, id) => match ebpf.program_mut(name).map(<&mut TracePoint>::try_from) {
-                Some(Ok(p)) => (name, p.detach(id)),
+            LinkId::Tracepoint(id) => match ebpf.program_mut(name).map(<&mut TracePoint>::try_from) {
+                Some(Ok(p)) => p.detach(id),
                 _ => continue,
             },
         };
@@ -345,7 +411,6 @@ struct KernelAttacher<'a> {
     links: Vec<Link>,
     tracepoint_args: TracepointArgs,
     timeout: Duration,
-    points: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -401,14 +466,41 @@ impl KernelAttacher<'_> {
             .kprobe(entry)?
             .attach(function, 0)
             .map_err(program_error(format!("kprobe on {function}")))?;
-        self.links.push(Link::Kprobe(entry, id));
-        self.points.push(format!("kprobe:{function}"));
+        self.links.push(Link {
+            program: entry,
+            id: LinkId::Kprobe(id),
+            point: format!("kprobe:{function}"),
+            args_only: true,
+        });
         let id = self
             .kprobe("kretprobe_open")?
             .attach(function, 0)
             .map_err(program_error(format!("kretprobe on {function}")))?;
-        self.links.push(Link::Kprobe("kretprobe_open", id));
-        self.points.push(format!("kretprobe:{function}"));
+        self.links.push(Link {
+            program: "kretprobe_open",
+            id: LinkId::Kprobe(id),
+            point: format!("kretprobe:{function}"),
+            args_only: false,
+        });
+        Ok(())
+    }
+
+    fn attach_tracepoint(
+        &mut self,
+        program: &'static str,
+        name: String,
+        args_only: bool,
+    ) -> Result<(), AttachError> {
+        let id = self
+            .tracepoint(program)?
+            .attach("syscalls", &name)
+            .map_err(program_error(format!("tracepoint syscalls:{name}")))?;
+        self.links.push(Link {
+            program,
+            id: LinkId::Tracepoint(id),
+            point: format!("tracepoint:syscalls:{name}"),
+            args_only,
+        });
         Ok(())
     }
 
@@ -432,13 +524,7 @@ impl KernelAttacher<'_> {
         };
         for syscall in syscalls {
             if saved_regs {
-                let name = format!("sys_exit_{syscall}");
-                let id = self
-                    .tracepoint("sys_exit_open_regs")?
-                    .attach("syscalls", &name)
-                    .map_err(program_error(format!("tracepoint syscalls:{name}")))?;
-                self.links.push(Link::Tracepoint("sys_exit_open_regs", id));
-                self.points.push(format!("tracepoint:syscalls:{name}"));
+                self.attach_tracepoint("sys_exit_open_regs", format!("sys_exit_{syscall}"), false)?;
             } else {
                 let enter: &'static str = match *syscall {
                     "open" => "sys_enter_open_args",
@@ -446,17 +532,8 @@ impl KernelAttacher<'_> {
                     "openat2" => "sys_enter_openat2_args",
                     _ => "sys_enter_creat_args",
                 };
-                for (program, name) in [
-                    (enter, format!("sys_enter_{syscall}")),
-                    ("sys_exit_open_paired", format!("sys_exit_{syscall}")),
-                ] {
-                    let id = self
-                        .tracepoint(program)?
-                        .attach("syscalls", &name)
-                        .map_err(program_error(format!("tracepoint syscalls:{name}")))?;
-                    self.links.push(Link::Tracepoint(program, id));
-                    self.points.push(format!("tracepoint:syscalls:{name}"));
-                }
+                self.attach_tracepoint(enter, format!("sys_enter_{syscall}"), true)?;
+                self.attach_tracepoint("sys_exit_open_paired", format!("sys_exit_{syscall}"), false)?;
             }
         }
         Ok(())
@@ -487,7 +564,6 @@ impl Attacher for KernelAttacher<'_> {
 
     fn detach(&mut self, _candidate: &Candidate) {
         detach_links(self.ebpf, &mut self.links);
-        self.points.clear();
     }
 }
 
@@ -522,8 +598,11 @@ fn run_self_test(ring: &mut RingBuf<MapData>, syscalls: &[&'static str], timeout
                 continue;
             };
             // Matched by the unique path alone: the event's tgid is the kernel-wide one, which in
-            // a pod without hostPID is not `std::process::id()`.
-            let name = event.filename();
+            // a pod without hostPID is not `std::process::id()`. The self-test's own opens get
+            // full records whatever kind the probe makes for others.
+            let Some(name) = event.filename() else {
+                continue;
+            };
             if !name.starts_with(dir.as_bytes()) {
                 continue;
             }

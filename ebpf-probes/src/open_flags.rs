@@ -67,22 +67,72 @@ mod tests {
         assert_eq!(format_flags(libc::O_RDWR as u32 | 0o40000000), "O_RDWR|040000000");
     }
 
+    /// The kernel's O_LARGEFILE bit: glibc defines O_LARGEFILE as 0 on 64-bit (it is implied),
+    /// but the kernel sets its own bit on every file a 64-bit process opens, and F_GETFL shows it.
+    fn kernel_largefile_bit() -> i32 {
+        let path = std::ffi::CString::new("/proc/self/stat").unwrap();
+        let fd = crate::raw_open::open_via("open", &path, libc::O_RDONLY, 0).unwrap();
+        // SAFETY: F_GETFL on a descriptor we own.
+        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_GETFL) };
+        assert!(flags >= 0, "F_GETFL failed");
+        flags & !libc::O_ACCMODE
+    }
+
     #[test]
-    fn values_match_libc() {
+    fn every_flag_is_named_by_its_libc_value() {
+        assert_eq!(
+            libc::O_LARGEFILE,
+            0,
+            "glibc's 64-bit O_LARGEFILE, as the helper above assumes"
+        );
+        let mut checked = std::collections::HashSet::new();
         for (bit, name) in BITS {
-            let libc_value = match *name {
+            let value = match *name {
                 "O_CREAT" => libc::O_CREAT,
                 "O_EXCL" => libc::O_EXCL,
+                "O_NOCTTY" => libc::O_NOCTTY,
                 "O_TRUNC" => libc::O_TRUNC,
                 "O_APPEND" => libc::O_APPEND,
                 "O_NONBLOCK" => libc::O_NONBLOCK,
+                "O_DSYNC" => libc::O_DSYNC,
+                "O_ASYNC" => libc::O_ASYNC,
+                "O_DIRECT" => libc::O_DIRECT,
+                "O_LARGEFILE" => kernel_largefile_bit(),
                 "O_DIRECTORY" => libc::O_DIRECTORY,
                 "O_NOFOLLOW" => libc::O_NOFOLLOW,
+                "O_NOATIME" => libc::O_NOATIME,
                 "O_CLOEXEC" => libc::O_CLOEXEC,
+                // libc's O_SYNC is __O_SYNC | O_DSYNC and O_TMPFILE is __O_TMPFILE | O_DIRECTORY;
+                // the table names each by its own bit.
+                "O_SYNC" => libc::O_SYNC & !libc::O_DSYNC,
                 "O_PATH" => libc::O_PATH,
-                _ => continue,
+                "O_TMPFILE" => libc::O_TMPFILE & !libc::O_DIRECTORY,
+                other => panic!("{other} is in the table but not checked against libc here"),
             };
-            assert_eq!(*bit, libc_value as u32, "{name}");
+            assert_eq!(*bit, value as u32, "{name}");
+            assert_eq!(bit.count_ones(), 1, "{name} is one bit");
+            assert!(checked.insert(*bit), "{name}: bit {bit:o} named twice");
         }
+        assert_eq!(
+            checked.len(),
+            17,
+            "every open(2) flag bit of x86-64 Linux has a name"
+        );
+        for (mode, name) in [
+            (libc::O_RDONLY, "O_RDONLY"),
+            (libc::O_WRONLY, "O_WRONLY"),
+            (libc::O_RDWR, "O_RDWR"),
+        ] {
+            assert_eq!(flag_names(mode as u32), vec![name]);
+        }
+    }
+
+    #[test]
+    fn composite_flags_show_every_bit_they_set() {
+        assert_eq!(format_flags(libc::O_SYNC as u32), "O_RDONLY|O_DSYNC|O_SYNC");
+        assert_eq!(
+            format_flags((libc::O_TMPFILE | libc::O_RDWR) as u32),
+            "O_RDWR|O_DIRECTORY|O_TMPFILE"
+        );
     }
 }

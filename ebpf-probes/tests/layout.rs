@@ -1,12 +1,15 @@
-//! The Rust mirror of `struct open_event` must match what clang laid out for the BPF target.
-//! This reads the struct's layout from the BTF of the very object the loader embeds, so the test
-//! fails as soon as the C header and `RawOpenEvent` diverge in size, order, offset or field size.
+//! The Rust mirrors of the ring-buffer records must match what clang laid out for the BPF target,
+//! for both record kinds: the compact record (`struct open_head`) and the full one (`struct
+//! open_full` = head + `struct open_detail`). This reads the structs' layouts from the BTF of the
+//! very object the loader embeds, so the test fails as soon as the C header and the Rust types
+//! diverge in size, order, offset or field size.
 
-use std::collections::HashMap;
-use std::mem::{offset_of, size_of};
+use std::mem::{offset_of, size_of, size_of_val};
 
 use object::{Object, ObjectSection};
-use splitscope_probes::event::RawOpenEvent;
+use splitscope_probes::event::{
+    COMPACT_RECORD_SIZE, FULL_RECORD_SIZE, RawOpenDetail, RawOpenFull, RawOpenHead, sample,
+};
 use splitscope_probes::loader::PROBE_OBJECT;
 
 struct Btf<'a> {
@@ -59,7 +62,7 @@ impl<'a> Btf<'a> {
             1 | 4 | 5 | 6 | 16 | 19 => size as usize,
             3 => self.size_of(u32_at(extra, 0)) * u32_at(extra, 8) as usize,
             8..=11 | 18 => self.size_of(size),
-            kind => panic!("unexpected BTF kind {kind} in open_event"),
+            kind => panic!("unexpected BTF kind {kind} in a record"),
         }
     }
 
@@ -90,59 +93,74 @@ impl<'a> Btf<'a> {
     }
 }
 
-#[test]
-fn rust_and_c_agree_on_open_event() {
+fn btf() -> Vec<u8> {
     let elf = object::File::parse(PROBE_OBJECT).expect("the embedded probe is an ELF object");
     let btf_section = elf.section_by_name(".BTF").expect("the probe has BTF (-g)");
-    let btf = Btf::parse(btf_section.data().unwrap());
-    let (size, members) = btf.struct_layout("open_event");
+    btf_section.data().unwrap().to_vec()
+}
 
-    macro_rules! field {
-        ($f:ident) => {{
-            let probe = RawOpenEvent {
-                ts_ns: 0,
-                cgroup_id: 0,
-                ret: 0,
-                pid: 0,
-                tgid: 0,
-                uid: 0,
-                flags: 0,
-                mode: 0,
-                fname_len: 0,
-                syscall: 0,
-                eflags: 0,
-                comm: [0; 16],
-                fname: [0; 256],
-            };
-            (
-                stringify!($f),
-                offset_of!(RawOpenEvent, $f),
-                std::mem::size_of_val(&probe.$f),
-            )
-        }};
-    }
-    let rust: Vec<(&str, usize, usize)> = vec![
-        field!(ts_ns),
-        field!(cgroup_id),
-        field!(ret),
-        field!(pid),
-        field!(tgid),
-        field!(uid),
-        field!(flags),
-        field!(mode),
-        field!(fname_len),
-        field!(syscall),
-        field!(eflags),
-        field!(comm),
-        field!(fname),
-    ];
-
-    assert_eq!(size, size_of::<RawOpenEvent>(), "sizeof(struct open_event)");
-    let c: Vec<(&str, usize, usize)> = members
-        .iter()
-        .map(|(n, bits, sz)| (n.as_str(), bits / 8, *sz))
+/// (field, byte offset, byte size) of `struct name` in the probe's BTF; asserts it has no
+/// bitfields and returns its size too.
+fn c_layout(btf: &Btf<'_>, name: &str) -> (usize, Vec<(String, usize, usize)>) {
+    let (size, members) = btf.struct_layout(name);
+    assert!(
+        members.iter().all(|(_, bits, _)| bits % 8 == 0),
+        "no bitfields in {name}"
+    );
+    let members = members
+        .into_iter()
+        .map(|(n, bits, sz)| (n, bits / 8, sz))
         .collect();
+    (size, members)
+}
+
+/// (field, offset_of!, size of the field) of a Rust value's fields.
+macro_rules! rust_layout {
+    ($ty:ident, $value:expr, [$($f:ident),* $(,)?]) => {{
+        let value: &$ty = &$value;
+        vec![$((stringify!($f).to_owned(), offset_of!($ty, $f), size_of_val(&value.$f))),*]
+    }};
+}
+
+#[test]
+fn rust_and_c_agree_on_the_compact_record() {
+    let data = btf();
+    let btf = Btf::parse(&data);
+    let (size, c) = c_layout(&btf, "open_head");
+    let rust = rust_layout!(
+        RawOpenHead,
+        sample(0, "", "", 0).head,
+        [cgroup_id, ret, pid, tgid, comm, syscall, pad]
+    );
+    assert_eq!(size, size_of::<RawOpenHead>(), "sizeof(struct open_head)");
+    assert_eq!(size, COMPACT_RECORD_SIZE);
     assert_eq!(c, rust, "(field, offset, size) in C (left) and Rust (right)");
-    let by_name: HashMap<_, _> = members.iter().map(|(n, b, _)| (n.as_str(), *b)).collect();
-    assert!(by_name.values().all(|bits| bits % 8 == 0), "no bitfields");
+}
+
+#[test]
+fn rust_and_c_agree_on_the_full_record() {
+    let data = btf();
+    let btf = Btf::parse(&data);
+    let raw = sample(0, "", "", 0);
+
+    let (size, c) = c_layout(&btf, "open_detail");
+    let rust = rust_layout!(
+        RawOpenDetail,
+        raw.detail,
+        [ts_ns, uid, flags, mode, fname_len, eflags, pad, fname]
+    );
+    assert_eq!(size, size_of::<RawOpenDetail>(), "sizeof(struct open_detail)");
+    assert_eq!(
+        c, rust,
+        "open_detail: (field, offset, size) in C (left) and Rust (right)"
+    );
+
+    let (size, c) = c_layout(&btf, "open_full");
+    let rust = rust_layout!(RawOpenFull, raw, [head, detail]);
+    assert_eq!(size, size_of::<RawOpenFull>(), "sizeof(struct open_full)");
+    assert_eq!(size, FULL_RECORD_SIZE);
+    assert_eq!(
+        c, rust,
+        "open_full: (field, offset, size) in C (left) and Rust (right)"
+    );
 }

@@ -1,4 +1,5 @@
-//! The agent's per-event path: decode a ring-buffer record, attribute it, count it.
+//! The agent's per-event path: read a compact ring-buffer record in place, attribute it, count
+//! it; and what `trace` does instead, copying a full record out.
 //! `cargo xtask bench` runs this and writes the figures into BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -13,34 +14,42 @@ use splitscope::agent::cgroups::CgroupPaths;
 use splitscope::agent::count::OpenCounter;
 use splitscope::agent::metrics::AgentMetrics;
 use splitscope::agent::pods::{PodDirectory, PodIndex};
-use splitscope_probes::event::{encode, sample};
+use splitscope_probes::event::{
+    COMPACT_RECORD_SIZE, FULL_RECORD_SIZE, RawOpenFull, encode_compact, encode_full, sample,
+};
 use splitscope_probes::{OpenEvent, OpenEventRef};
 
-fn records(n: usize, cgroup_id: u64) -> Vec<[u8; splitscope_probes::event::RECORD_SIZE]> {
-    (0..n)
-        .map(|i| {
-            let mut raw = sample(
-                1000 + i as u32,
-                &format!("comm{}", i % 64),
-                "/etc/ld.so.cache",
-                if i % 5 == 0 { -2 } else { 3 },
-            );
-            raw.cgroup_id = cgroup_id;
-            encode(&raw)
-        })
+fn raw_records(n: usize, cgroup_id: u64) -> impl Iterator<Item = RawOpenFull> {
+    (0..n).map(move |i| {
+        let mut raw = sample(
+            1000 + i as u32,
+            &format!("comm{}", i % 64),
+            "/etc/ld.so.cache",
+            if i % 5 == 0 { -2 } else { 3 },
+        );
+        raw.head.cgroup_id = cgroup_id;
+        raw
+    })
+}
+
+/// Compact records, as the agent's probe writes them.
+fn records(n: usize, cgroup_id: u64) -> Vec<[u8; COMPACT_RECORD_SIZE]> {
+    raw_records(n, cgroup_id)
+        .map(|r| encode_compact(&r.head))
         .collect()
 }
 
 fn hot_path(c: &mut Criterion) {
-    let batch = records(1024, 1);
-    c.bench_function("decode: copy the whole record out (as trace does)", |b| {
+    let full: Vec<[u8; FULL_RECORD_SIZE]> = raw_records(1024, 1).map(|r| encode_full(&r)).collect();
+    c.bench_function("decode: copy a full record out (as trace does)", |b| {
         let mut i = 0;
         b.iter(|| {
-            i = (i + 1) % batch.len();
-            black_box(OpenEvent::decode(black_box(&batch[i])).ok())
+            i = (i + 1) % full.len();
+            black_box(OpenEvent::decode(black_box(&full[i])).ok())
         })
     });
 
+    let batch = records(1024, 1);
     let mut standalone = OpenCounter::new(
         AgentMetrics::new(5000).unwrap(),
         Attributor::new(CgroupPaths::new(None), None),
@@ -51,6 +60,10 @@ fn hot_path(c: &mut Criterion) {
             i = (i + 1) % batch.len();
             if let Ok(event) = OpenEventRef::new(&batch[i]) {
                 standalone.count(&event);
+            }
+            // The agent flushes after each drain of the ring (thousands of records).
+            if i == 0 {
+                standalone.flush();
             }
         })
     });
@@ -97,6 +110,9 @@ fn hot_path(c: &mut Criterion) {
             i = (i + 1) % in_pod.len();
             if let Ok(event) = OpenEventRef::new(&in_pod[i]) {
                 cluster.count(&event);
+            }
+            if i == 0 {
+                cluster.flush();
             }
         })
     });

@@ -1,4 +1,5 @@
-//! The command line: one binary, four subcommands (see README "Layout" and docs/).
+//! The command line: one binary; its subcommands: controller, agent, trace, crd, rollout (see
+//! the README and docs/).
 //!
 //! Every flag can also be given as `SPLITSCOPE_<FLAG>` in the environment, so the same binary is
 //! configured by flags on a laptop and by env vars in a Deployment or DaemonSet.
@@ -195,6 +196,16 @@ pub struct ProbeArgs {
     #[arg(long, hide = true, env = "SPLITSCOPE_TRACEPOINT_ARGS", value_enum, default_value_t = TracepointArgsMode::Auto)]
     pub tracepoint_args: TracepointArgsMode,
 
+    /// Which records the probe writes (default: compact for `agent` and `self-test`, full for
+    /// `trace`). A benchmarking and testing aid: the agent never needs paths.
+    #[arg(long, hide = true, env = "SPLITSCOPE_RECORDS", value_enum)]
+    pub records: Option<RecordsMode>,
+
+    /// Where the probe's program stops (benchmarking aid: `cargo xtask bench-probe` measures
+    /// what each part of an open's cost is worth).
+    #[arg(long, hide = true, env = "SPLITSCOPE_COST_VARIANT", value_enum, default_value_t = CostVariantMode::Normal)]
+    pub cost_variant: CostVariantMode,
+
     #[command(flatten)]
     pub filters: FilterArgs,
 }
@@ -231,6 +242,30 @@ pub enum TracepointArgsMode {
     SavedRegs,
     /// sys_enter keeps the arguments in a map, sys_exit emits.
     EnterExit,
+}
+
+/// Which records the probe writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordsMode {
+    /// Whose open it was and its result: what counting needs.
+    Compact,
+    /// Also time, uid, flags, mode and path.
+    Full,
+}
+
+/// Benchmark variants of the probe's program (see `splitscope_probes::CostVariant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CostVariantMode {
+    /// The real program.
+    Normal,
+    /// Return at once.
+    Return,
+    /// Bump a per-CPU counter, as bpftrace's count() does.
+    PercpuCount,
+    /// Reserve and submit a compact record of constants.
+    ConstantRecord,
+    /// Full records without copying the path.
+    FullWithoutPath,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,6 +5,13 @@
 use tokio_util::sync::CancellationToken;
 
 /// Returns a token that is cancelled on the first SIGTERM or SIGINT.
+///
+/// Once tokio has installed its handler for a signal, the handler stays for the life of the
+/// process and a signal nobody listens for is dropped. In a container the process is pid 1 of
+/// its pid namespace, which no signal it handles can kill, so if the listening task died without
+/// cancelling, SIGTERM would never stop the process again. Hence the token is cancelled before
+/// anything else is done with the signal (logging can fail: stderr may be a broken pipe), and
+/// also whenever the task ends without having cancelled it.
 pub fn on_signal() -> std::io::Result<CancellationToken> {
     use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
@@ -12,12 +19,13 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
     let mut int = signal(SignalKind::interrupt())?;
     let cancel = token.clone();
     tokio::spawn(async move {
+        let cancel = cancel.drop_guard();
         let which = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
+        drop(cancel);
         tracing::info!(signal = which, "shutting down");
-        cancel.cancel();
     });
     Ok(token)
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use chrono::{DateTime, Local, SecondsFormat};
 use splitscope_probes::errno::errno_name;
 use splitscope_probes::open_flags::{flag_names, format_flags};
-use splitscope_probes::{OpenEvent, OpenResult};
+use splitscope_probes::{OpenEvent, OpenResult, RecordKind};
 
 use crate::agent::{DRAIN_INTERVAL, load_probe, probe_config};
 use crate::cli::{TraceArgs, TraceOutput};
@@ -41,7 +41,10 @@ pub fn table_row(event: &OpenEvent, offset: i128) -> String {
         OpenResult::Fd(fd) => fd.to_string(),
         OpenResult::Errno(e) => errno_name(e).map_or_else(|| format!("errno {e}"), str::to_owned),
     };
-    let mut path = String::from_utf8_lossy(event.filename()).into_owned();
+    let mut path = match event.filename() {
+        Some(name) => String::from_utf8_lossy(name).into_owned(),
+        None => "<not recorded>".to_owned(),
+    };
     if event.filename_fault() {
         path = "<unreadable>".to_owned();
     } else if event.filename_truncated() {
@@ -49,11 +52,14 @@ pub fn table_row(event: &OpenEvent, offset: i128) -> String {
     }
     format!(
         "{:<13} {:<7} {:<16} {:<13} {:<24} {}",
-        wall_time(event.ts_ns(), offset).format("%H:%M:%S%.3f"),
+        event.ts_ns().map_or_else(
+            || "-".to_owned(),
+            |ts| wall_time(ts, offset).format("%H:%M:%S%.3f").to_string()
+        ),
         event.pid(),
         String::from_utf8_lossy(event.comm()),
         result,
-        format_flags(event.flags()),
+        event.flags().map_or_else(|| "-".to_owned(), format_flags),
         path
     )
 }
@@ -65,7 +71,9 @@ pub fn json_line(event: &OpenEvent, offset: i128) -> String {
         OpenResult::Errno(e) => (None, Some(e), errno_name(e)),
     };
     serde_json::json!({
-        "time": wall_time(event.ts_ns(), offset).to_rfc3339_opts(SecondsFormat::Micros, true),
+        "time": event
+            .ts_ns()
+            .map(|ts| wall_time(ts, offset).to_rfc3339_opts(SecondsFormat::Micros, true)),
         "pid": event.pid(),
         "tid": event.tid(),
         "uid": event.uid(),
@@ -77,9 +85,9 @@ pub fn json_line(event: &OpenEvent, offset: i128) -> String {
         "errno": errno,
         "error": error,
         "flags": event.flags(),
-        "flag_names": flag_names(event.flags()),
+        "flag_names": event.flags().map(flag_names),
         "mode": event.mode(),
-        "path": String::from_utf8_lossy(event.filename()),
+        "path": event.filename().map(String::from_utf8_lossy),
         "path_truncated": event.filename_truncated(),
         "path_unreadable": event.filename_fault(),
     })
@@ -88,7 +96,7 @@ pub fn json_line(event: &OpenEvent, offset: i128) -> String {
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signal()?;
-    let mut probe = load_probe(probe_config(&args.probe)?).await?;
+    let mut probe = load_probe(probe_config(&args.probe, RecordKind::Full)?).await?;
     let mut stream = probe.events(DRAIN_INTERVAL)?;
     let offset = realtime_offset_ns();
     let stdout = std::io::stdout();
@@ -145,20 +153,20 @@ mod tests {
     #[test]
     fn table_rows_show_fd_or_errno_flags_and_path() {
         let mut raw = sample(4242, "cat", "/etc/hostname", 3);
-        raw.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u32;
-        let row = table_row(&OpenEvent::from_raw(raw), 0);
+        raw.detail.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u32;
+        let row = table_row(&OpenEvent::from_full(raw), 0);
         assert!(
             row.contains("4242") && row.contains("cat") && row.contains("O_RDONLY|O_CLOEXEC"),
             "{row}"
         );
         assert!(row.ends_with("/etc/hostname"), "{row}");
-        let failed = table_row(&OpenEvent::from_raw(sample(1, "ls", "/nope", -2)), 0);
+        let failed = table_row(&OpenEvent::from_full(sample(1, "ls", "/nope", -2)), 0);
         assert!(failed.contains("ENOENT"), "{failed}");
     }
 
     #[test]
     fn json_lines_are_single_objects_with_every_field() {
-        let line = json_line(&OpenEvent::from_raw(sample(7, "vim", "/tmp/x", -13)), 0);
+        let line = json_line(&OpenEvent::from_full(sample(7, "vim", "/tmp/x", -13)), 0);
         assert!(!line.contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["pid"], 7);
@@ -169,5 +177,18 @@ mod tests {
         assert_eq!(v["path"], "/tmp/x");
         assert_eq!(v["syscall"], "openat");
         assert_eq!(v["flag_names"][0], "O_RDONLY");
+    }
+
+    #[test]
+    fn a_compact_record_shows_what_it_does_not_carry() {
+        let event = OpenEvent::from_head(sample(7, "vim", "/tmp/x", 3).head);
+        let row = table_row(&event, 0);
+        assert!(row.ends_with("<not recorded>") && row.starts_with('-'), "{row}");
+        let v: serde_json::Value = serde_json::from_str(&json_line(&event, 0)).unwrap();
+        assert_eq!(
+            (v["path"].clone(), v["flags"].clone()),
+            (serde_json::Value::Null, serde_json::Value::Null)
+        );
+        assert_eq!(v["fd"], 3);
     }
 }

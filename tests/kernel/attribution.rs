@@ -64,16 +64,12 @@ async fn opens_in_a_pod_cgroup_are_counted_under_that_pod() {
         },
         ..ProbeConfig::default()
     });
-    let mut child = opener_command(
+    let mut child = spawn_opener(
         &comm,
         &[op("openat", &files.exists, 4), op("openat", &files.missing, 3)],
+        true,
     );
-    let mut child = child
-        .arg("--wait-stdin")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    cg.add(child.id().unwrap());
+    cg.add(child.pid());
     child.stdin.take().unwrap().write_all(b"g").await.unwrap();
     assert!(child.wait().await.unwrap().success());
 
@@ -82,6 +78,7 @@ async fn opens_in_a_pod_cgroup_are_counted_under_that_pod() {
     for e in &events {
         counter.count(e);
     }
+    counter.flush();
     let mut text = Vec::new();
     prometheus::Encoder::encode(
         &prometheus::TextEncoder::new(),

@@ -6,14 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use splitscope_tests::dashboards::{self, Query};
 use splitscope_tests::fake_api_server::{FakeApiServer, Resource};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use splitscope_tests::prometheus::{Job, Prometheus, require_prometheus, sample_value};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -119,42 +117,6 @@ fn objects() -> Vec<Value> {
     vec![checkout(None), slice("stable", 3), slice("canary", 1)]
 }
 
-fn require_prometheus() {
-    let found = std::process::Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "this test needs a real Prometheus server: install Debian's `prometheus` package \
-         (`cargo xtask deps test` does)"
-    );
-}
-
-/// A port nobody listens on now (Prometheus cannot report a port 0 choice back).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// GET over HTTP/1.0 (no chunked bodies to decode); returns (status code, body).
-async fn get(addr: &str, path_and_query: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_owned())
-}
-
 /// Every sample name of a Prometheus text exposition (histograms as their _bucket/_sum/_count).
 fn exported_names(exposition: &str) -> BTreeSet<String> {
     exposition
@@ -162,78 +124,6 @@ fn exported_names(exposition: &str) -> BTreeSet<String> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
         .collect()
-}
-
-struct Prometheus {
-    /// Killed on drop.
-    _child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start(jobs: &[(&str, &str, (&str, &str))]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config =
-            String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n");
-        for (job, target, (label, value)) in jobs {
-            // As deploy/prometheus-grafana/prometheus.yml: the job is the metrics Service's name,
-            // the metrics keep their own labels, the target's node/pod are added.
-            config.push_str(&format!(
-                "  - job_name: {job}\n    honor_labels: true\n    static_configs:\n      - targets: ['{target}']\n        labels: {{{label}: {value}}}\n"
-            ));
-        }
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start prometheus");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() && get(&addr, "/-/ready").await.0 == 200 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "Prometheus never became ready on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Self {
-            _child: child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// An instant query: Ok(result vector) or Err(Prometheus's error).
-    async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
-        let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-        let (code, body) = get(&self.addr, &format!("/api/v1/query?query={encoded}")).await;
-        let reply: Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {code}: {e}: {body}"))?;
-        if reply["status"] != "success" {
-            return Err(format!("{}: {}", reply["errorType"], reply["error"]));
-        }
-        Ok(reply["data"]["result"].as_array().cloned().unwrap_or_default())
-    }
-}
-
-fn sample_value(sample: &Value) -> f64 {
-    sample["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 /// Opens files under a unique comm until cancelled, so rates and failed-open panels have data.
@@ -287,7 +177,7 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     }
     // Ready once its caches are synced (a poll in short rounds may trail the first reconcile).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while get(&controller_addr, "/readyz").await.0 != 200 {
+    while http_get(&controller_addr, "/readyz").await.status != 200 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the controller's /readyz never turned 200"
@@ -338,12 +228,16 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
         );
     }
     let prometheus = Prometheus::start(&[
-        (&agent_job, &agent_addr, ("node", NODE)),
-        (
-            &controller_job,
-            &controller_addr,
-            ("kubernetes_pod", CONTROLLER_POD),
-        ),
+        Job {
+            name: &agent_job,
+            target: agent_addr.clone(),
+            labels: vec![("node", NODE)],
+        },
+        Job {
+            name: &controller_job,
+            target: controller_addr.clone(),
+            labels: vec![("kubernetes_pod", CONTROLLER_POD)],
+        },
     ])
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
@@ -379,8 +273,8 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     }
 
     // 1. Every metric a dashboard uses is exported by the real binaries (the rollout running).
-    let mut exported = exported_names(&get(&controller_addr, "/metrics").await.1);
-    exported.extend(exported_names(&get(&agent_addr, "/metrics").await.1));
+    let mut exported = exported_names(&http_get(&controller_addr, "/metrics").await.body);
+    exported.extend(exported_names(&http_get(&agent_addr, "/metrics").await.body));
     let mut unexported = Vec::new();
     for (name, dashboard) in &loaded {
         for Query { what, expr } in dashboards::queries(dashboard) {

@@ -1,11 +1,10 @@
 //! The in-kernel filters let through exactly what they name and nothing else.
 
 use std::os::unix::fs::MetadataExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use splitscope_probes::filters::resolve_cgroup;
-use splitscope_probes::{Filters, OpenResult, ProbeConfig};
+use splitscope_probes::{Filters, OpenResult, ProbeConfig, RecordKind};
 use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
@@ -52,13 +51,16 @@ async fn pid_filter_lets_only_that_process_through() {
     let files = Files::new("fp");
     let comm = unique("ssp");
     // Two processes with the same comm; only the first one's pid is traced.
-    let mut first = opener_command(&comm, &[op("openat", &files.exists, 3)]);
-    let mut first = first.arg("--wait-stdin").stdin(Stdio::piped()).spawn().unwrap();
-    let pid = first.id().unwrap();
-    let (_probe, mut stream) = load(with(Filters {
-        pid: Some(pid),
-        ..Filters::default()
-    }));
+    let mut first = spawn_opener(&comm, &[op("openat", &files.exists, 3)], true);
+    let pid = first.pid();
+    // Full records: the paths tell the test's opens from the child's start-up opens.
+    let (_probe, mut stream) = load(ProbeConfig {
+        records: RecordKind::Full,
+        ..with(Filters {
+            pid: Some(pid),
+            ..Filters::default()
+        })
+    });
     let second = run_opener(&comm, &[op("openat", &files.exists, 7)]);
     let mut stdin = first.stdin.take().unwrap();
     stdin.write_all(b"g").await.unwrap();
@@ -71,7 +73,7 @@ async fn pid_filter_lets_only_that_process_through() {
     assert!(events.iter().all(|e| e.pid() == pid), "{events:#?}");
     let mine = events
         .iter()
-        .filter(|e| e.filename() == files.exists.as_bytes())
+        .filter(|e| e.filename() == Some(files.exists.as_bytes()))
         .count();
     assert_eq!(mine, 3);
 }
@@ -103,7 +105,11 @@ async fn path_prefix_and_failed_only_together() {
             .iter()
             .all(|e| e.result() == OpenResult::Errno(libc::ENOENT))
     );
-    assert!(events.iter().all(|e| e.filename() == files.missing.as_bytes()));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.filename() == Some(files.missing.as_bytes()))
+    );
 }
 
 /// A cgroup v2 directory made for one test, removed afterwards.
@@ -162,9 +168,8 @@ async fn cgroup_filter_covers_the_cgroup_and_its_descendants() {
         cgroup: Some(top),
         ..Filters::default()
     }));
-    let mut inside = opener_command(&comm, &[op("openat", &files.exists, 5)]);
-    let mut inside = inside.arg("--wait-stdin").stdin(Stdio::piped()).spawn().unwrap();
-    cg.add(inside.id().unwrap());
+    let mut inside = spawn_opener(&comm, &[op("openat", &files.exists, 5)], true);
+    cg.add(inside.pid());
     let outside = run_opener(&comm, &[op("openat", &files.exists, 8)]);
     let mut stdin = inside.stdin.take().unwrap();
     stdin.write_all(b"g").await.unwrap();

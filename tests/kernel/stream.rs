@@ -1,15 +1,17 @@
-//! Real opens observed through the ring buffer: exact counts, paths, flags, every syscall.
+//! Real opens observed through the ring buffer: exact counts, paths, flags, every syscall, with
+//! compact records (the agent's) and full ones (`trace`'s), in each tracepoint mode.
 
 use std::time::Duration;
 
-use splitscope_probes::{AttachMode, OpenResult, ProbeConfig, Syscall, TracepointArgs};
+use splitscope_probes::{AttachMode, OpenResult, ProbeConfig, RecordKind, Syscall, TracepointArgs};
 
 use crate::support::*;
 
-fn tracepoints(args: TracepointArgs) -> ProbeConfig {
+fn tracepoints(args: TracepointArgs, records: RecordKind) -> ProbeConfig {
     ProbeConfig {
         attach: AttachMode::Tracepoint,
         tracepoint_args: args,
+        records,
         ..ProbeConfig::default()
     }
 }
@@ -19,8 +21,11 @@ async fn exact_ok_and_enoent(config: ProbeConfig) {
     const M: usize = 5;
     let files = Files::new("ex");
     let comm = unique("ssx");
+    let records = config.records;
     let (probe, mut stream) = load(config);
-    assert_eq!(probe.attach_info().mode, "tracepoint");
+    let info = probe.attach_info().clone();
+    assert_eq!(info.mode, "tracepoint");
+    assert_eq!(info.records, records);
 
     run_opener(
         &comm,
@@ -40,34 +45,64 @@ async fn exact_ok_and_enoent(config: ProbeConfig) {
     assert_eq!(ok.len(), N, "ok opens for {comm}: {events:#?}");
     assert_eq!(enoent.len(), M, "ENOENT opens for {comm}");
     assert_eq!(events.len(), N + M, "nothing else from {comm}");
+    assert!(events.iter().all(|e| e.kind() == records), "{events:#?}");
+    assert!(events.iter().all(|e| e.syscall() == Syscall::Openat));
     for e in &ok {
-        assert_eq!(e.filename(), files.exists.as_bytes());
-        assert_eq!(e.flags(), (libc::O_RDONLY | libc::O_NOCTTY) as u32);
-        assert_eq!(e.syscall(), Syscall::Openat);
         assert!(e.ret() >= 3, "an fd: {}", e.ret());
     }
     for e in &enoent {
-        assert_eq!(e.filename(), files.missing.as_bytes());
         assert_eq!(e.ret(), -i64::from(libc::ENOENT));
     }
+    match records {
+        RecordKind::Full => {
+            for e in &ok {
+                assert_eq!(e.filename(), Some(files.exists.as_bytes()));
+                assert_eq!(e.flags(), Some((libc::O_RDONLY | libc::O_NOCTTY) as u32));
+            }
+            for e in &enoent {
+                assert_eq!(e.filename(), Some(files.missing.as_bytes()));
+            }
+            assert!(events.iter().all(|e| e.uid() == Some(0) && e.ts_ns().is_some()));
+        }
+        RecordKind::Compact => {
+            assert!(
+                events
+                    .iter()
+                    .all(|e| e.filename().is_none() && e.flags().is_none() && e.uid().is_none())
+            );
+            // Compact records are made at the exit alone: no entry point stays attached.
+            assert!(
+                info.points.iter().all(|p| p.contains(":sys_exit_")),
+                "{:?}",
+                info.points
+            );
+        }
+    }
     let child = events[0].pid();
-    assert!(
-        events
-            .iter()
-            .all(|e| e.pid() == child && e.tid() == child && e.uid() == 0)
-    );
+    assert!(events.iter().all(|e| e.pid() == child && e.tid() == child));
     assert!(events.iter().all(|e| e.cgroup_id() != 0));
     assert_eq!(probe.dropped().unwrap(), 0);
 }
 
 #[tokio::test]
-async fn exact_counts_with_arguments_from_saved_registers() {
-    exact_ok_and_enoent(tracepoints(TracepointArgs::SavedRegs)).await;
+async fn exact_counts_in_compact_records_from_the_exit_alone() {
+    exact_ok_and_enoent(tracepoints(TracepointArgs::SavedRegs, RecordKind::Compact)).await;
 }
 
 #[tokio::test]
-async fn exact_counts_with_enter_exit_pairing() {
-    exact_ok_and_enoent(tracepoints(TracepointArgs::EnterExit)).await;
+async fn exact_counts_in_full_records_with_arguments_from_saved_registers() {
+    exact_ok_and_enoent(tracepoints(TracepointArgs::SavedRegs, RecordKind::Full)).await;
+}
+
+#[tokio::test]
+async fn exact_counts_in_compact_records_with_enter_exit_pairing() {
+    exact_ok_and_enoent(tracepoints(TracepointArgs::EnterExit, RecordKind::Compact)).await;
+}
+
+#[tokio::test]
+async fn exact_counts_in_full_records_with_enter_exit_pairing() {
+    let config = tracepoints(TracepointArgs::EnterExit, RecordKind::Full);
+    exact_ok_and_enoent(config).await;
 }
 
 #[tokio::test]
@@ -80,6 +115,7 @@ async fn auto_mode_on_this_kernel_reports_its_choice_and_counts_exactly() {
         assert!(info.skipped.iter().any(|s| s.contains("kprobe")), "{info:?}");
     }
     assert!(!info.points.is_empty());
+    assert_eq!(info.records, RecordKind::Compact, "the default");
     let files = Files::new("au");
     let comm = unique("ssa");
     run_opener(&comm, &[op("openat", &files.exists, 3)]).await;
@@ -87,12 +123,11 @@ async fn auto_mode_on_this_kernel_reports_its_choice_and_counts_exactly() {
     assert_eq!(events.len(), 3);
 }
 
-#[tokio::test]
-async fn open_openat_openat2_and_creat_are_each_one_event() {
+async fn each_syscall_is_one_event(records: RecordKind) {
     let files = Files::new("all");
     let created = files.dir.join("created").to_str().unwrap().to_owned();
     let comm = unique("ss4");
-    let (_probe, mut stream) = load(tracepoints(TracepointArgs::Auto));
+    let (_probe, mut stream) = load(tracepoints(TracepointArgs::Auto, records));
     run_opener(
         &comm,
         &[
@@ -116,6 +151,10 @@ async fn open_openat_openat2_and_creat_are_each_one_event() {
         "{events:#?}"
     );
     assert!(events.iter().all(|e| e.result().is_ok()));
+    assert!(events.iter().all(|e| e.kind() == records));
+    if records == RecordKind::Compact {
+        return;
+    }
     for e in &events {
         let want = match e.syscall() {
             Syscall::Open => (libc::O_RDONLY | libc::O_CLOEXEC) as u32,
@@ -124,12 +163,22 @@ async fn open_openat_openat2_and_creat_are_each_one_event() {
             Syscall::Creat => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32,
             Syscall::Unknown => panic!("tracepoint mode knows the syscall"),
         };
-        assert_eq!(e.flags(), want, "{:?}", e.syscall());
+        assert_eq!(e.flags(), Some(want), "{:?}", e.syscall());
         if e.syscall() == Syscall::Creat {
-            assert_eq!(e.mode(), 0o640);
-            assert_eq!(e.filename(), created.as_bytes());
+            assert_eq!(e.mode(), Some(0o640));
+            assert_eq!(e.filename(), Some(created.as_bytes()));
         }
     }
+}
+
+#[tokio::test]
+async fn open_openat_openat2_and_creat_are_each_one_compact_record() {
+    each_syscall_is_one_event(RecordKind::Compact).await;
+}
+
+#[tokio::test]
+async fn open_openat_openat2_and_creat_are_each_one_full_record() {
+    each_syscall_is_one_event(RecordKind::Full).await;
 }
 
 #[tokio::test]
@@ -137,13 +186,14 @@ async fn filenames_longer_than_the_buffer_are_cut_and_flagged() {
     let files = Files::new("long");
     let long = format!("{}/{}", files.dir.display(), "n".repeat(300));
     let comm = unique("ssl");
-    let (_probe, mut stream) = load(tracepoints(TracepointArgs::Auto));
+    let (_probe, mut stream) = load(tracepoints(TracepointArgs::Auto, RecordKind::Full));
     run_opener(&comm, &[op("openat", &long, 1)]).await;
     let events = collect(&mut stream, 1, Duration::from_secs(5), comm_is(&comm)).await;
     assert_eq!(events.len(), 1);
     let e = &events[0];
-    assert_eq!(e.filename().len(), 255);
-    assert!(long.as_bytes().starts_with(e.filename()));
+    let name = e.filename().unwrap();
+    assert_eq!(name.len(), 255);
+    assert!(long.as_bytes().starts_with(name));
     assert!(e.filename_truncated());
     assert_eq!(e.result(), OpenResult::Errno(libc::ENAMETOOLONG));
 }

@@ -1,16 +1,20 @@
 //! Shared by the real-kernel tests: the access check, unique names, the opener child, collecting
-//! events.
+//! events, the splitscope binary as a child process.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use splitscope_probes::{EventStream, OpenEvent, Probe, ProbeConfig};
+
+pub use splitscope_tests::http::get as http_get;
+pub use splitscope_tests::process_group::GroupChild;
 
 /// Fails the test, naming what is missing, when this process cannot load BPF programs.
 pub fn require_bpf() {
@@ -59,17 +63,24 @@ impl Drop for Files {
     }
 }
 
-pub fn opener_command(comm: &str, ops: &[String]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_splitscope-test-opener"));
-    cmd.arg("--comm").arg(comm).args(ops).stdin(Stdio::null());
-    cmd
+/// The opener that makes `ops` under the command name `comm`. With `wait_stdin` it waits for a
+/// byte (or EOF) on its stdin before opening, so a test can first act on its pid.
+pub fn spawn_opener(comm: &str, ops: &[String], wait_stdin: bool) -> GroupChild {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_splitscope-test-opener"));
+    cmd.arg("--comm").arg(comm).args(ops);
+    if wait_stdin {
+        cmd.arg("--wait-stdin").stdin(Stdio::piped());
+    } else {
+        cmd.stdin(Stdio::null());
+    }
+    GroupChild::spawn(&mut cmd).expect("starting the opener")
 }
 
-/// Runs the opener to completion (the command is built before the first await).
+/// Runs the opener to completion (the process starts before the first await).
 pub fn run_opener(comm: &str, ops: &[String]) -> impl std::future::Future<Output = ()> + 'static {
-    let mut cmd = opener_command(comm, ops);
+    let mut opener = spawn_opener(comm, ops, false);
     async move {
-        let status = cmd.status().await.unwrap();
+        let status = opener.wait().await.unwrap();
         assert!(status.success(), "opener failed: {status}");
     }
 }
@@ -117,13 +128,32 @@ pub fn op(kind: &str, path: &str, count: u32) -> String {
     format!("{kind}:{path}:{count}")
 }
 
-/// The splitscope binary with JSON logs; stderr lines arrive on the returned channel.
-pub fn spawn(args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
+/// A splitscope child's stderr, one JSON log line at a time.
+pub struct Logs {
+    lines: mpsc::UnboundedReceiver<serde_json::Value>,
+    reader: JoinHandle<()>,
+}
+
+impl Logs {
+    pub async fn recv(&mut self) -> Option<serde_json::Value> {
+        self.lines.recv().await
+    }
+
+    /// Stops reading and closes this end of the child's stderr pipe, as when the process that
+    /// started the child has gone: the child's next log line meets a broken pipe.
+    pub async fn close(self) {
+        self.reader.abort();
+        let _ = self.reader.await;
+    }
+}
+
+/// The splitscope binary with JSON logs; stderr lines arrive on the returned `Logs`.
+pub fn spawn(args: &[&str]) -> (GroupChild, Logs) {
     spawn_under(&[], args)
 }
 
 /// Like `spawn`, with the binary started by `wrapper` (e.g. `unshare …`).
-pub fn spawn_under(wrapper: &[&str], args: &[&str]) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
+pub fn spawn_under(wrapper: &[&str], args: &[&str]) -> (GroupChild, Logs) {
     require_bpf();
     spawn_with_env(wrapper, &[], args)
 }
@@ -134,7 +164,7 @@ pub fn spawn_with_env(
     wrapper: &[&str],
     env: &[(&str, &std::ffi::OsStr)],
     args: &[&str],
-) -> (Child, mpsc::UnboundedReceiver<serde_json::Value>) {
+) -> (GroupChild, Logs) {
     let bin = env!("CARGO_BIN_EXE_splitscope-under-test");
     let mut command = match wrapper {
         [] => Command::new(bin),
@@ -144,20 +174,18 @@ pub fn spawn_with_env(
             c
         }
     };
-    let mut child = command
+    command
         .envs(env.iter().copied())
         .arg("--log-format")
         .arg("json")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    let mut child = GroupChild::spawn(&mut command).unwrap();
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let (tx, lines) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("[child] {line}");
@@ -167,7 +195,7 @@ pub fn spawn_with_env(
             }
         }
     });
-    (child, rx)
+    (child, Logs { lines, reader })
 }
 
 pub fn message(v: &serde_json::Value) -> &str {
@@ -175,10 +203,7 @@ pub fn message(v: &serde_json::Value) -> &str {
 }
 
 /// Waits for a log line whose message starts with `prefix`.
-pub async fn wait_for(
-    logs: &mut mpsc::UnboundedReceiver<serde_json::Value>,
-    prefix: &str,
-) -> serde_json::Value {
+pub async fn wait_for(logs: &mut Logs, prefix: &str) -> serde_json::Value {
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(v) = logs.recv().await {
             if message(&v).starts_with(prefix) {
@@ -192,15 +217,6 @@ pub async fn wait_for(
         Ok(Some(v)) => v,
         _ => panic!("the child never logged {prefix:?}"),
     }
-}
-
-pub async fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 pub fn sigterm(child: &Child) {
@@ -220,14 +236,20 @@ pub async fn exits_cleanly(child: &mut Child, within: Duration) {
 
 /// Waits for a started agent to serve metrics and pass its start-up self-test; returns the
 /// metrics address (`host:port`).
-pub async fn agent_ready(logs: &mut mpsc::UnboundedReceiver<serde_json::Value>) -> String {
+pub async fn agent_ready(logs: &mut Logs) -> String {
+    agent_ready_attached(logs).await.0
+}
+
+/// As `agent_ready`, also returning its "probe attached" log line.
+pub async fn agent_ready_attached(logs: &mut Logs) -> (String, serde_json::Value) {
     let serving = wait_for(logs, "serving metrics on http://").await;
     let addr = message(&serving)
         .trim_start_matches("serving metrics on http://")
         .trim_end_matches("/metrics")
         .to_owned();
+    let attached = wait_for(logs, "probe attached").await;
     wait_for(logs, "agent ready").await;
-    addr
+    (addr, attached)
 }
 
 /// The agent's /metrics once `comm` has at least `ok` successful and `enoent` ENOENT opens (or
@@ -235,7 +257,7 @@ pub async fn agent_ready(logs: &mut mpsc::UnboundedReceiver<serde_json::Value>) 
 pub async fn settled_metrics(addr: &str, comm: &str, ok: u64, enoent: u64) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
-        let metrics = http_get(addr, "/metrics").await;
+        let metrics = http_get(addr, "/metrics").await.body;
         let done = series_value(&metrics, comm, "ok") >= Some(ok)
             && series_value(&metrics, comm, "ENOENT") >= Some(enoent);
         if done || tokio::time::Instant::now() > deadline {
@@ -244,7 +266,7 @@ pub async fn settled_metrics(addr: &str, comm: &str, ok: u64, enoent: u64) -> St
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    http_get(addr, "/metrics").await
+    http_get(addr, "/metrics").await.body
 }
 
 /// The standalone agent's `splitscope_file_opens_total` for `comm` and `result`.

@@ -13,9 +13,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use splitscope_tests::fake_api_server::{FakeApiServer, Resource};
 use splitscope_tests::opens_exporter::OpensExporter;
+use splitscope_tests::process_group::GroupChild;
 use splitscope_tests::prometheus::{Job, Prometheus};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const TS: &str = "/apis/splitscope.dev/v1alpha1/trafficsplits";
 const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
@@ -131,7 +132,7 @@ struct World {
     api: FakeApiServer,
     exporter: OpensExporter,
     prometheus: Prometheus,
-    controller: Child,
+    controller: GroupChild,
     metrics_addr: String,
     kubeconfig: std::path::PathBuf,
     _kube_dir: tempfile::TempDir,
@@ -269,35 +270,30 @@ impl World {
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.controller.start_kill();
-    }
-}
-
-/// The real controller binary, its logs forwarded; returns it and its metrics address.
-async fn controller(kubeconfig: &std::path::Path, prometheus_url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_splitscope-under-test"))
-        .envs([
-            ("KUBECONFIG", kubeconfig.as_os_str()),
-            ("POD_NAME", OsStr::new("splitscope-controller-rollout-test")),
-        ])
-        .args([
-            "--log-format",
-            "json",
-            "controller",
-            "--no-leader-elect",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--prometheus-url",
-            prometheus_url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the controller");
+/// The real controller binary (killed with its process group when dropped, or when this test
+/// process dies), its logs forwarded; returns it and its metrics address.
+async fn controller(kubeconfig: &std::path::Path, prometheus_url: &str) -> (GroupChild, String) {
+    let mut child = GroupChild::spawn(
+        Command::new(env!("CARGO_BIN_EXE_splitscope-under-test"))
+            .envs([
+                ("KUBECONFIG", kubeconfig.as_os_str()),
+                ("POD_NAME", OsStr::new("splitscope-controller-rollout-test")),
+            ])
+            .args([
+                "--log-format",
+                "json",
+                "controller",
+                "--no-leader-elect",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--prometheus-url",
+                prometheus_url,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("start the controller");
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {

@@ -1,13 +1,16 @@
 //! A real Prometheus server (Debian's `prometheus` package) for the tests: started on loopback
 //! with a 1 s scrape interval over the given targets, queried through its HTTP API, stopped (and
-//! started again on the same port and data, for outage tests) at will. Killed when dropped.
+//! started again on the same port and data, for outage tests) at will. Killed when dropped, or
+//! when the test process dies.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+use crate::process_group::GroupChild;
 
 /// Fails the test, naming the fix, when no Prometheus is installed.
 pub fn require_prometheus() {
@@ -38,7 +41,7 @@ pub struct Job<'a> {
 }
 
 pub struct Prometheus {
-    child: Option<Child>,
+    child: Option<GroupChild>,
     pub addr: String,
     config: PathBuf,
     _dir: tempfile::TempDir,
@@ -89,16 +92,16 @@ impl Prometheus {
     /// Starts it again on the same port and data directory; waits until it is ready.
     pub async fn resume(&mut self) {
         let data = self.config.with_file_name("data");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", self.config.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address={}", self.addr))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start prometheus");
+        let child = GroupChild::spawn(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", self.config.display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
+                .arg(format!("--web.listen-address={}", self.addr))
+                .arg("--log.level=warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("start prometheus");
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

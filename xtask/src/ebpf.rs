@@ -1,6 +1,6 @@
 //! `cargo xtask build-ebpf`: compile the BPF probe exactly as the crate's build script does (the
-//! same `compile.rs`), then check the object: its sections, the event layout in its BTF, and,
-//! as root, that the kernel's verifier accepts every program (`bpftool prog loadall`).
+//! same `compile.rs`), then check the object: its sections, the record layouts in its BTF, and
+//! that the kernel's verifier accepts every program (`bpftool prog loadall`), which needs root.
 
 #[path = "../../ebpf-probes/build/compile.rs"]
 mod compile;
@@ -25,7 +25,25 @@ const PROGRAMS: &[&str] = &[
     "kretprobe_open",
 ];
 
+/// The record sizes in `ebpf-probes/src/bpf/fileopen.h` (the crate's layout test checks every
+/// field against the Rust mirror; this catches a header change before any Rust is built).
+const RECORD_STRUCTS: &[(&str, usize)] = &[("open_head", 48), ("open_full", 328)];
+
+/// Loading programs into the kernel is the point of the task: without root it cannot be done,
+/// and a task that skipped it would report a check it never made.
+fn require_root(is_root: bool) -> anyhow::Result<()> {
+    if !is_root {
+        bail!(
+            "build-ebpf loads every BPF program into this kernel's verifier (bpftool prog loadall), \
+             which needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it as root, e.g. \
+             `sudo -E cargo xtask build-ebpf`; a plain `cargo build` compiles the probe without it"
+        );
+    }
+    Ok(())
+}
+
 pub fn build() -> anyhow::Result<()> {
+    require_root(deps::is_root())?;
     deps::ensure(Set::Ebpf)?;
     let out_dir = root().join("target/bpf");
     std::fs::create_dir_all(&out_dir)?;
@@ -53,8 +71,12 @@ pub fn build() -> anyhow::Result<()> {
         "bpftool",
         &["btf", "dump", "file", object.to_str().context("path")?],
     )?;
-    if !btf.contains("STRUCT 'open_event' size=320") {
-        bail!("struct open_event is not 320 bytes in the object's BTF (see ebpf-probes/src/bpf/fileopen.h)");
+    for (name, size) in RECORD_STRUCTS {
+        if !btf.contains(&format!("STRUCT '{name}' size={size} ")) {
+            bail!(
+                "struct {name} is not {size} bytes in the object's BTF (see ebpf-probes/src/bpf/fileopen.h)"
+            );
+        }
     }
     eprintln!(
         "xtask: {} compiled ({} bytes), sections and BTF ok",
@@ -62,12 +84,6 @@ pub fn build() -> anyhow::Result<()> {
         std::fs::metadata(&object)?.len()
     );
 
-    if !deps::is_root() {
-        eprintln!(
-            "xtask: not root: skipped loading the programs into the kernel (run as root to verify them)"
-        );
-        return Ok(());
-    }
     if !std::path::Path::new("/sys/fs/bpf").join(".").exists() || !is_bpffs() {
         let _ = Command::new("mount")
             .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
@@ -122,4 +138,16 @@ fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_root_the_task_fails_and_says_why() {
+        let err = require_root(false).unwrap_err().to_string();
+        assert!(err.contains("needs root") && err.contains("sudo"), "{err}");
+        assert!(require_root(true).is_ok());
+    }
 }

@@ -57,29 +57,48 @@ const KERNELS: &[Kernel] = &[
     },
 ];
 
-/// A guest step: `splitscope self-test <args>`, whether it must succeed, and text its output must
-/// contain.
+/// A guest step: `splitscope self-test <args>`, whether it must succeed, text its output must
+/// contain and text it must not.
 struct Step {
     name: &'static str,
     args: &'static str,
     succeeds: bool,
     expect: &'static [&'static str],
+    absent: &'static [&'static str],
 }
 
 const STEPS: &[Step] = &[
-    // Auto mode picks the function the kernel really runs, and counts every open exactly.
+    // Auto mode picks the function the kernel really runs, and counts every open exactly from
+    // compact records (the agent's): after the self-test only the kretprobe stays attached.
     Step {
         name: "auto",
         args: "--attach auto --expect-mode kprobe --expect-target do_sys_openat2",
         succeeds: true,
         expect: &[
-            "attached: mode=kprobe target=do_sys_openat2",
-            "point: kprobe:do_sys_openat2",
+            "attached: mode=kprobe target=do_sys_openat2 records=compact",
             "point: kretprobe:do_sys_openat2",
+            "count: open ok = 5 (expected 5)",
             "count: openat2 ok = 5 (expected 5)",
             "count: creat ok = 5 (expected 5)",
+            "count: openat ENOENT = 5 (expected 5)",
             "self-test: ok",
         ],
+        absent: &["point: kprobe:do_sys_openat2"],
+    },
+    // Full records (`trace`'s) through the kprobe pair: the entry keeps each open's arguments.
+    Step {
+        name: "auto-full",
+        args: "--attach auto --records full --expect-mode kprobe --expect-target do_sys_openat2",
+        succeeds: true,
+        expect: &[
+            "attached: mode=kprobe target=do_sys_openat2 records=full",
+            "point: kprobe:do_sys_openat2",
+            "point: kretprobe:do_sys_openat2",
+            "count: openat ok = 5 (expected 5)",
+            "count: creat ENOENT = 5 (expected 5)",
+            "self-test: ok",
+        ],
+        absent: &[],
     },
     // Forced onto do_sys_open, which Debian's kernels inline into the syscalls: attaches, never
     // fires, and the self-test says so instead of reporting nothing forever.
@@ -88,6 +107,7 @@ const STEPS: &[Step] = &[
         args: "--attach kprobe --kprobe-target do_sys_open",
         succeeds: false,
         expect: &["kprobe do_sys_open: attached but never fired", "inlined"],
+        absent: &[],
     },
     // Auto told to start at do_sys_open detects the silence and moves on to do_sys_openat2.
     Step {
@@ -99,6 +119,7 @@ const STEPS: &[Step] = &[
             "attached: mode=kprobe target=do_sys_openat2",
             "self-test: ok",
         ],
+        absent: &[],
     },
     // The tracepoint fallback on these kernels too (saved-register arguments on 6.1 and 6.12).
     Step {
@@ -110,6 +131,7 @@ const STEPS: &[Step] = &[
             "count: openat2 ENOENT = 5 (expected 5)",
             "self-test: ok",
         ],
+        absent: &[],
     },
 ];
 
@@ -510,9 +532,32 @@ poweroff -f
     Ok(())
 }
 
+/// The qemu process: killed (and reaped) when this is dropped, on every way out of `run_qemu`;
+/// and by the kernel if xtask itself dies first (PR_SET_PDEATHSIG).
+struct Qemu(std::process::Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Boots the kernel and returns everything it printed on the serial console.
 fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Result<String> {
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut command = Command::new("qemu-system-x86_64");
+    // SAFETY: only prctl(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
         .args([
             "-accel",
             "tcg",
@@ -541,7 +586,8 @@ fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Resu
         .stderr(Stdio::inherit())
         .spawn()
         .context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
-    let mut stdout = child.stdout.take().context("qemu stdout")?;
+    let mut qemu = Qemu(child);
+    let mut stdout = qemu.0.stdout.take().context("qemu stdout")?;
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = stdout.read_to_end(&mut out);
@@ -549,12 +595,11 @@ fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Resu
     });
     let started = Instant::now();
     loop {
-        if child.try_wait()?.is_some() {
+        if qemu.0.try_wait()?.is_some() {
             break;
         }
         if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
+            drop(qemu);
             let out = reader.join().unwrap_or_default();
             bail!("the guest did not power off within {timeout:?}; console:\n{out}");
         }
@@ -605,6 +650,11 @@ fn check_steps(console: &str) -> anyhow::Result<()> {
                 problems.push(format!("{}: output lacks {want:?}\n{output}", step.name));
             }
         }
+        for unwanted in step.absent {
+            if output.contains(unwanted) {
+                problems.push(format!("{}: output has {unwanted:?}\n{output}", step.name));
+            }
+        }
         let verdict = if problems.len() == before {
             "as expected"
         } else {
@@ -635,6 +685,34 @@ mod tests {
             guest_scratch(Path::new("/tmpfoo/splitscope")).0,
             vec!["/tmp", "/run"]
         );
+    }
+
+    /// A console as the guest prints it when every step does what it should.
+    fn console(extra_in_auto: &str) -> String {
+        let mut out = String::from("=== KERNEL 6.1.0-57-amd64\n");
+        for step in STEPS {
+            out.push_str(&format!("=== BEGIN {}\n", step.name));
+            for line in step.expect {
+                out.push_str(&format!("{line}\n"));
+            }
+            if step.name == "auto" {
+                out.push_str(extra_in_auto);
+            }
+            let rc = if step.succeeds { 0 } else { 1 };
+            out.push_str(&format!("=== END {} rc={rc}\n", step.name));
+        }
+        out.push_str("=== GUEST DONE\n");
+        out
+    }
+
+    #[test]
+    fn steps_pass_only_with_what_they_expect_and_without_what_they_must_not_show() {
+        check_steps(&console("")).unwrap();
+        // Compact records: an entry kprobe still attached after the self-test is a failure.
+        let err = check_steps(&console("point: kprobe:do_sys_openat2\n")).unwrap_err();
+        assert!(err.to_string().contains("auto: output has"), "{err}");
+        let err = check_steps(&console("").replace("self-test: ok", "self-test: no")).unwrap_err();
+        assert!(err.to_string().contains("lacks"), "{err}");
     }
 
     #[test]

@@ -11,9 +11,16 @@
  *  - the same tracepoints paired with sys_enter_* through `start`, for kernels without
  *    bpf_task_pt_regs.
  *
+ * Record kinds (fileopen.h): a full record carries the open's arguments and path; a compact one
+ * only whose open it was and its result, which is all that counting needs. Compact records need
+ * no arguments, so the exit alone makes them: no register reads, no path copy, no entry probe,
+ * no map round trip. The loader asks for full records (`record_paths`) for `splitscope trace` and
+ * the --path-prefix filter; otherwise only the start-up self-test's own opens get full records,
+ * because it recognises them by their paths, and the entry points are detached once it passed.
+ *
  * Records are submitted without waking the reader; a wakeup is forced only when the unread data
- * crosses a multiple of `wakeup_bytes`, and user space also drains on a short timer. A wakeup per record costs
- * about 3.6 us per open on the machines this was measured on, batching about 0.9 us.
+ * crosses a multiple of `wakeup_bytes`, and user space also drains on a short timer. A wakeup per
+ * record costs about 3.6 us per open on the machines this was measured on, batching about 0.9 us.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -38,7 +45,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /*
  * Load-time configuration. `const volatile` globals live in .rodata, which the loader rewrites
  * before loading and then freezes: the verifier sees constants and prunes disabled filters.
- * All zero = trace everything, a wakeup per record.
+ * All zero = trace everything in compact records, a wakeup per record.
  */
 const volatile __u32 targ_tgid = 0;         /* only this process */
 const volatile __u64 targ_cgroup_id = 0;    /* only this cgroup v2 (and its descendants) */
@@ -49,10 +56,23 @@ const volatile __u32 targ_prefix_len = 0;
 const volatile char targ_prefix[PREFIX_MAX] = {}; /* only paths starting with this */
 const volatile __u32 targ_failed_only = 0;
 const volatile __u64 wakeup_bytes = 0; /* force a wakeup when unread data crosses a multiple */
+const volatile __u32 record_paths = 0; /* every record full (with its path), not compact */
 
-/* Puts struct open_event into the object's BTF (records are reserved as void *), so a test can
+/*
+ * Benchmarks only (`cargo xtask bench-probe` measures where the cost of an open goes): stop the
+ * saved-registers tracepoint program early. The verifier prunes whatever is not chosen.
+ */
+#define COST_NORMAL 0
+#define COST_RETURN 1          /* return at once: the tracepoint and an empty program */
+#define COST_PERCPU_COUNT 2    /* bump a per-CPU counter, as bpftrace's count() does */
+#define COST_CONSTANT_RECORD 3 /* reserve and submit a compact record of constants */
+#define COST_FULL_NO_PATH 4    /* a full record without copying the path */
+const volatile __u32 cost_variant = COST_NORMAL;
+
+/* Puts both record kinds into the object's BTF (records are reserved as void *), so a test can
  * check the Rust mirror against what clang laid out. Lives in .rodata beside the filters. */
-struct open_event *const volatile open_event_layout = 0;
+struct open_head *const volatile open_head_layout = 0;
+struct open_full *const volatile open_full_layout = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -67,11 +87,20 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
+/* COST_PERCPU_COUNT's counter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} cost_count SEC(".maps");
+
 /*
- * The loader while it runs its start-up self-test: its opens bypass the filters. It is named by
- * its tgid inside its own pid namespace (dev + inode of /proc/self/ns/pid), because the agent runs
- * in a pod without hostPID: the kernel-wide tgid of bpf_get_current_pid_tgid() is not the pid the
- * process knows itself by. tgid 0 = no self-test running.
+ * The loader while it runs its start-up self-test: its opens bypass the filters and get full
+ * records. It is named by its tgid inside its own pid namespace (dev + inode of
+ * /proc/self/ns/pid), because the agent runs in a pod without hostPID: the kernel-wide tgid of
+ * bpf_get_current_pid_tgid() is not the pid the process knows itself by. tgid 0 = no self-test
+ * running.
  */
 struct selftest_task {
 	__u32 tgid;
@@ -110,6 +139,8 @@ static __always_inline void count_drop(__u32 slot)
 		*n += 1;
 }
 
+/* The current task belongs to the loader running its self-test. When none runs this is one
+ * (inlined) array lookup and a compare. */
 static __always_inline bool is_selftest(void)
 {
 	__u32 zero = 0;
@@ -122,6 +153,12 @@ static __always_inline bool is_selftest(void)
 	if (bpf_get_ns_current_pid_tgid(t->pidns_dev, t->pidns_ino, &ns, sizeof(ns)))
 		return false;
 	return ns.tgid == t->tgid;
+}
+
+/* Whether this open gets a full record (and so needs its arguments). */
+static __always_inline bool wants_path(void)
+{
+	return record_paths || targ_prefix_len || is_selftest();
 }
 
 /* The filters that depend only on the task, checked before any other work. */
@@ -149,6 +186,12 @@ static __always_inline bool task_wanted(__u32 tgid)
 	return task_passes(tgid) || is_selftest();
 }
 
+/* The result filter; the self-test's opens pass it whatever they return. */
+static __always_inline bool result_wanted(long ret)
+{
+	return !(targ_failed_only && ret >= 0 && !is_selftest());
+}
+
 static __always_inline bool prefix_matches(const char *fname)
 {
 	for (__u32 i = 0; i < PREFIX_MAX; i++) {
@@ -160,48 +203,26 @@ static __always_inline bool prefix_matches(const char *fname)
 	return true;
 }
 
-/* Writes one record. The task filters have passed; the result filters are applied here. */
-static __always_inline void emit(__u64 pid_tgid, long ret, const char *fname, __u32 flags, __u32 mode,
-				 __u32 syscall)
+static __always_inline __u32 syscall_of(long nr)
 {
-	__u32 tgid = pid_tgid >> 32;
-	struct open_event *e;
-	long n;
-
-	if (targ_failed_only && ret >= 0 && !is_selftest())
-		return;
-
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(0);
-		return;
+	switch (nr) {
+	case NR_open:
+		return OPEN_SYSCALL_OPEN;
+	case NR_openat:
+		return OPEN_SYSCALL_OPENAT;
+	case NR_openat2:
+		return OPEN_SYSCALL_OPENAT2;
+	case NR_creat:
+		return OPEN_SYSCALL_CREAT;
+	default:
+		return OPEN_SYSCALL_UNKNOWN;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->ret = ret;
-	e->pid = (__u32)pid_tgid;
-	e->tgid = tgid;
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->flags = flags;
-	e->mode = mode;
-	e->syscall = syscall;
-	e->eflags = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	n = bpf_probe_read_user_str(e->fname, sizeof(e->fname), fname);
-	if (n <= 0) {
-		e->fname[0] = 0;
-		e->fname_len = 0;
-		e->eflags = OPEN_EVENT_F_FNAME_FAULT;
-	} else {
-		e->fname_len = n - 1;
-		if (n == sizeof(e->fname))
-			e->eflags = OPEN_EVENT_F_FNAME_TRUNCATED;
-	}
-	if (targ_prefix_len && (n <= 0 || !prefix_matches(e->fname)) && !is_selftest()) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return;
-	}
+}
 
+/* Submits a record of `size` bytes, waking the reader only where the unread data crosses a
+ * multiple of wakeup_bytes. */
+static __always_inline void submit(void *record, __u64 size)
+{
 	__u64 wake = 0; /* without a threshold: the kernel's default, a wakeup when the reader waits */
 	if (wakeup_bytes) {
 		/*
@@ -213,11 +234,102 @@ static __always_inline void emit(__u64 pid_tgid, long ret, const char *fname, __
 		 */
 		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 		__u64 step = ~(wakeup_bytes - 1);
-		wake = (avail >= wakeup_bytes && (avail & step) != ((avail - sizeof(*e)) & step))
+		wake = (avail >= wakeup_bytes && (avail & step) != ((avail - size) & step))
 			       ? BPF_RB_FORCE_WAKEUP
 			       : BPF_RB_NO_WAKEUP;
 	}
-	bpf_ringbuf_submit(e, wake);
+	bpf_ringbuf_submit(record, wake);
+}
+
+static __always_inline void fill_head(struct open_head *h, __u64 pid_tgid, long ret, __u32 syscall)
+{
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->ret = ret;
+	h->pid = (__u32)pid_tgid;
+	h->tgid = pid_tgid >> 32;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	h->syscall = syscall;
+	__builtin_memset(h->pad, 0, sizeof(h->pad));
+}
+
+/* A compact record. The task and result filters have passed. */
+static __always_inline void emit_compact(__u64 pid_tgid, long ret, __u32 syscall)
+{
+	struct open_head *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
+	if (!h) {
+		count_drop(0);
+		return;
+	}
+	fill_head(h, pid_tgid, ret, syscall);
+	submit(h, sizeof(*h));
+}
+
+/* A full record. The task and result filters have passed; the path filter is applied here. */
+static __always_inline void emit_full(__u64 pid_tgid, long ret, const char *fname, __u32 flags, __u32 mode,
+				      __u32 syscall)
+{
+	struct open_full *e;
+	long n;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(0);
+		return;
+	}
+	fill_head(&e->head, pid_tgid, ret, syscall);
+	e->detail.ts_ns = bpf_ktime_get_ns();
+	e->detail.uid = (__u32)bpf_get_current_uid_gid();
+	e->detail.flags = flags;
+	e->detail.mode = mode;
+	e->detail.eflags = 0;
+	e->detail.pad = 0;
+	if (cost_variant == COST_FULL_NO_PATH && !is_selftest()) {
+		e->detail.fname[0] = 0;
+		e->detail.fname_len = 0;
+		submit(e, sizeof(*e));
+		return;
+	}
+	n = bpf_probe_read_user_str(e->detail.fname, sizeof(e->detail.fname), fname);
+	if (n <= 0) {
+		e->detail.fname[0] = 0;
+		e->detail.fname_len = 0;
+		e->detail.eflags = OPEN_EVENT_F_FNAME_FAULT;
+	} else {
+		e->detail.fname_len = n - 1;
+		if (n == sizeof(e->detail.fname))
+			e->detail.eflags = OPEN_EVENT_F_FNAME_TRUNCATED;
+	}
+	if (targ_prefix_len && (n <= 0 || !prefix_matches(e->detail.fname)) && !is_selftest()) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	submit(e, sizeof(*e));
+}
+
+/* The benchmark variants that end before a normal record is made. The self-test's own opens
+ * never take them: it must still see its records for the probe to load. */
+static __always_inline bool cost_variant_stops(void)
+{
+	return cost_variant != COST_NORMAL && cost_variant != COST_FULL_NO_PATH && !is_selftest();
+}
+
+static __always_inline void cost_variant_finish(long ret)
+{
+	if (cost_variant == COST_PERCPU_COUNT) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&cost_count, &zero);
+		if (n)
+			*n += 1;
+	} else if (cost_variant == COST_CONSTANT_RECORD) {
+		struct open_head *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
+		if (!h) {
+			count_drop(0);
+			return;
+		}
+		__builtin_memset(h, 0, sizeof(*h));
+		h->ret = ret;
+		submit(h, sizeof(*h));
+	}
 }
 
 /* ---- syscall exit tracepoints, arguments from the saved user registers ---- */
@@ -225,28 +337,42 @@ static __always_inline void emit(__u64 pid_tgid, long ret, const char *fname, __
 SEC("tracepoint")
 int sys_exit_open_regs(struct syscall_trace_exit *ctx)
 {
+	bool cost_stop = cost_variant_stops();
+	if (cost_stop && cost_variant == COST_RETURN)
+		return 0;
+
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!task_wanted(pid_tgid >> 32))
 		return 0;
 
-	int nr = ctx->nr;
 	long ret = ctx->ret;
+	if (cost_stop) {
+		cost_variant_finish(ret);
+		return 0;
+	}
+	int nr = ctx->nr;
+	__u32 syscall = syscall_of(nr);
+	if (syscall == OPEN_SYSCALL_UNKNOWN || !result_wanted(ret))
+		return 0;
+	if (!wants_path() && cost_variant != COST_FULL_NO_PATH) {
+		emit_compact(pid_tgid, ret, syscall);
+		return 0;
+	}
+
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	const char *fname;
-	__u32 flags, mode, syscall;
+	__u32 flags, mode;
 
 	switch (nr) {
 	case NR_openat:
 		fname = (const char *)regs->si;
 		flags = regs->dx;
 		mode = regs->r10;
-		syscall = OPEN_SYSCALL_OPENAT;
 		break;
 	case NR_open:
 		fname = (const char *)regs->di;
 		flags = regs->si;
 		mode = regs->dx;
-		syscall = OPEN_SYSCALL_OPEN;
 		break;
 	case NR_openat2: {
 		struct open_how how = {};
@@ -254,23 +380,25 @@ int sys_exit_open_regs(struct syscall_trace_exit *ctx)
 		bpf_probe_read_user(&how, sizeof(how), (void *)regs->dx);
 		flags = how.flags;
 		mode = how.mode;
-		syscall = OPEN_SYSCALL_OPENAT2;
 		break;
 	}
-	case NR_creat:
+	default: /* NR_creat */
 		fname = (const char *)regs->di;
 		flags = O_CREAT | O_WRONLY | O_TRUNC;
 		mode = regs->si;
-		syscall = OPEN_SYSCALL_CREAT;
 		break;
-	default:
-		return 0;
 	}
-	emit(pid_tgid, ret, fname, flags, mode, syscall);
+	emit_full(pid_tgid, ret, fname, flags, mode, syscall);
 	return 0;
 }
 
 /* ---- syscall enter + exit tracepoints, paired through `start` ---- */
+
+/* Whether an open's entry must keep its arguments: only opens that get full records need them. */
+static __always_inline bool wants_args(__u64 pid_tgid)
+{
+	return task_wanted(pid_tgid >> 32) && wants_path();
+}
 
 static __always_inline void keep_args(__u64 pid_tgid, __u64 fname, __u32 flags, __u32 mode, __u32 syscall)
 {
@@ -285,7 +413,7 @@ SEC("tracepoint")
 int sys_enter_open_args(struct syscall_trace_enter *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (task_wanted(pid_tgid >> 32))
+	if (wants_args(pid_tgid))
 		keep_args(pid_tgid, ctx->args[0], ctx->args[1], ctx->args[2], OPEN_SYSCALL_OPEN);
 	return 0;
 }
@@ -294,7 +422,7 @@ SEC("tracepoint")
 int sys_enter_openat_args(struct syscall_trace_enter *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (task_wanted(pid_tgid >> 32))
+	if (wants_args(pid_tgid))
 		keep_args(pid_tgid, ctx->args[1], ctx->args[2], ctx->args[3], OPEN_SYSCALL_OPENAT);
 	return 0;
 }
@@ -303,7 +431,7 @@ SEC("tracepoint")
 int sys_enter_openat2_args(struct syscall_trace_enter *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (task_wanted(pid_tgid >> 32)) {
+	if (wants_args(pid_tgid)) {
 		struct open_how how = {};
 		bpf_probe_read_user(&how, sizeof(how), (void *)ctx->args[2]);
 		keep_args(pid_tgid, ctx->args[1], how.flags, how.mode, OPEN_SYSCALL_OPENAT2);
@@ -315,26 +443,36 @@ SEC("tracepoint")
 int sys_enter_creat_args(struct syscall_trace_enter *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (task_wanted(pid_tgid >> 32))
+	if (wants_args(pid_tgid))
 		keep_args(pid_tgid, ctx->args[0], O_CREAT | O_WRONLY | O_TRUNC, ctx->args[1], OPEN_SYSCALL_CREAT);
 	return 0;
 }
 
-static __always_inline void emit_kept(long ret)
+/* Emits the record of an open at its exit: compact from the exit alone, or full from the
+ * arguments its entry kept. `syscall` is used for compact records (kprobes cannot tell). */
+static __always_inline void emit_at_exit(long ret, __u32 syscall)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!wants_path()) {
+		if (task_wanted(pid_tgid >> 32) && result_wanted(ret))
+			emit_compact(pid_tgid, ret, syscall);
+		return;
+	}
 	struct open_args *args = bpf_map_lookup_elem(&start, &pid_tgid);
 	if (!args)
 		return; /* filtered at entry, or the open began before the probe was attached */
 	struct open_args a = *args;
 	bpf_map_delete_elem(&start, &pid_tgid);
-	emit(pid_tgid, ret, (const char *)a.fname, a.flags, a.mode, a.syscall);
+	if (result_wanted(ret))
+		emit_full(pid_tgid, ret, (const char *)a.fname, a.flags, a.mode, a.syscall);
 }
 
 SEC("tracepoint")
 int sys_exit_open_paired(struct syscall_trace_exit *ctx)
 {
-	emit_kept(ctx->ret);
+	__u32 syscall = syscall_of(ctx->nr);
+	if (syscall != OPEN_SYSCALL_UNKNOWN)
+		emit_at_exit(ctx->ret, syscall);
 	return 0;
 }
 
@@ -345,7 +483,7 @@ SEC("kprobe")
 int BPF_KPROBE(kprobe_do_sys_open, int dfd, const char *filename, int flags, unsigned short mode)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (task_wanted(pid_tgid >> 32))
+	if (wants_args(pid_tgid))
 		keep_args(pid_tgid, (__u64)filename, flags, mode, OPEN_SYSCALL_UNKNOWN);
 	return 0;
 }
@@ -355,7 +493,7 @@ SEC("kprobe")
 int BPF_KPROBE(kprobe_do_sys_openat2, int dfd, const char *filename, struct open_how *how)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (task_wanted(pid_tgid >> 32))
+	if (wants_args(pid_tgid))
 		keep_args(pid_tgid, (__u64)filename, BPF_CORE_READ(how, flags), BPF_CORE_READ(how, mode),
 			  OPEN_SYSCALL_UNKNOWN);
 	return 0;
@@ -364,6 +502,6 @@ int BPF_KPROBE(kprobe_do_sys_openat2, int dfd, const char *filename, struct open
 SEC("kretprobe")
 int BPF_KRETPROBE(kretprobe_open, long ret)
 {
-	emit_kept(ret);
+	emit_at_exit(ret, OPEN_SYSCALL_UNKNOWN);
 	return 0;
 }

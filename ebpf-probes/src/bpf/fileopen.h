@@ -1,8 +1,15 @@
 /* SPDX-License-Identifier: (MIT OR GPL-2.0) */
 /*
- * The record the probe writes into the ring buffer for every open, shared by the BPF program and
+ * The records the probe writes into the ring buffer, one per open, shared by the BPF program and
  * (mirrored with #[repr(C)], checked by a test against this object's BTF) by the Rust loader.
- * Fixed size so that bpf_ringbuf_reserve() takes a constant; 8-byte fields first, no padding.
+ *
+ * Two kinds, told apart by their length, chosen when the probe is loaded:
+ *  - compact (struct open_head, 48 bytes): whose open it was and what it returned. All that the
+ *    agent's counting reads, and cheap to make: no syscall arguments, no path copy.
+ *  - full (struct open_full, 328 bytes): the same head followed by the time, uid, flags, mode
+ *    and path, for `splitscope trace`, the --path-prefix filter and the start-up self-test.
+ * Both start with the head, so a reader finds the counting fields at the same offsets in either.
+ * Fixed sizes, so that bpf_ringbuf_reserve() takes a constant; no implicit padding.
  */
 #ifndef SPLITSCOPE_FILEOPEN_H
 #define SPLITSCOPE_FILEOPEN_H
@@ -19,24 +26,36 @@ enum open_syscall {
 	OPEN_SYSCALL_CREAT = 4,
 };
 
-/* open_event.eflags */
+/* open_detail.eflags */
 #define OPEN_EVENT_F_FNAME_FAULT 0x1     /* the path could not be read from user memory */
 #define OPEN_EVENT_F_FNAME_TRUNCATED 0x2 /* the path filled fname: it may be longer */
 
-struct open_event {
-	__u64 ts_ns;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+/* Every record starts with this; alone, it is the compact record. */
+struct open_head {
 	__u64 cgroup_id; /* cgroup v2 id of the task = inode of its cgroup directory */
 	__s64 ret;       /* the new fd, or -errno */
 	__u32 pid;       /* thread id */
 	__u32 tgid;      /* process id */
-	__u32 uid;
-	__u32 flags; /* open(2) flags */
-	__u32 mode;  /* open(2) mode (meaningful with O_CREAT / O_TMPFILE) */
-	__u16 fname_len; /* bytes of fname before its NUL */
-	__u8 syscall;    /* enum open_syscall */
-	__u8 eflags;     /* OPEN_EVENT_F_* */
 	char comm[OPEN_EVENT_COMM_LEN];
+	__u8 syscall; /* enum open_syscall */
+	__u8 pad[7];
+};
+
+/* What a full record adds: the open's arguments, the time and the uid. */
+struct open_detail {
+	__u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 uid;
+	__u32 flags;     /* open(2) flags */
+	__u32 mode;      /* open(2) mode (meaningful with O_CREAT / O_TMPFILE) */
+	__u16 fname_len; /* bytes of fname before its NUL */
+	__u8 eflags;     /* OPEN_EVENT_F_* */
+	__u8 pad;
 	char fname[OPEN_EVENT_FNAME_LEN];
+};
+
+struct open_full {
+	struct open_head head;
+	struct open_detail detail;
 };
 
 #endif /* SPLITSCOPE_FILEOPEN_H */

@@ -1,13 +1,12 @@
 //! Decoded event → counter increment. The per-event path is a hash lookup on
-//! (cgroup id, comm bytes, return code class) and an atomic increment: label strings are built
-//! only the first time a key is seen, or when the attribution behind it may have changed.
+//! (cgroup id, comm bytes, return code class) and a plain add: label strings are built only the
+//! first time a key is seen, or when the attribution behind it may have changed, and the counts
+//! reach the exported (atomic) counters once per drain of the ring, in `flush`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-#[cfg(test)]
-use splitscope_probes::OpenEvent;
 use splitscope_probes::errno::errno_name;
 use splitscope_probes::{OpenRecord, OpenResult};
 
@@ -27,16 +26,32 @@ struct Key {
 
 struct Entry {
     counter: IntCounter,
+    /// Counted since the last flush.
+    pending: u64,
     generation: u64,
     complete: bool,
     resolved_at: Instant,
 }
 
+impl Entry {
+    fn flush(&mut self) {
+        if self.pending > 0 {
+            self.counter.inc_by(self.pending);
+            self.pending = 0;
+        }
+    }
+}
+
 pub struct OpenCounter {
     metrics: AgentMetrics,
     attributor: Attributor,
-    cache: HashMap<Key, Entry>,
+    /// foldhash: the key is 28 bytes of kernel data, hashed once per event; SipHash's DoS
+    /// resistance buys nothing for a cache that is bounded and cleared.
+    cache: HashMap<Key, Entry, foldhash::fast::RandomState>,
     max_cache: usize,
+    /// Keys with pending counts, and events counted since the last flush.
+    dirty: Vec<Key>,
+    pending_events: u64,
 }
 
 /// The `result` label of an open.
@@ -52,8 +67,23 @@ impl OpenCounter {
         Self {
             metrics,
             attributor,
-            cache: HashMap::with_capacity(1024),
+            cache: HashMap::with_capacity_and_hasher(1024, foldhash::fast::RandomState::default()),
             max_cache: 65_536,
+            dirty: Vec::new(),
+            pending_events: 0,
+        }
+    }
+
+    /// Adds everything counted since the last flush to the exported counters. The agent flushes
+    /// after each drain of the ring, so a scrape lags the kernel by at most one drain interval.
+    pub fn flush(&mut self) {
+        self.metrics
+            .events()
+            .inc_by(std::mem::take(&mut self.pending_events));
+        for key in self.dirty.drain(..) {
+            if let Some(entry) = self.cache.get_mut(&key) {
+                entry.flush();
+            }
         }
     }
 
@@ -61,8 +91,9 @@ impl OpenCounter {
         &self.metrics
     }
 
+    /// Counts one open; visible in the metrics after the next `flush`.
     pub fn count(&mut self, event: &impl OpenRecord) {
-        self.metrics.events().inc();
+        self.pending_events += 1;
         let key = Key {
             // Standalone, the cgroup does not change any label: one key per comm and result.
             cgroup_id: if self.attributor.in_cluster() {
@@ -77,18 +108,23 @@ impl OpenCounter {
             },
         };
         let generation = self.attributor.generation();
-        if let Some(entry) = self.cache.get(&key)
+        if let Some(entry) = self.cache.get_mut(&key)
             && entry.generation == generation
             && (entry.complete || entry.resolved_at.elapsed() < RETRY_INCOMPLETE)
         {
-            entry.counter.inc();
+            if entry.pending == 0 {
+                self.dirty.push(key);
+            }
+            entry.pending += 1;
             return;
         }
-        self.resolve(key, event, generation).inc();
+        self.resolve(key, event, generation);
+        self.dirty.push(key);
     }
 
+    /// Builds the labels for `key` and caches its counter with one pending count.
     #[cold]
-    fn resolve(&mut self, key: Key, event: &impl OpenRecord, generation: u64) -> IntCounter {
+    fn resolve(&mut self, key: Key, event: &impl OpenRecord, generation: u64) {
         let attribution = self.attributor.attribute(key.cgroup_id);
         let labels = OpenLabels {
             namespace: attribution.pod.namespace,
@@ -100,19 +136,24 @@ impl OpenCounter {
         let counter = self.metrics.opens_counter(labels);
         if self.cache.len() >= self.max_cache {
             // Keys are cheap to rebuild; a bound keeps a churn of comms and cgroups from growing
-            // memory without end.
+            // memory without end. Their pending counts go out first.
+            self.cache.values_mut().for_each(Entry::flush);
             self.cache.clear();
         }
-        self.cache.insert(
+        let replaced = self.cache.insert(
             key,
             Entry {
-                counter: counter.clone(),
+                counter,
+                pending: 1,
                 generation,
                 complete: attribution.complete,
                 resolved_at: Instant::now(),
             },
         );
-        counter
+        // A stale entry for the same key (attribution changed) keeps its counts.
+        if let Some(mut old) = replaced {
+            old.flush();
+        }
     }
 }
 
@@ -120,7 +161,8 @@ impl OpenCounter {
 mod tests {
     use super::*;
     use crate::agent::cgroups::CgroupPaths;
-    use splitscope_probes::event::sample;
+    use splitscope_probes::event::{encode_compact, encode_full, sample, sample_head};
+    use splitscope_probes::{OpenEvent, OpenEventRef};
 
     #[test]
     fn results_are_ok_or_errno_names() {
@@ -130,31 +172,51 @@ mod tests {
         assert_eq!(result_label(OpenResult::Errno(999)), "errno_999");
     }
 
+    /// Counts the same opens whatever the record kind and however they are read: compact and
+    /// full records, copied out or read in place in the ring.
     #[test]
     fn counts_per_comm_and_result_standalone() {
         let metrics = AgentMetrics::new(100).unwrap();
         let mut counter = OpenCounter::new(metrics, Attributor::new(CgroupPaths::new(None), None));
-        for _ in 0..4 {
-            counter.count(&OpenEvent::from_raw(sample(1, "cat", "/etc/hosts", 3)));
-        }
+        counter.count(&OpenEvent::from_full(sample(1, "cat", "/etc/hosts", 3)));
+        counter.count(&OpenEvent::from_head(sample_head(1, "cat", 3)));
+        let full = encode_full(&sample(1, "cat", "/etc/hosts", 3));
+        counter.count(&OpenEventRef::new(&full).unwrap());
+        let compact = encode_compact(&sample_head(1, "cat", 3));
+        counter.count(&OpenEventRef::new(&compact).unwrap());
         for _ in 0..2 {
-            counter.count(&OpenEvent::from_raw(sample(2, "cat", "/nope", -2)));
+            counter.count(&OpenEventRef::new(&encode_compact(&sample_head(2, "cat", -2))).unwrap());
         }
-        counter.count(&OpenEvent::from_raw(sample(3, "ls", "/nope", -13)));
-        let mut out = Vec::new();
-        prometheus::Encoder::encode(
-            &prometheus::TextEncoder::new(),
-            &counter.metrics().registry().gather(),
-            &mut out,
-        )
-        .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        counter.count(&OpenEvent::from_full(sample(3, "ls", "/nope", -13)));
+        let exported = |counter: &OpenCounter| {
+            let mut out = Vec::new();
+            prometheus::Encoder::encode(
+                &prometheus::TextEncoder::new(),
+                &counter.metrics().registry().gather(),
+                &mut out,
+            )
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        // Counts reach the exported counters at the flush that follows each drain of the ring.
+        let ls = r#"comm="ls",container="",namespace="",pod="",result="EACCES"}"#;
+        assert!(exported(&counter).contains(&format!("{ls} 0")));
+        counter.flush();
+        let text = exported(&counter);
+        assert!(text.contains(&format!("{ls} 1")), "{text}");
         assert!(
             text.contains(r#"comm="cat",container="",namespace="",pod="",result="ok"} 4"#),
             "{text}"
         );
         assert!(text.contains(r#"comm="cat",container="",namespace="",pod="",result="ENOENT"} 2"#));
-        assert!(text.contains(r#"comm="ls",container="",namespace="",pod="",result="EACCES"} 1"#));
         assert!(text.contains("splitscope_probe_events_total 7"));
+
+        // Counting goes on from there; a flush with nothing new changes nothing.
+        counter.count(&OpenEvent::from_head(sample_head(3, "ls", -13)));
+        counter.flush();
+        counter.flush();
+        let text = exported(&counter);
+        assert!(text.contains(&format!("{ls} 2")), "{text}");
+        assert!(text.contains("splitscope_probe_events_total 8"));
     }
 }

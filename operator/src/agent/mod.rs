@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use splitscope_probes::filters::resolve_cgroup;
-use splitscope_probes::{AttachMode as ProbeAttach, Filters, Probe, ProbeConfig, TracepointArgs};
+use splitscope_probes::{
+    AttachMode as ProbeAttach, CostVariant, Filters, Probe, ProbeConfig, RecordKind, TracepointArgs,
+};
 
-use crate::cli::{AgentArgs, AttachMode, ProbeArgs, TracepointArgsMode};
+use crate::cli::{AgentArgs, AttachMode, CostVariantMode, ProbeArgs, RecordsMode, TracepointArgsMode};
 use crate::metrics_server::{MetricsServer, Readiness};
 use attribution::Attributor;
 use cgroups::CgroupPaths;
@@ -31,8 +33,9 @@ use pods::PodDirectory;
 /// eighth of the ring fills unread). Bounds how stale the metrics can be.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The probe configuration for the `agent`/`trace` flags.
-pub fn probe_config(args: &ProbeArgs) -> anyhow::Result<ProbeConfig> {
+/// The probe configuration for the `agent`/`trace`/`self-test` flags; `records` unless the
+/// (hidden) `--records` flag says otherwise.
+pub fn probe_config(args: &ProbeArgs, records: RecordKind) -> anyhow::Result<ProbeConfig> {
     let f = &args.filters;
     let cgroup = f.cgroup.as_deref().map(resolve_cgroup).transpose()?;
     if let Some(comm) = &f.comm
@@ -63,6 +66,18 @@ pub fn probe_config(args: &ProbeArgs) -> anyhow::Result<ProbeConfig> {
             TracepointArgsMode::SavedRegs => TracepointArgs::SavedRegs,
             TracepointArgsMode::EnterExit => TracepointArgs::EnterExit,
         },
+        records: match args.records {
+            None => records,
+            Some(RecordsMode::Compact) => RecordKind::Compact,
+            Some(RecordsMode::Full) => RecordKind::Full,
+        },
+        cost_variant: match args.cost_variant {
+            CostVariantMode::Normal => CostVariant::Normal,
+            CostVariantMode::Return => CostVariant::ReturnAtOnce,
+            CostVariantMode::PercpuCount => CostVariant::PerCpuCount,
+            CostVariantMode::ConstantRecord => CostVariant::ConstantRecord,
+            CostVariantMode::FullWithoutPath => CostVariant::FullWithoutPath,
+        },
         ..ProbeConfig::default()
     })
 }
@@ -77,6 +92,7 @@ pub async fn load_probe(config: ProbeConfig) -> anyhow::Result<Probe> {
     tracing::info!(
         mode = info.mode,
         target = %info.target,
+        records = ?info.records,
         points = %info.points.join(" "),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "probe attached"
@@ -86,7 +102,8 @@ pub async fn load_probe(config: ProbeConfig) -> anyhow::Result<Probe> {
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signal()?;
-    let config = probe_config(&args.probe)?;
+    // Counting never reads a path: compact records, unless a --path-prefix filter needs paths.
+    let config = probe_config(&args.probe, RecordKind::Compact)?;
     let server = MetricsServer::bind(args.metrics_addr).await?;
     let addr = server.local_addr()?;
     let metrics = AgentMetrics::new(args.max_series)?;
@@ -125,6 +142,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Ok(event) => counter.count(&event),
             Err(err) => note_decode_error(&mut decode_errors, &err),
         });
+        counter.flush();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,

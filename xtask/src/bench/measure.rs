@@ -1,0 +1,287 @@
+//! What the probe benchmark measures with: the opener loop, CPU placement, statistics over
+//! rounds, a process's CPU time and memory, and the kernel's own BPF run-time counters.
+
+use std::ffi::CString;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+
+/// Where the opener and the tracer run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placement {
+    /// The opener alone on CPU 1, the tracer (all its threads) on CPU 0: the probe's own cost
+    /// on the opener's CPU, without the tracer's user space competing for it.
+    Pinned,
+    /// Both wherever the scheduler puts them, as in production.
+    Unpinned,
+}
+
+impl Placement {
+    pub const ALL: [Placement; 2] = [Placement::Pinned, Placement::Unpinned];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Pinned => "pinned",
+            Placement::Unpinned => "unpinned",
+        }
+    }
+
+    /// The tracer's CPUs, as a taskset list.
+    pub fn tracer_cpus(self) -> String {
+        match self {
+            Placement::Pinned => "0".to_owned(),
+            Placement::Unpinned => format!("0-{}", cpu_count() - 1),
+        }
+    }
+
+    /// Moves the calling thread (the opener) to its CPUs.
+    pub fn place_opener(self) {
+        match self {
+            Placement::Pinned => pin_to(&[1]),
+            Placement::Unpinned => pin_to(&(0..cpu_count()).collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// CPUs online. Not `available_parallelism()`: that honours the calling thread's affinity, which
+/// the benchmark itself narrows to place the opener.
+pub fn cpu_count() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or(1)
+}
+
+/// Restricts the calling thread to `cpus`.
+pub fn pin_to(cpus: &[usize]) {
+    // SAFETY: cpu_set_t is plain data, zeroed then filled through the libc macros.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+pub fn open_close(path: &CString, n: u64) {
+    for _ in 0..n {
+        // SAFETY: a valid path; the fd is closed at once.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// What one open+close cost, in ns: the opener's wall-clock time; the CPU time of the opener's
+/// thread (user + kernel: where the probe's programs run), which other work on a shared machine
+/// barely changes, unlike the wall clock; and the CPU time of the tracer's process (its
+/// reader), wherever it ran.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cost {
+    pub wall: f64,
+    pub opener_cpu: f64,
+    pub tracer_cpu: f64,
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_ns() -> u64 {
+    // SAFETY: clock_gettime writes into the zeroed timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// CPU time of every thread of `pid` (schedstat's first field: ns on a CPU), 0 if it is gone.
+fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Blocks per measurement: the fastest block stands for the measurement, so that preemptions
+/// and short slow spells of a shared machine drop out of it.
+const BLOCKS: u64 = 8;
+
+/// The cost of one open+close over `ops` of them (in `BLOCKS` blocks, after a tenth as many to
+/// warm up): the opener's wall clock and CPU of its fastest block, and the tracer's CPU over all
+/// of them (a reader works in bursts, not per block).
+pub fn cost_per_open(path: &CString, ops: u64, tracer: Option<u32>) -> Cost {
+    open_close(path, ops / 10);
+    let block = (ops / BLOCKS).max(1);
+    let tracer_cpu = || tracer.map_or(0, process_cpu_ns);
+    let tracer0 = tracer_cpu();
+    let mut best: Option<(u128, u64)> = None;
+    for _ in 0..BLOCKS {
+        let (started, cpu0) = (Instant::now(), thread_cpu_ns());
+        open_close(path, block);
+        let (wall, cpu) = (started.elapsed().as_nanos(), thread_cpu_ns().saturating_sub(cpu0));
+        if best.is_none_or(|(w, _)| wall < w) {
+            best = Some((wall, cpu));
+        }
+    }
+    let tracer1 = tracer_cpu();
+    let (wall, cpu) = best.unwrap_or_default();
+    let per_op = |ns: f64, n: u64| ns / n as f64;
+    Cost {
+        wall: per_op(wall as f64, block),
+        opener_cpu: per_op(cpu as f64, block),
+        tracer_cpu: per_op(tracer1.saturating_sub(tracer0) as f64, block * BLOCKS),
+    }
+}
+
+/// The median and the range of a set of measurements.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Self {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Self {
+            median,
+            min: sorted.first().copied().unwrap_or(f64::NAN),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised comm: state is field 3; utime 14, stime 15.
+    let after = &stat[stat.rfind(')').context("malformed stat")? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+pub fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{key} in /proc/{pid}/status"))
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// The kernel's per-program run-time accounting (kernel.bpf_stats_enabled), on while this
+/// lives; the previous setting is restored when it is dropped.
+pub struct BpfStats {
+    previous: String,
+}
+
+impl BpfStats {
+    pub fn enable() -> anyhow::Result<Self> {
+        let previous = std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
+        std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
+        Ok(Self { previous })
+    }
+
+    /// (run time ns, runs) summed over the BPF programs that process `pid` holds, from the
+    /// `/proc/PID/fdinfo` of its program descriptors.
+    pub fn of_process(&self, pid: u32) -> anyhow::Result<(u64, u64)> {
+        let mut total = (0, 0);
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("/proc/{pid}/fd"))?;
+        for fd in fds.flatten() {
+            let is_program =
+                std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-prog");
+            if !is_program {
+                continue;
+            }
+            let info =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))
+                    .unwrap_or_default();
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            total.0 += field("run_time_ns:");
+            total.1 += field("run_cnt:");
+        }
+        Ok(total)
+    }
+}
+
+/// The tracing BPF programs loaded on this machine now (id, type, name): at the start of the
+/// benchmark, anything but ours is another tool whose cost every open pays, baseline included.
+pub fn tracing_programs() -> Vec<String> {
+    let Ok(out) = Command::new("bpftool").args(["-j", "prog", "show"]).output() else {
+        return Vec::new();
+    };
+    let programs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    programs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            matches!(
+                p["type"].as_str(),
+                Some("tracepoint" | "kprobe" | "raw_tracepoint" | "tracing" | "perf_event")
+            )
+        })
+        .map(|p| {
+            format!(
+                "{} ({} {})",
+                p["id"],
+                p["type"].as_str().unwrap_or("?"),
+                p["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, self.previous.trim());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_median_and_range() {
+        assert_eq!(
+            Spread::of(&[5.0, 1.0, 3.0]),
+            Spread {
+                median: 3.0,
+                min: 1.0,
+                max: 5.0
+            }
+        );
+        assert_eq!(Spread::of(&[4.0, 1.0, 3.0, 2.0]).median, 2.5);
+        assert!(Spread::of(&[]).median.is_nan());
+    }
+}

@@ -1,0 +1,225 @@
+//! The tracers the benchmark's opener runs beside: the agent (and benchmark variants of its
+//! probe), bpftrace `count()` and libbpf-tools opensnoop. Each starts on the CPUs it is given and
+//! is stopped when dropped, or by the kernel if xtask dies first.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::run::root;
+
+const AGENT_ADDR: &str = "127.0.0.1:19199";
+
+/// What runs beside the opener.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Peer {
+    None,
+    /// The agent as shipped: compact records.
+    Agent,
+    Bpftrace,
+    Opensnoop,
+    /// Benchmark variants of the agent's probe (`--cost-variant`, `--records`), each adding one
+    /// part of the cost of an open to the one before.
+    TracepointOnly,
+    PerCpuCount,
+    ConstantRecord,
+    FullWithoutPath,
+    /// Full records, with the path: what the agent wrote for every open before issue 10.
+    Full,
+}
+
+impl Peer {
+    pub fn label(self) -> &'static str {
+        match self {
+            Peer::None => "no probe",
+            Peer::Agent => "splitscope agent (compact records; as shipped)",
+            Peer::Bpftrace => "bpftrace `count()` on sys_enter_openat",
+            Peer::Opensnoop => "libbpf-tools opensnoop (perf buffer, every open)",
+            Peer::TracepointOnly => "the tracepoint and an empty program",
+            Peer::PerCpuCount => "a per-CPU counter (what bpftrace `count()` does)",
+            Peer::ConstantRecord => "reserve + submit a 48-byte record of constants",
+            Peer::FullWithoutPath => "a full 328-byte record without the path (arguments, time, uid)",
+            Peer::Full => "a full record with the path (the agent before)",
+        }
+    }
+
+    /// The agent's environment for this peer, or None if the peer is not the agent.
+    fn agent_env(self) -> Option<&'static [(&'static str, &'static str)]> {
+        Some(match self {
+            Peer::Agent => &[],
+            Peer::TracepointOnly => &[("SPLITSCOPE_COST_VARIANT", "return")],
+            Peer::PerCpuCount => &[("SPLITSCOPE_COST_VARIANT", "percpu-count")],
+            Peer::ConstantRecord => &[("SPLITSCOPE_COST_VARIANT", "constant-record")],
+            Peer::FullWithoutPath => &[
+                ("SPLITSCOPE_RECORDS", "full"),
+                ("SPLITSCOPE_COST_VARIANT", "full-without-path"),
+            ],
+            Peer::Full => &[("SPLITSCOPE_RECORDS", "full")],
+            Peer::None | Peer::Bpftrace | Peer::Opensnoop => return None,
+        })
+    }
+}
+
+/// A running peer. Dropping it sends SIGTERM, waits up to 10 s, then SIGKILLs.
+pub struct Running {
+    child: Option<Child>,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+    }
+}
+
+/// `taskset -c CPUS PROGRAM`: taskset execs the program, so the child is the program itself.
+/// PR_SET_PDEATHSIG: should xtask die without dropping its `Running`s, the kernel stops them.
+fn on_cpus(cpus: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("taskset");
+    command.arg("-c").arg(cpus).arg(program);
+    // SAFETY: only prctl(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+pub fn agent_binary() -> PathBuf {
+    root().join("target/release/splitscope")
+}
+
+/// Starts the agent on `cpus`; returns it once `/readyz` answers 200 (probe attached, self-test
+/// passed), with the time that took.
+pub fn start_agent(env: &[(&str, &str)], cpus: &str) -> anyhow::Result<(Running, Duration)> {
+    let started = Instant::now();
+    let child = on_cpus(cpus, agent_binary())
+        .args(["agent", "--metrics-addr", AGENT_ADDR, "--kubernetes", "off"])
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the agent")?;
+    let running = Running {
+        child: Some(child),
+        drain: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if http_get("/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return Ok((running, started.elapsed()));
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not become ready within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Starts a tool whose stdout announces it is attached with a line containing `ready`.
+fn start_tool(program: &str, args: &[&str], ready: &'static str, cpus: &str) -> anyhow::Result<Running> {
+    let mut child = on_cpus(cpus, program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    let stdout = child.stdout.take().context("tool stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line.contains(ready) => {
+                    let _ = tx.send(());
+                    // Keep reading so the tool never blocks on a full pipe.
+                    let mut sink = [0u8; 65536];
+                    while reader.read(&mut sink).is_ok_and(|n| n > 0) {}
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    let running = Running {
+        child: Some(child),
+        drain: Some(drain),
+    };
+    rx.recv_timeout(Duration::from_secs(30))
+        .with_context(|| format!("{program} never printed {ready:?}"))?;
+    Ok(running)
+}
+
+/// Starts `peer` on `cpus` (a taskset list) and returns once it is attached.
+pub fn start(peer: Peer, cpus: &str) -> anyhow::Result<Running> {
+    if let Some(env) = peer.agent_env() {
+        return Ok(start_agent(env, cpus)?.0);
+    }
+    Ok(match peer {
+        Peer::Bpftrace => start_tool(
+            "bpftrace",
+            &["-e", "tracepoint:syscalls:sys_enter_openat { @c = count(); }"],
+            "Attaching",
+            cpus,
+        )?,
+        // opensnoop's stdio is block-buffered into a pipe: stdbuf makes its header line arrive.
+        Peer::Opensnoop => start_tool("stdbuf", &["-oL", "/usr/sbin/opensnoop"], "PID", cpus)?,
+        _ => Running {
+            child: None,
+            drain: None,
+        },
+    })
+}
+
+fn http_get(path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(AGENT_ADDR)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// A counter of the running agent's /metrics.
+pub fn agent_metric(name: &str) -> anyhow::Result<u64> {
+    let body = http_get("/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .with_context(|| format!("{name} not in the agent's /metrics"))
+}

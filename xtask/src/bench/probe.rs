@@ -1,0 +1,556 @@
+//! `cargo xtask bench-probe`: what the agent's probe adds to an open, beside bpftrace `count()`
+//! (the counting floor) and opensnoop (the streaming peer) in one interleaved run, pinned and
+//! unpinned; where that cost goes, from variants of the probe; then the highest rate without
+//! drops, the reader's CPU, memory and start-up. Writes everything, with the command, into
+//! BENCHMARKS.md.
+
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::measure::{self, BpfStats, Cost, Placement, Spread};
+use super::peers::{self, Peer};
+use crate::deps::{self, Set};
+use crate::run::cmd;
+
+const OPS_PER_ROUND: u64 = 200_000;
+const DEFAULT_ROUNDS: usize = 7;
+/// Set to run fewer (or more) rounds, e.g. while changing the probe.
+const ROUNDS_ENV: &str = "SPLITSCOPE_BENCH_ROUNDS";
+
+/// The comparison, then the probe variants that show where the agent's cost goes.
+const PEERS: [Peer; 9] = [
+    Peer::None,
+    Peer::Agent,
+    Peer::Bpftrace,
+    Peer::Opensnoop,
+    Peer::TracepointOnly,
+    Peer::PerCpuCount,
+    Peer::ConstantRecord,
+    Peer::FullWithoutPath,
+    Peer::Full,
+];
+
+fn index(peer: Peer) -> usize {
+    PEERS.iter().position(|p| *p == peer).unwrap_or(0)
+}
+
+/// What an open+close cost beside every peer in every round, for one placement.
+struct Samples {
+    by_peer: Vec<Vec<Cost>>,
+}
+
+/// The two ways the benchmark counts a peer's added cost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    /// The opener's wall clock: what the issue's figures use; noisy on a shared machine.
+    Wall,
+    /// The opener thread's CPU time (user + kernel, where the probe's program runs).
+    Cpu,
+}
+
+impl Metric {
+    /// One round's added cost of the peer sample `with` over the no-probe sample `without`.
+    fn added(self, with: &Cost, without: &Cost) -> f64 {
+        match self {
+            Metric::Wall => with.wall - without.wall,
+            Metric::Cpu => with.opener_cpu - without.opener_cpu,
+        }
+    }
+}
+
+impl Samples {
+    fn values(&self, peer: Peer, field: fn(&Cost) -> f64) -> Spread {
+        Spread::of(&self.by_peer[index(peer)].iter().map(field).collect::<Vec<_>>())
+    }
+
+    /// What `peer` adds to an open+close, from the medians.
+    fn added(&self, peer: Peer, metric: Metric) -> f64 {
+        match metric {
+            Metric::Wall => self.values(peer, |c| c.wall).median - self.values(Peer::None, |c| c.wall).median,
+            Metric::Cpu => {
+                self.values(peer, |c| c.opener_cpu).median - self.values(Peer::None, |c| c.opener_cpu).median
+            }
+        }
+    }
+
+    /// The agent's added cost over bpftrace's, round by round (each round's peers ran minutes
+    /// apart at most, so a slow phase of the machine affects both).
+    fn ratios_per_round(&self, metric: Metric) -> Spread {
+        let (none, agent, bpftrace) = (
+            &self.by_peer[index(Peer::None)],
+            &self.by_peer[index(Peer::Agent)],
+            &self.by_peer[index(Peer::Bpftrace)],
+        );
+        let ratios: Vec<f64> = (0..none.len())
+            .map(|r| metric.added(&agent[r], &none[r]) / metric.added(&bpftrace[r], &none[r]))
+            .collect();
+        Spread::of(&ratios)
+    }
+}
+
+pub fn run() -> anyhow::Result<()> {
+    deps::ensure(Set::Bench)?;
+    if !deps::is_root() {
+        bail!("bench-probe loads BPF programs: run it as root");
+    }
+    let rounds = match std::env::var(ROUNDS_ENV) {
+        Ok(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("{ROUNDS_ENV}={n}: want a positive number"))?,
+        Err(_) => DEFAULT_ROUNDS,
+    };
+    cmd("cargo", &["build", "--release", "-p", "splitscope"])?;
+    // bpftrace and opensnoop need tracefs; the agent would mount it itself.
+    if !Path::new("/sys/kernel/tracing/events").exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status();
+    }
+    let file = std::env::temp_dir().join("splitscope-bench-open");
+    std::fs::write(&file, b"x")?;
+    let path = CString::new(file.to_string_lossy().as_bytes())?;
+    let load_before = measure::load_average();
+    let foreign = measure::tracing_programs();
+    if !foreign.is_empty() {
+        eprintln!(
+            "xtask: bench-probe: WARNING: other tracing programs are loaded, and every open pays for \
+             them: {}",
+            foreign.join(", ")
+        );
+    }
+
+    // 1. Added cost per open+close: every peer in every placement once per round, the order
+    //    rotated from round to round.
+    let mut samples: Vec<Samples> = Placement::ALL
+        .iter()
+        .map(|_| Samples {
+            by_peer: vec![Vec::new(); PEERS.len()],
+        })
+        .collect();
+    for round in 0..rounds {
+        for (p, placement) in Placement::ALL.iter().enumerate() {
+            for k in 0..PEERS.len() {
+                let i = (k + round) % PEERS.len();
+                let running = peers::start(PEERS[i], &placement.tracer_cpus())?;
+                placement.place_opener();
+                std::thread::sleep(Duration::from_millis(200));
+                let cost = measure::cost_per_open(&path, OPS_PER_ROUND, running.pid());
+                drop(running);
+                eprintln!(
+                    "xtask: bench-probe round {}/{rounds} {:<8} {:<16} wall {:6.0} ns, opener CPU {:6.0} ns, \
+                     tracer CPU {:5.0} ns",
+                    round + 1,
+                    placement.name(),
+                    format!("{:?}", PEERS[i]),
+                    cost.wall,
+                    cost.opener_cpu,
+                    cost.tracer_cpu
+                );
+                samples[p].by_peer[i].push(cost);
+            }
+        }
+    }
+
+    // 2. Time inside each BPF program per run, from the kernel's own accounting (pinned), three
+    //    times per peer, interleaved.
+    let mut program_ns: Vec<(Peer, Vec<f64>)> = PEERS
+        .into_iter()
+        .filter(|p| *p != Peer::None)
+        .map(|p| (p, Vec::new()))
+        .collect();
+    {
+        let stats = BpfStats::enable()?;
+        for _ in 0..3 {
+            for (peer, samples) in &mut program_ns {
+                let running = peers::start(*peer, &Placement::Pinned.tracer_cpus())?;
+                Placement::Pinned.place_opener();
+                let pid = running.pid().context("the peer's pid")?;
+                let before = stats.of_process(pid)?;
+                measure::open_close(&path, OPS_PER_ROUND);
+                let after = stats.of_process(pid)?;
+                drop(running);
+                let runs = after.1.saturating_sub(before.1);
+                if runs > 0 {
+                    samples.push((after.0 - before.0) as f64 / runs as f64);
+                }
+            }
+        }
+    }
+
+    // 3. Highest rate with zero drops: two openers, one per CPU, flat out; the agent unpinned.
+    let all_cpus = Placement::Unpinned.tracer_cpus();
+    let (agent, _) = peers::start_agent(&[], &all_cpus)?;
+    let mut rate_rows = Vec::new();
+    for _ in 0..3 {
+        let (events0, drops0) = (
+            peers::agent_metric("splitscope_probe_events_total")?,
+            peers::agent_metric("splitscope_probe_events_dropped_total")?,
+        );
+        let started = Instant::now();
+        let threads: Vec<_> = (0..2)
+            .map(|cpu| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    measure::pin_to(&[cpu]);
+                    let mut n = 0u64;
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_secs(3) {
+                        measure::open_close(&path, 1000);
+                        n += 1000;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let opens: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+        let secs = started.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(800));
+        let (events1, drops1) = (
+            peers::agent_metric("splitscope_probe_events_total")?,
+            peers::agent_metric("splitscope_probe_events_dropped_total")?,
+        );
+        rate_rows.push((
+            opens as f64 / secs,
+            (events1 - events0) as f64 / secs,
+            drops1 - drops0,
+        ));
+    }
+    drop(agent);
+
+    // 4. Reader CPU at 100k opens/s, and the agent's memory; everything unpinned.
+    let (agent, _) = peers::start_agent(&[], &all_cpus)?;
+    Placement::Unpinned.place_opener();
+    let pid = agent.pid().context("agent pid")?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let idle_ticks0 = measure::cpu_ticks(pid)?;
+    std::thread::sleep(Duration::from_secs(5));
+    let idle_cpu = (measure::cpu_ticks(pid)? - idle_ticks0) as f64 / hz / 5.0 * 100.0;
+    let events0 = peers::agent_metric("splitscope_probe_events_total")?;
+    let ticks0 = measure::cpu_ticks(pid)?;
+    let started = Instant::now();
+    let mut next = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        measure::open_close(&path, 100);
+        next += Duration::from_millis(1);
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let loaded_cpu = (measure::cpu_ticks(pid)? - ticks0) as f64 / hz / secs * 100.0;
+    let loaded_rate = (peers::agent_metric("splitscope_probe_events_total")? - events0) as f64 / secs;
+    let per_100k = loaded_cpu * 100_000.0 / loaded_rate;
+    let rss = measure::status_kib(pid, "VmRSS:")?;
+    let hwm = measure::status_kib(pid, "VmHWM:")?;
+    drop(agent);
+
+    // 5. Start-up: exec to /readyz 200 (probe loaded, self-test passed, metrics served).
+    let mut startups = Vec::new();
+    for _ in 0..5 {
+        let (agent, took) = peers::start_agent(&[], &all_cpus)?;
+        startups.push(took.as_secs_f64() * 1000.0);
+        drop(agent);
+    }
+    let startup = Spread::of(&startups).median;
+    let _ = std::fs::remove_file(&file);
+    let load_after = measure::load_average();
+
+    let report = Report {
+        rounds,
+        load: (load_before, load_after),
+        foreign: &foreign,
+        samples: &samples,
+        program_ns: &program_ns,
+        rate_rows: &rate_rows,
+        reader: (idle_cpu, loaded_rate, loaded_cpu, per_100k),
+        memory_kib: (rss, hwm),
+        startups: &startups,
+        startup,
+    };
+    let text = report.render()?;
+    super::write_section("bench-probe", &text)?;
+    eprintln!("{text}");
+    Ok(())
+}
+
+struct Report<'a> {
+    rounds: usize,
+    load: (f64, f64),
+    /// Tracing programs of other tools loaded when the run started.
+    foreign: &'a [String],
+    samples: &'a [Samples],
+    /// ns per run of each peer's BPF programs, one value per run.
+    program_ns: &'a [(Peer, Vec<f64>)],
+    rate_rows: &'a [(f64, f64, u64)],
+    /// (idle % of a core, events/s, % of a core at that rate, % per 100k events/s)
+    reader: (f64, f64, f64, f64),
+    memory_kib: (u64, u64),
+    startups: &'a [f64],
+    startup: f64,
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "**met**" } else { "**not met**" }
+}
+
+impl Report<'_> {
+    fn render(&self) -> anyhow::Result<String> {
+        let uname = Command::new("uname")
+            .arg("-r")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())?;
+        let mut t = String::new();
+        writeln!(
+            t,
+            "Command: `cargo xtask bench-probe` (as root). Kernel {uname}, {} CPUs, tracepoint mode \
+             (this kernel has no kprobes). {} interleaved rounds; in each, every tracer below in both \
+             placements (the order rotated from round to round) beside an opener doing {OPS_PER_ROUND} \
+             open+close in 8 blocks, of which the fastest counts (preemptions and short slow spells \
+             of the machine drop out). Medians over the rounds, spread = min–max. Load average (1 min): {:.2} at \
+             the start, {:.2} at the end (above ~0.5 other work shared the machine and the figures \
+             are noisier).\n",
+            measure::cpu_count(),
+            self.rounds,
+            self.load.0,
+            self.load.1
+        )?;
+        if !self.foreign.is_empty() {
+            writeln!(
+                t,
+                "**Other tracing programs were loaded during this run** — every open, the baseline's \
+                 included, paid for them, and they kept the syscall tracepoints enabled for all the \
+                 peers: {}. Re-run on a machine without them.\n",
+                self.foreign.join(", ")
+            )?;
+        }
+
+        writeln!(
+            t,
+            "Two measures of what a tracer adds to an open+close: the opener's **wall** clock (the \
+             target's measure, as in the earlier figures) and its thread's **CPU** time (user + kernel, \
+             where the probe's program runs; preemption by other work on a shared machine does not \
+             count). Beside them, the CPU time the tracer's own process (the agent's reader; bpftrace \
+             and opensnoop in user space) used per open, which the opener does not pay.\n"
+        )?;
+        let mut met = true;
+        for (p, placement) in Placement::ALL.iter().enumerate() {
+            let s = &self.samples[p];
+            let title = match placement {
+                Placement::Pinned => "Pinned: the opener alone on CPU 1, the tracer on CPU 0",
+                Placement::Unpinned => "Unpinned: opener and tracer wherever the scheduler puts them",
+            };
+            writeln!(t, "**{title}**\n")?;
+            writeln!(
+                t,
+                "| beside the opener | wall ns, median (min–max) | added wall | opener CPU ns | added CPU | ÷ bpftrace's (wall / CPU) | tracer's own CPU ns |\n|---|---|---|---|---|---|---|"
+            )?;
+            for peer in [Peer::None, Peer::Agent, Peer::Bpftrace, Peer::Opensnoop] {
+                let wall = s.values(peer, |c| c.wall);
+                let (opener, tracer) = (
+                    s.values(peer, |c| c.opener_cpu).median,
+                    s.values(peer, |c| c.tracer_cpu).median,
+                );
+                let (added, ratio) = match peer {
+                    Peer::None => ("—".to_owned(), "—".to_owned()),
+                    _ => (
+                        format!("{:+.0}", s.added(peer, Metric::Wall)),
+                        format!(
+                            "{:.2}× / {:.2}×",
+                            s.added(peer, Metric::Wall) / s.added(Peer::Bpftrace, Metric::Wall),
+                            s.added(peer, Metric::Cpu) / s.added(Peer::Bpftrace, Metric::Cpu)
+                        ),
+                    ),
+                };
+                let added_cpu = match peer {
+                    Peer::None => "—".to_owned(),
+                    _ => format!("{:+.0}", s.added(peer, Metric::Cpu)),
+                };
+                writeln!(
+                    t,
+                    "| {} | {:.0} ({:.0}–{:.0}) | {added} | {opener:.0} | {added_cpu} | {ratio} | {tracer:.0} |",
+                    peer.label(),
+                    wall.median,
+                    wall.min,
+                    wall.max
+                )?;
+            }
+            for metric in [Metric::Wall, Metric::Cpu] {
+                let ratio = s.added(Peer::Agent, metric) / s.added(Peer::Bpftrace, metric);
+                let per_round = s.ratios_per_round(metric);
+                met &= ratio <= 1.0;
+                writeln!(
+                    t,
+                    "\nAgent ÷ bpftrace `count()`, {}, {}: **{ratio:.2}×** (round by round: median {:.2}×, \
+                     {:.2}–{:.2}×); target ≤ 1.0×: {}.",
+                    placement.name(),
+                    match metric {
+                        Metric::Wall => "wall clock",
+                        Metric::Cpu => "CPU",
+                    },
+                    per_round.median,
+                    per_round.min,
+                    per_round.max,
+                    verdict(ratio <= 1.0)
+                )?;
+            }
+            writeln!(
+                t,
+                "\nAll the CPU an open costs with each, {}: the agent {:.0} ns (opener {:+.0}, reader {:.0}), \
+                 bpftrace {:.0} ns (opener {:+.0}, its process {:.0}).\n",
+                placement.name(),
+                s.added(Peer::Agent, Metric::Cpu) + s.values(Peer::Agent, |c| c.tracer_cpu).median,
+                s.added(Peer::Agent, Metric::Cpu),
+                s.values(Peer::Agent, |c| c.tracer_cpu).median,
+                s.added(Peer::Bpftrace, Metric::Cpu) + s.values(Peer::Bpftrace, |c| c.tracer_cpu).median,
+                s.added(Peer::Bpftrace, Metric::Cpu),
+                s.values(Peer::Bpftrace, |c| c.tracer_cpu).median,
+            )?;
+        }
+        writeln!(
+            t,
+            "Added cost at most bpftrace `count()`'s, pinned and unpinned, by both measures: {}.\n",
+            verdict(met)
+        )?;
+
+        writeln!(
+            t,
+            "**Where the agent's cost goes**: variants of its probe (`--cost-variant`, `--records`), \
+             each doing one thing more than the one above it. Added ns per open+close, medians:\n"
+        )?;
+        writeln!(
+            t,
+            "| the probe's program does | pinned wall | pinned CPU | unpinned wall | unpinned CPU |\n|---|---|---|---|---|"
+        )?;
+        let all = |peer: Peer| {
+            [
+                self.samples[0].added(peer, Metric::Wall),
+                self.samples[0].added(peer, Metric::Cpu),
+                self.samples[1].added(peer, Metric::Wall),
+                self.samples[1].added(peer, Metric::Cpu),
+            ]
+        };
+        for peer in [
+            Peer::TracepointOnly,
+            Peer::PerCpuCount,
+            Peer::Bpftrace,
+            Peer::ConstantRecord,
+            Peer::Agent,
+            Peer::FullWithoutPath,
+            Peer::Full,
+        ] {
+            let [a, b, c, d] = all(peer);
+            writeln!(t, "| {} | {a:+.0} | {b:+.0} | {c:+.0} | {d:+.0} |", peer.label())?;
+        }
+        let diff = |x: Peer, y: Peer| {
+            let (x, y) = (all(x), all(y));
+            [x[0] - y[0], x[1] - y[1], x[2] - y[2], x[3] - y[3]]
+        };
+        writeln!(t, "\nWhat each removed cost was worth (ns per open+close):\n")?;
+        writeln!(
+            t,
+            "| removed from every open the agent counts | pinned wall | pinned CPU | unpinned wall | unpinned CPU |\n|---|---|---|---|---|"
+        )?;
+        for (what, [a, b, c, d]) in [
+            (
+                "copying the path (full − full without the path)",
+                diff(Peer::Full, Peer::FullWithoutPath),
+            ),
+            (
+                "the arguments from the saved registers, time, uid, 328 instead of 48 bytes (full without the path − compact)",
+                diff(Peer::FullWithoutPath, Peer::Agent),
+            ),
+            (
+                "all of it: the agent before − the agent now",
+                diff(Peer::Full, Peer::Agent),
+            ),
+        ] {
+            writeln!(t, "| {what} | {a:.0} | {b:.0} | {c:.0} | {d:.0} |")?;
+        }
+        let [a, b, c, d] = diff(Peer::Agent, Peer::ConstantRecord);
+        let [e, f, g, h] = diff(Peer::ConstantRecord, Peer::TracepointOnly);
+        writeln!(
+            t,
+            "\nWhat the agent still pays (pinned wall / CPU, unpinned wall / CPU): the compact record's \
+             fields over a record of constants {a:.0} / {b:.0}, {c:.0} / {d:.0} ns; the ring buffer over an \
+             empty program {e:.0} / {f:.0}, {g:.0} / {h:.0} ns.\n"
+        )?;
+        writeln!(
+            t,
+            "Time inside the BPF program per run (one run per open; opensnoop runs two, at entry \
+             and exit), from the kernel's own accounting \
+             (`kernel.bpf_stats_enabled`: two clock reads around every run, included below), pinned, \
+             {OPS_PER_ROUND} opens, three runs per tracer; steadier than the opener's clocks, and it \
+             leaves out the tracepoint's own cost, which both peers pay alike:\n\n\
+             | program of | ns per run, median (min–max) |\n|---|---|"
+        )?;
+        for (peer, samples) in self.program_ns {
+            let sp = Spread::of(samples);
+            writeln!(
+                t,
+                "| {} | {:.0} ({:.0}–{:.0}) |",
+                peer.label(),
+                sp.median,
+                sp.min,
+                sp.max
+            )?;
+        }
+        writeln!(t)?;
+
+        writeln!(
+            t,
+            "Two busy openers (one pinned to each CPU, 3 s each run), the agent unpinned with the \
+             default 4 MiB ring:\n\n| opens/s (both openers) | events/s read by the agent | dropped |\n|---|---|---|"
+        )?;
+        for (opens, events, drops) in self.rate_rows {
+            writeln!(t, "| {opens:.0} | {events:.0} | {drops} |")?;
+        }
+        let zero_drops = self.rate_rows.iter().all(|r| r.2 == 0);
+        let best = self
+            .rate_rows
+            .iter()
+            .filter(|r| r.2 == 0)
+            .map(|r| r.0)
+            .fold(0.0, f64::max);
+        writeln!(
+            t,
+            "\nZero drops at the fastest rate two busy processes reach: {} (highest zero-drop rate seen: \
+             {best:.0} opens/s).\n",
+            verdict(zero_drops)
+        )?;
+        let (idle, rate, cpu, per_100k) = self.reader;
+        writeln!(
+            t,
+            "Reader CPU (agent and opener unpinned): idle {idle:.2} % of a core; at {rate:.0} events/s \
+             {cpu:.2} % → **{per_100k:.2} % of a core per 100k events/s** (target ≤ 5 %: {}).\n",
+            verdict(per_100k <= 5.0)
+        )?;
+        writeln!(
+            t,
+            "Agent memory after that run: RSS {:.1} MiB (peak {:.1} MiB).\n",
+            self.memory_kib.0 as f64 / 1024.0,
+            self.memory_kib.1 as f64 / 1024.0
+        )?;
+        writeln!(
+            t,
+            "Start-up, exec to `/readyz` 200 (probe loaded and attached, self-test passed), median of \
+             5: **{:.0} ms** (target ≤ 300 ms: {}); runs: {}.",
+            self.startup,
+            verdict(self.startup <= 300.0),
+            self.startups
+                .iter()
+                .map(|s| format!("{s:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        Ok(t)
+    }
+}
