@@ -11,4 +11,5 @@ mod attribution;
 mod dashboards;
 mod filters;
 mod overload;
+mod rollout_signal;
 mod stream;

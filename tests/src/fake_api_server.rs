@@ -406,6 +406,13 @@ async fn handle(
             );
         }
         "/apis" => return ok_json(StatusCode::OK, &group_list(&lock(&store))),
+        // What a client asks first to see whether a cluster answers (the agent does).
+        "/version" => {
+            return ok_json(
+                StatusCode::OK,
+                &json!({"major": "1", "minor": "36", "gitVersion": "v1.36.0-fake", "platform": "linux/amd64"}),
+            );
+        }
         _ => {}
     }
     let target = match parse_path(&path) {
