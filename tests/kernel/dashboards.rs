@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use splitscope_tests::dashboards::{self, Query};
-use splitscope_tests::fake_api_server::{FakeApiServer, Resource};
+use splitscope_tests::fake_api_server::FakeApiServer;
 use splitscope_tests::prometheus::{Job, Prometheus, require_prometheus, sample_value};
+use splitscope_tests::served::{self, PodEndpoint, controller_resources};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -22,62 +23,12 @@ const RATE_INTERVAL: &str = "6s";
 const NODE: &str = "test-node";
 const CONTROLLER_POD: &str = "splitscope-controller-test";
 
-fn resources() -> Vec<Resource> {
-    let r = |prefix, plural, kind, subresources| Resource {
-        prefix,
-        plural,
-        kind,
-        namespaced: true,
-        subresources,
-    };
-    vec![
-        r(
-            "/apis/splitscope.dev/v1alpha1",
-            "trafficsplits",
-            "TrafficSplit",
-            &["status"][..],
-        ),
-        r("/api/v1", "services", "Service", &[]),
-        r(
-            "/apis/discovery.k8s.io/v1",
-            "endpointslices",
-            "EndpointSlice",
-            &[],
-        ),
-        r(
-            "/apis/gateway.networking.k8s.io/v1",
-            "httproutes",
-            "HTTPRoute",
-            &[],
-        ),
-        r("/apis/events.k8s.io/v1", "events", "Event", &[]),
-    ]
-}
-
 /// The design's checkout split (finalizer already added); with a rollout measuring against
 /// `prometheus` when given (its first step keeps the 95/5 weights, then it waits for a
 /// promotion while its analysis goes on, so the rollout panels have data).
 fn checkout(prometheus: Option<&str>) -> Value {
-    let mut ts = json!({
-        "apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
-        "metadata": {
-            "name": "checkout", "namespace": "shop", "uid": "ts-uid-1", "generation": 1,
-            "finalizers": ["splitscope.dev/cleanup"],
-        },
-        "spec": {
-            "service": "checkout",
-            "selector": {"app": "checkout"},
-            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-            "backends": [
-                {"name": "stable", "labels": {"version": "v1"}, "weight": 95},
-                {"name": "canary", "labels": {"version": "v2"}, "weight": 5},
-            ],
-            "routing": {"provider": "GatewayAPI"},
-            "deletionPolicy": "Delete",
-        },
-    });
-    if let Some(address) = prometheus {
-        ts["spec"]["rollout"] = json!({
+    let rollout = prometheus.map(|address| {
+        json!({
             "stable": "stable",
             "canary": "canary",
             "steps": [{"setWeight": 5}, {"pause": {}}],
@@ -86,33 +37,31 @@ fn checkout(prometheus: Option<&str>) -> Value {
                 "prometheus": {"address": format!("http://{address}")},
                 "metrics": [{"name": "scrapes", "query": "sum(up)", "thresholdRange": {"min": 1}}],
             },
-        });
-    }
-    ts
+        })
+    });
+    served::checkout(&[("stable", "v1", 95), ("canary", "v2", 5)], rollout)
 }
 
 /// The design's checkout split (finalizer already added), and ready endpoints for both backends.
 fn objects() -> Vec<Value> {
-    let slice = |backend: &str, ready: usize| {
-        let service = format!("checkout-{backend}");
-        json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {
-                "name": format!("{service}-abcde"), "namespace": "shop",
-                "labels": {
-                    "kubernetes.io/service-name": service,
-                    "app.kubernetes.io/managed-by": "splitscope",
-                    "splitscope.dev/traffic-split": "checkout",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": (0..ready).map(|i| json!({
-                "addresses": [format!("10.0.0.{i}")],
-                "conditions": {"ready": true},
-                "targetRef": {"kind": "Pod", "name": format!("{backend}-{i}"), "namespace": "shop", "uid": format!("{backend}-uid-{i}")},
-            })).collect::<Vec<_>>(),
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        })
+    let endpoints = |backend: &str, n: usize| -> Vec<(String, String, String)> {
+        (0..n)
+            .map(|i| {
+                (
+                    format!("{backend}-{i}"),
+                    format!("{backend}-uid-{i}"),
+                    format!("10.0.0.{i}"),
+                )
+            })
+            .collect()
+    };
+    let slice = |backend: &str, n: usize| {
+        let eps = endpoints(backend, n);
+        let eps: Vec<PodEndpoint<'_>> = eps
+            .iter()
+            .map(|(pod, uid, address)| PodEndpoint { pod, uid, address })
+            .collect();
+        served::checkout_slice(backend, &eps)
     };
     vec![checkout(None), slice("stable", 3), slice("canary", 1)]
 }
@@ -147,7 +96,9 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     require_prometheus();
 
     // The controller, reconciling the checkout split.
-    let api = FakeApiServer::start(resources(), objects()).await.unwrap();
+    let api = FakeApiServer::start(controller_resources(false), objects())
+        .await
+        .unwrap();
     let kube_dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(kube_dir.path()).unwrap();
     let (controller, mut controller_logs) = spawn_with_env(

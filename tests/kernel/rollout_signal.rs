@@ -8,8 +8,9 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use splitscope_tests::fake_api_server::{FakeApiServer, Resource};
+use splitscope_tests::fake_api_server::FakeApiServer;
 use splitscope_tests::prometheus::{Job, Prometheus, require_prometheus};
+use splitscope_tests::served::{self, PodEndpoint, controller_resources};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -81,87 +82,30 @@ impl PodCgroup {
     }
 }
 
-fn resources() -> Vec<Resource> {
-    let r = |prefix, plural, kind, subresources| Resource {
-        prefix,
-        plural,
-        kind,
-        namespaced: true,
-        subresources,
-    };
-    vec![
-        r(
-            "/apis/splitscope.dev/v1alpha1",
-            "trafficsplits",
-            "TrafficSplit",
-            &["status"][..],
-        ),
-        r("/api/v1", "services", "Service", &[]),
-        r("/api/v1", "pods", "Pod", &[]),
-        r(
-            "/apis/discovery.k8s.io/v1",
-            "endpointslices",
-            "EndpointSlice",
-            &[],
-        ),
-        r(
-            "/apis/gateway.networking.k8s.io/v1",
-            "httproutes",
-            "HTTPRoute",
-            &[],
-        ),
-        r("/apis/events.k8s.io/v1", "events", "Event", &[]),
-    ]
-}
-
 /// The backend Service's EndpointSlice, naming `pod` as its one endpoint.
-fn slice(backend: &str, pod: &PodCgroup) -> Value {
-    let service = format!("checkout-{backend}");
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-x1"), "namespace": "shop",
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "app.kubernetes.io/managed-by": "splitscope",
-                "splitscope.dev/traffic-split": "checkout",
-            },
-        },
-        "addressType": "IPv4",
-        "endpoints": [{
-            "addresses": [if backend == "stable" { "10.0.1.1" } else { "10.0.2.1" }],
-            "conditions": {"ready": true},
-            "targetRef": {"kind": "Pod", "name": pod.name, "namespace": "shop", "uid": pod.uid},
+fn slice(backend: &str, pod: &PodCgroup, address: &str) -> Value {
+    served::checkout_slice(
+        backend,
+        &[PodEndpoint {
+            pod: &pod.name,
+            uid: &pod.uid,
+            address,
         }],
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-    })
+    )
 }
 
 fn traffic_split(prometheus: &str) -> Value {
-    json!({
-        "apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
-        "metadata": {"name": "checkout", "namespace": "shop", "uid": "ts-uid-signal", "generation": 1,
-                     "finalizers": ["splitscope.dev/cleanup"]},
-        "spec": {
-            "selector": {"app": "checkout"},
-            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-            "backends": [
-                {"name": "stable", "labels": {"version": "v1"}, "weight": 100},
-                {"name": "canary", "labels": {"version": "v2"}, "weight": 0},
-            ],
-            "routing": {"provider": "GatewayAPI"},
-            "rollout": {
-                "stable": "stable",
-                "canary": "canary",
-                "steps": [{"setWeight": 50}, {"pause": {}}],
-                "analysis": {
-                    "interval": "3s",
-                    "prometheus": {"address": format!("http://{prometheus}")},
-                    "metrics": [{"name": "open-errors", "openErrors": {"maxIncrease": 0.05}}],
-                },
-            },
+    let rollout = json!({
+        "stable": "stable",
+        "canary": "canary",
+        "steps": [{"setWeight": 50}, {"pause": {}}],
+        "analysis": {
+            "interval": "3s",
+            "prometheus": {"address": format!("http://{prometheus}")},
+            "metrics": [{"name": "open-errors", "openErrors": {"maxIncrease": 0.05}}],
         },
-    })
+    });
+    served::checkout(&[("stable", "v1", 100), ("canary", "v2", 0)], Some(rollout))
 }
 
 #[tokio::test]
@@ -175,12 +119,12 @@ async fn the_agents_count_of_a_canarys_failed_opens_rolls_it_back() {
 
     // The API server: the two Pods on this node and their backend Services' slices.
     let api = FakeApiServer::start(
-        resources(),
+        controller_resources(true),
         vec![
             stable.pod("v1"),
             canary.pod("v2"),
-            slice("stable", &stable),
-            slice("canary", &canary),
+            slice("stable", &stable, "10.0.1.1"),
+            slice("canary", &canary, "10.0.2.1"),
         ],
     )
     .await

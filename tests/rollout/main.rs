@@ -11,10 +11,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use splitscope_tests::fake_api_server::{FakeApiServer, Resource};
+use splitscope_tests::fake_api_server::FakeApiServer;
 use splitscope_tests::opens_exporter::OpensExporter;
 use splitscope_tests::process_group::GroupChild;
 use splitscope_tests::prometheus::{Job, Prometheus};
+use splitscope_tests::served::{self, PodEndpoint, controller_resources};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -26,83 +27,24 @@ const CANARY_PODS: [&str; 1] = ["checkout-v2-a"];
 /// Every wait in these tests: long enough for several analysis intervals on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-fn resources() -> Vec<Resource> {
-    let r = |prefix, plural, kind, subresources| Resource {
-        prefix,
-        plural,
-        kind,
-        namespaced: true,
-        subresources,
-    };
-    vec![
-        r(
-            "/apis/splitscope.dev/v1alpha1",
-            "trafficsplits",
-            "TrafficSplit",
-            &["status"][..],
-        ),
-        r("/api/v1", "services", "Service", &[]),
-        r(
-            "/apis/discovery.k8s.io/v1",
-            "endpointslices",
-            "EndpointSlice",
-            &[],
-        ),
-        r(
-            "/apis/gateway.networking.k8s.io/v1",
-            "httproutes",
-            "HTTPRoute",
-            &[],
-        ),
-        r("/apis/events.k8s.io/v1", "events", "Event", &[]),
-    ]
-}
-
-/// The backend Service's EndpointSlice, with one ready endpoint per pod.
+/// The backend's EndpointSlice, with one ready endpoint per pod.
 fn slice(backend: &str, pods: &[&str]) -> Value {
-    let service = format!("checkout-{backend}");
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-x1"), "namespace": "shop",
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "app.kubernetes.io/managed-by": "splitscope",
-                "splitscope.dev/traffic-split": "checkout",
-            },
-        },
-        "addressType": "IPv4",
-        "endpoints": pods.iter().enumerate().map(|(i, pod)| json!({
-            "addresses": [format!("10.0.{}.{i}", backend.len())],
-            "conditions": {"ready": true},
-            "targetRef": {"kind": "Pod", "name": pod, "namespace": "shop", "uid": format!("uid-{pod}")},
-        })).collect::<Vec<_>>(),
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-    })
+    let uids: Vec<String> = pods.iter().map(|p| format!("uid-{p}")).collect();
+    let addresses: Vec<String> = (0..pods.len())
+        .map(|i| format!("10.0.{}.{i}", backend.len()))
+        .collect();
+    let endpoints: Vec<PodEndpoint<'_>> = pods
+        .iter()
+        .zip(&uids)
+        .zip(&addresses)
+        .map(|((pod, uid), address)| PodEndpoint { pod, uid, address })
+        .collect();
+    served::checkout_slice(backend, &endpoints)
 }
 
-/// shop/checkout, stable v1 at 100 and canary v2 at 0, with `rollout` (finalizer already added:
-/// the fake API server serves no JSON patches).
+/// shop/checkout, stable v1 at 100 and canary v2 at 0, with `rollout`.
 fn traffic_split(rollout: Value) -> Value {
-    json!({
-        "apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
-        "metadata": {
-            "name": "checkout", "namespace": "shop", "uid": "ts-uid-1", "generation": 1,
-            "finalizers": ["splitscope.dev/cleanup"],
-        },
-        "spec": {
-            "service": "checkout",
-            "selector": {"app": "checkout"},
-            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-            "backends": [
-                {"name": "stable", "labels": {"version": "v1"}, "weight": 100},
-                {"name": "canary", "labels": {"version": "v2"}, "weight": 0},
-            ],
-            "routing": {"provider": "GatewayAPI"},
-            "deletionPolicy": "Delete",
-            "rollout": rollout,
-        },
-    })
+    served::checkout(&[("stable", "v1", 100), ("canary", "v2", 0)], Some(rollout))
 }
 
 /// `steps` judged every 3 s by `openErrors` (at most +5 points) and by a query that the canary
@@ -154,7 +96,7 @@ impl World {
         }])
         .await;
         let api = FakeApiServer::start(
-            resources(),
+            controller_resources(false),
             vec![
                 traffic_split(rollout),
                 slice("stable", &STABLE_PODS),

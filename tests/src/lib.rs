@@ -6,3 +6,4 @@ pub mod http;
 pub mod opens_exporter;
 pub mod process_group;
 pub mod prometheus;
+pub mod served;

@@ -138,6 +138,18 @@ fn reads(stable: i32, canary: i32) -> Vec<Expect> {
     script
 }
 
+/// The reads of a reconcile that finds the route at `from`, its apply at `to`, and the prune's
+/// list of the Services.
+fn reweigh(from: (i32, i32), to: (i32, i32)) -> Vec<Expect> {
+    let mut script = reads(from.0, from.1);
+    script.push(apply_route(json!([
+        ["checkout-stable", 80, to.0],
+        ["checkout-canary", 80, to.1]
+    ])));
+    script.push(list(to.0, to.1));
+    script
+}
+
 fn list(stable: i32, canary: i32) -> Expect {
     let mut ts = rolled_out(None);
     ts.spec.backends[0].weight = stable;
@@ -262,24 +274,14 @@ impl RolloutScenario {
         match self {
             RolloutScenario::Start => {
                 let ts = with_rollout_status(rolled_out(None), settled(100, 0, Value::Null));
-                let mut script = reads(100, 0);
-                script.push(apply_route(json!([
-                    ["checkout-stable", 80, 90],
-                    ["checkout-canary", 80, 10]
-                ])));
-                script.push(list(90, 10));
+                let mut script = reweigh((100, 0), (90, 10));
                 script.push(patch_status_guarded(settled(90, 10, at_10(NOW))));
                 (setup(ts, script, &healthy), healthy)
             }
             RolloutScenario::StepAfterSuccess => {
                 let earlier = ago(40);
                 let ts = with_rollout_status(rolled_out(None), settled(90, 10, at_10(&earlier)));
-                let mut script = reads(90, 10);
-                script.push(apply_route(json!([
-                    ["checkout-stable", 80, 50],
-                    ["checkout-canary", 80, 50]
-                ])));
-                script.push(list(50, 50));
+                let mut script = reweigh((90, 10), (50, 50));
                 script.push(patch_status_guarded(settled(
                     50,
                     50,
@@ -301,12 +303,7 @@ impl RolloutScenario {
                 before["metrics"][0]["lastOutcome"] = json!("Failure");
                 let ts = with_rollout_status(rolled_out(None), settled(50, 50, before));
                 let message = "failed-open ratio canary 0.5 vs stable 0: +0.5 exceeds maxIncrease 0.05";
-                let mut script = reads(50, 50);
-                script.push(apply_route(json!([
-                    ["checkout-stable", 80, 100],
-                    ["checkout-canary", 80, 0]
-                ])));
-                script.push(list(100, 0));
+                let mut script = reweigh((50, 50), (100, 0));
                 let mut after = progress(
                     "Failed",
                     1,
@@ -327,12 +324,7 @@ impl RolloutScenario {
                     rolled_out(Some("abort@1")),
                     settled(50, 50, at_50(&measured, &since, 0)),
                 );
-                let mut script = reads(50, 50);
-                script.push(apply_route(json!([
-                    ["checkout-stable", 80, 100],
-                    ["checkout-canary", 80, 0]
-                ])));
-                script.push(list(100, 0));
+                let mut script = reweigh((50, 50), (100, 0));
                 let mut after = progress(
                     "Aborted",
                     1,
@@ -359,12 +351,7 @@ impl RolloutScenario {
                 paused["message"] =
                     json!("waiting at step 3 of 4 (pause: {}) for `splitscope rollout promote`");
                 let ts = with_rollout_status(rolled_out(Some("promote@1")), settled(50, 50, paused));
-                let mut script = reads(50, 50);
-                script.push(apply_route(json!([
-                    ["checkout-stable", 80, 0],
-                    ["checkout-canary", 80, 100]
-                ])));
-                script.push(list(0, 100));
+                let mut script = reweigh((50, 50), (0, 100));
                 let mut after = progress(
                     "Progressing",
                     3,
@@ -391,12 +378,7 @@ impl RolloutScenario {
             RolloutScenario::LostToNewerStatus => {
                 let earlier = ago(40);
                 let ts = with_rollout_status(rolled_out(None), settled(90, 10, at_10(&earlier)));
-                let mut script = reads(90, 10);
-                script.push(apply_route(json!([
-                    ["checkout-stable", 80, 50],
-                    ["checkout-canary", 80, 50]
-                ])));
-                script.push(list(50, 50));
+                let mut script = reweigh((90, 10), (50, 50));
                 script.push(Expect::new("PATCH", format!("{TS_PATH}/status")).reply(
                     409,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,

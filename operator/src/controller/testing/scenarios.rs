@@ -264,9 +264,14 @@ impl Scenario {
         let routing::Route::GatewayApi(route) = routing::render(&base) else {
             unreachable!()
         };
-        let sel_root = json!({"app": "checkout"});
-        let sel_stable = json!({"app": "checkout", "version": "v1"});
-        let sel_canary = json!({"app": "checkout", "version": "v2"});
+        // The SSAs of the three Services of the example, in order.
+        let apply_services = || {
+            vec![
+                apply_service("checkout", json!({"app": "checkout"})),
+                apply_service("checkout-stable", json!({"app": "checkout", "version": "v1"})),
+                apply_service("checkout-canary", json!({"app": "checkout", "version": "v2"})),
+            ]
+        };
         let gets_absent = || {
             vec![
                 Expect::new("GET", service_path("checkout")).not_found(),
@@ -317,9 +322,7 @@ impl Scenario {
             Scenario::Creation => {
                 let mut script = gets_absent();
                 script.push(Expect::new("GET", ROUTE_PATH).not_found());
-                script.push(apply_service("checkout", sel_root));
-                script.push(apply_service("checkout-stable", sel_stable));
-                script.push(apply_service("checkout-canary", sel_canary));
+                script.extend(apply_services());
                 script.push(apply_route(json!([
                     ["checkout-stable", 80, 95],
                     ["checkout-canary", 80, 5]
@@ -442,9 +445,7 @@ impl Scenario {
             Scenario::RouteApiMissing => {
                 let mut script = vec![Expect::new("GET", GATEWAY_DISCOVERY_PATH).not_found()];
                 script.extend(gets_absent());
-                script.push(apply_service("checkout", sel_root));
-                script.push(apply_service("checkout-stable", sel_stable));
-                script.push(apply_service("checkout-canary", sel_canary));
+                script.extend(apply_services());
                 script.push(list_services(vec![]));
                 let mut status = pending_status();
                 status["phase"] = json!("Degraded");
@@ -471,9 +472,7 @@ impl Scenario {
                 )];
                 script.extend(gets_absent());
                 script.push(Expect::new("GET", ROUTE_PATH).not_found());
-                script.push(apply_service("checkout", sel_root));
-                script.push(apply_service("checkout-stable", sel_stable));
-                script.push(apply_service("checkout-canary", sel_canary));
+                script.extend(apply_services());
                 script.push(apply_route(json!([
                     ["checkout-stable", 80, 95],
                     ["checkout-canary", 80, 5]
@@ -488,9 +487,7 @@ impl Scenario {
                 let mut script = gets_absent();
                 script.push(Expect::new("GET", DR_PATH).not_found());
                 script.push(Expect::new("GET", VS_PATH).not_found());
-                script.push(apply_service("checkout", sel_root));
-                script.push(apply_service("checkout-stable", sel_stable));
-                script.push(apply_service("checkout-canary", sel_canary));
+                script.extend(apply_services());
                 script.push(
                     Expect::new("PATCH", DR_PATH)
                         .check(|seen| {
@@ -533,9 +530,7 @@ impl Scenario {
                     Expect::new("GET", service_path("checkout-canary")).not_found(),
                     Expect::new("GET", ROUTE_PATH).not_found(),
                 ];
-                script.push(apply_service("checkout", sel_root));
-                script.push(apply_service("checkout-stable", sel_stable));
-                script.push(apply_service("checkout-canary", sel_canary));
+                script.extend(apply_services());
                 script.push(apply_route(json!([
                     ["checkout-stable", 80, 95],
                     ["checkout-canary", 80, 5]
