@@ -36,10 +36,6 @@ impl Attributor {
         self.pods.as_ref().map_or(0, |p| p.generation())
     }
 
-    pub fn cgroup_path(&mut self, cgroup_id: u64) -> Option<&str> {
-        self.cgroups.path(cgroup_id)
-    }
-
     pub fn attribute(&mut self, cgroup_id: u64) -> Attribution {
         let Some(pods) = self.pods.clone() else {
             return Attribution {

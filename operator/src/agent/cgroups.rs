@@ -53,10 +53,6 @@ impl CgroupPaths {
         }
     }
 
-    pub fn root(&self) -> Option<&Path> {
-        self.root.as_deref()
-    }
-
     /// The path of cgroup `id` relative to the cgroup v2 root (`/` for the root itself).
     /// `None` when the id is still unknown after a (rate-limited) rescan.
     pub fn path(&mut self, id: u64) -> Option<&str> {
@@ -93,14 +89,6 @@ impl CgroupPaths {
             }
         }
         self.paths = paths;
-    }
-
-    pub fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
     }
 }
 

@@ -127,6 +127,7 @@ impl AgentMetrics {
     }
 
     /// Distinct `splitscope_file_opens_total` series (the `other` buckets included).
+    #[cfg(test)]
     pub fn series(&self) -> usize {
         self.series.len()
     }
