@@ -363,6 +363,8 @@ fn print_next_steps() {
          \x20 kubectl -n shop get trafficsplits -w            # watch its status\n\
          \x20 kubectl -n shop describe trafficsplit checkout  # conditions and events\n\
          \x20 kubectl apply -f examples/checkout-50-50.yaml   # move the weights\n\
+         \x20 kubectl apply -f examples/rollout/demo.yaml -f examples/rollout/web.yaml\n\
+         \x20 kubectl -n rollout-demo get ts web -w          # a rollout the kernel's signal rolls back\n\
          \x20 cargo xtask e2e                                 # end-to-end tests on this cluster\n\
          \x20 cargo xtask kind-down                           # delete the cluster\n"
     );
