@@ -163,18 +163,9 @@ impl View {
         };
         let _ = writeln!(out, "Phase:         {phase}");
         let _ = writeln!(out, "Revision:      {}", status.revision);
-        let current = usize::try_from(status.step_index)
-            .ok()
-            .and_then(|i| rollout.steps.get(i))
-            .map(|s| match (s.set_weight, s.pause.as_ref()) {
-                (Some(w), _) => format!("setWeight {w}"),
-                (None, Some(p)) => match &p.duration {
-                    Some(d) => format!("pause {d}"),
-                    None => "pause until promoted".into(),
-                },
-                (None, None) => "?".into(),
-            })
-            .unwrap_or_else(|| "done".into());
+        let current = rollout
+            .step(status.step_index)
+            .map_or_else(|| "done".into(), |s| s.describe());
         let _ = writeln!(
             out,
             "Step:          {} of {steps} ({current})",

@@ -195,21 +195,27 @@ impl World {
 
     /// `splitscope rollout ARGS` against this world's API server.
     async fn cli(&self, args: &[&str]) -> (bool, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_splitscope-under-test"))
+        run(Command::new(env!("CARGO_BIN_EXE_splitscope-under-test"))
             .env("KUBECONFIG", &self.kubeconfig)
             .arg("rollout")
-            .args(args)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
+            .args(args))
+        .await
     }
+}
+
+/// Runs `command` to its end: whether it succeeded, and its stdout then stderr.
+async fn run(command: &mut Command) -> (bool, String) {
+    let output = command
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
 }
 
 /// The real controller binary (killed with its process group when dropped, or when this test
@@ -510,7 +516,8 @@ async fn abort_and_retry_through_kubectl_splitscope_and_the_cli() {
         bin_dir.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let output = Command::new("kubectl")
+    // kubectl is on PATH: the deploy tests need it too.
+    let (ok, text) = run(Command::new("kubectl")
         .env("PATH", &path)
         .env("KUBECONFIG", &world.kubeconfig)
         .args([
@@ -522,17 +529,9 @@ async fn abort_and_retry_through_kubectl_splitscope_and_the_cli() {
             "shop",
             "--wait",
             "30",
-        ])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("kubectl is on PATH (the deploy tests need it too)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{text}");
+        ]))
+    .await;
+    assert!(ok, "{text}");
     assert!(text.contains("Phase:         Aborted"), "{text}");
     assert_eq!(world.route_weights(), Some((100, 0)));
 
@@ -555,7 +554,7 @@ async fn abort_and_retry_through_kubectl_splitscope_and_the_cli() {
 
     // spec.rollout removed (kubectl patch): the route returns to the spec's weights, the status
     // and the metrics lose the rollout.
-    let output = Command::new("kubectl")
+    let (ok, text) = run(Command::new("kubectl")
         .env("KUBECONFIG", &world.kubeconfig)
         .args([
             "-n",
@@ -567,16 +566,9 @@ async fn abort_and_retry_through_kubectl_splitscope_and_the_cli() {
             "merge",
             "-p",
             r#"{"spec":{"rollout":null}}"#,
-        ])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        ]))
+    .await;
+    assert!(ok, "{text}");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !world.object()["status"]["rollout"].is_null() || world.route_weights() != Some((100, 0)) {
         assert!(

@@ -53,11 +53,11 @@ impl OpensExporter {
             loop {
                 interval.tick().await;
                 let mut c = lock(&ticking);
-                let rates = c.rates.clone();
-                for (pod, by_result) in rates {
-                    let totals = c.totals.entry(pod).or_default();
+                let Counters { totals, rates } = &mut *c;
+                for (pod, by_result) in rates.iter() {
+                    let totals = totals.entry(pod.clone()).or_default();
                     for (result, n) in by_result {
-                        *totals.entry(result).or_default() += n;
+                        *totals.entry(result.clone()).or_default() += n;
                     }
                 }
             }

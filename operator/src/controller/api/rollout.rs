@@ -66,6 +66,26 @@ pub struct RolloutStep {
     pub pause: Option<Pause>,
 }
 
+impl Rollout {
+    /// The step at `index` (as `status.rollout.stepIndex` counts), if there is one.
+    pub fn step(&self, index: i32) -> Option<&RolloutStep> {
+        usize::try_from(index).ok().and_then(|i| self.steps.get(i))
+    }
+}
+
+impl RolloutStep {
+    /// How messages and `splitscope rollout status` name the step: `setWeight 10`, `pause 1m`,
+    /// `pause until promoted` (`?` for a step that is neither, which validation refuses).
+    pub fn describe(&self) -> String {
+        match (self.set_weight, &self.pause) {
+            (Some(w), _) => format!("setWeight {w}"),
+            (None, Some(Pause { duration: Some(d) })) => format!("pause {d}"),
+            (None, Some(Pause { duration: None })) => "pause until promoted".into(),
+            (None, None) => "?".into(),
+        }
+    }
+}
+
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Pause {

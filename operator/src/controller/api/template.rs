@@ -30,15 +30,15 @@ pub enum TemplateError {
 /// The variables `query` uses, or the first problem.
 pub fn variables(query: &str) -> Result<BTreeSet<&'static str>, TemplateError> {
     let mut used = BTreeSet::new();
-    for_each_variable(query, |name| {
-        used.insert(known(name)?);
-        Ok(())
+    render(query, |name| {
+        used.insert(name);
+        String::new()
     })?;
     Ok(used)
 }
 
 /// `query` with every variable replaced by `value(name)`.
-pub fn render(query: &str, value: impl Fn(&'static str) -> String) -> Result<String, TemplateError> {
+pub fn render(query: &str, mut value: impl FnMut(&'static str) -> String) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(query.len());
     let mut rest = query;
     while let Some(start) = rest.find("{{") {
@@ -50,20 +50,6 @@ pub fn render(query: &str, value: impl Fn(&'static str) -> String) -> Result<Str
     }
     out.push_str(rest);
     Ok(out)
-}
-
-fn for_each_variable(
-    query: &str,
-    mut f: impl FnMut(&str) -> Result<(), TemplateError>,
-) -> Result<(), TemplateError> {
-    let mut rest = query;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or(TemplateError::Unclosed)?;
-        f(after[..end].trim())?;
-        rest = &after[end + 2..];
-    }
-    Ok(())
 }
 
 fn known(name: &str) -> Result<&'static str, TemplateError> {

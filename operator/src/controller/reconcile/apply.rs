@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::report::{StatusWrite, observation, write_status};
-use super::rollout::{self, Progress};
+use super::rollout;
 use super::{CONFLICT_RETRY, RESYNC, ROUTE_API_RETRY};
 use crate::controller::api::trafficsplit::{Phase, TrafficSplit};
 use crate::controller::api::validate::validate;
@@ -45,16 +45,16 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
     // 2. Rollout: decide and measure only while the route can carry its weights; the pair's
     // weights come from it (the spec's otherwise).
     let previous = ts.status.as_ref().and_then(|s| s.rollout.as_ref());
-    let progress: Option<Progress> = if route_api.is_ok() {
-        match rollout::progress(&ts, &ctx).await {
+    let decision = if route_api.is_ok() {
+        match rollout::decide(&ts, &ctx).await {
             Ok(p) => p,
             Err(invalid) => return invalid_spec(&ts, &ctx, &owner, invalid.to_string()).await,
         }
     } else {
         None
     };
-    let current = match &progress {
-        Some(p) => Some(&p.decision.status),
+    let current = match &decision {
+        Some(d) => Some(&d.status),
         None => previous.filter(|_| ts.spec.rollout.is_some()),
     };
     let spec = rollout::weighted(&ts, current);
@@ -166,7 +166,7 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
     } else {
         RESYNC
     };
-    if let Some(Progress { decision }) = progress {
+    if let Some(decision) = decision {
         for m in &decision.counted {
             ctx.metrics
                 .measured(&owner.namespace, &owner.name, &m.metric, m.outcome, m.value);

@@ -48,7 +48,7 @@ pub fn observation(ts: &TrafficSplit, ctx: &Context, outcome: Outcome) -> Observ
 }
 
 /// Now, at the one-second precision `metav1.Time` keeps (so a round trip compares equal).
-fn now() -> Time {
+pub(super) fn now() -> Time {
     let secs = Timestamp::now().as_second();
     Time(Timestamp::from_second(secs).unwrap_or_else(|_| Timestamp::now()))
 }

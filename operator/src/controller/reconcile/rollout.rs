@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::controller::api::duration::InvalidDuration;
@@ -16,14 +15,11 @@ use crate::controller::rollout::revision::revision;
 use crate::controller::runtime::context::Context;
 use crate::controller::runtime::endpoints;
 
-/// One reconcile's rollout decision, for a TrafficSplit with `spec.rollout`.
-pub struct Progress {
-    pub decision: Decision,
-}
+use super::report::now;
 
-/// Decides, measuring if due. `Ok(None)` without `spec.rollout`; `Err` only for a duration the
-/// validation already refuses.
-pub async fn progress(ts: &TrafficSplit, ctx: &Context) -> Result<Option<Progress>, InvalidDuration> {
+/// One reconcile's rollout decision, measuring if due. `Ok(None)` without `spec.rollout`; `Err`
+/// only for a duration the validation already refuses.
+pub async fn decide(ts: &TrafficSplit, ctx: &Context) -> Result<Option<Decision>, InvalidDuration> {
     let Some(rollout) = &ts.spec.rollout else {
         return Ok(None);
     };
@@ -41,7 +37,7 @@ pub async fn progress(ts: &TrafficSplit, ctx: &Context) -> Result<Option<Progres
     )?;
     let previous = ts.status.as_ref().and_then(|s| s.rollout.as_ref());
     let action = ts.annotations().get(ACTION_ANNOTATION).map(String::as_str);
-    let mut engine = Engine::begin(&plan, previous, action, now());
+    let mut engine = Engine::begin(&plan, previous, action, now().0);
     if engine.measurement_due()
         && let (Some(analysis), Some(interval)) = (&rollout.analysis, plan.interval)
     {
@@ -59,9 +55,7 @@ pub async fn progress(ts: &TrafficSplit, ctx: &Context) -> Result<Option<Progres
         }
         engine.record(round);
     }
-    Ok(Some(Progress {
-        decision: engine.finish(),
-    }))
+    Ok(Some(engine.finish()))
 }
 
 /// The TrafficSplit with the pair's weights as `rollout` has them (the spec's otherwise): what
@@ -111,10 +105,4 @@ fn target(ts: &TrafficSplit, ctx: &Context, rollout: &Rollout, interval: Duratio
         service,
         interval,
     }
-}
-
-/// Now, at the one-second precision status timestamps keep.
-fn now() -> Timestamp {
-    let now = Timestamp::now();
-    Timestamp::from_second(now.as_second()).unwrap_or(now)
 }

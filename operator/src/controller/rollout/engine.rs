@@ -15,7 +15,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::action::{self, Action};
 use crate::controller::api::duration::{self, InvalidDuration};
 use crate::controller::api::rollout::{
-    MeasurementOutcome, MetricStatus, PauseReason, Rollout, RolloutPhase, RolloutStatus,
+    MeasurementOutcome, MetricStatus, PauseReason, Rollout, RolloutPhase, RolloutStatus, RolloutStep,
 };
 
 /// Event reasons of the rollout (documented in docs/rollouts.md).
@@ -366,11 +366,7 @@ impl<'a> Engine<'a> {
     /// `pause: {}` (only a promotion leaves it).
     fn advance(&mut self) {
         while !self.status.phase.is_done() {
-            let index = self.status.step_index;
-            let Some(step) = usize::try_from(index)
-                .ok()
-                .and_then(|i| self.plan.rollout.steps.get(i))
-            else {
+            let Some(step) = self.current_step() else {
                 self.succeed();
                 return;
             };
@@ -397,14 +393,10 @@ impl<'a> Engine<'a> {
                     return;
                 }
             } else {
-                let pause = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| self.plan.pauses.get(i).copied().flatten());
-                let Some(pause) = pause else {
+                let Some(end) = self.pause_end() else {
                     return; // pause: {} — until promoted
                 };
-                let started = self.status.step_started_at.as_ref().map_or(self.now, |t| t.0);
-                if self.now < add(started, pause) || !self.analysis_passed_at_weight() {
+                if self.now < end || !self.analysis_passed_at_weight() {
                     return;
                 }
             }
@@ -525,10 +517,23 @@ impl<'a> Engine<'a> {
         self.status.metrics.iter().all(|m| m.successes_at_weight > 0)
     }
 
-    fn current_pause_is_indefinite(&self) -> bool {
-        usize::try_from(self.status.step_index)
+    /// The step the rollout is at (None once every step is done).
+    fn current_step(&self) -> Option<&'a RolloutStep> {
+        let plan: &'a Plan = self.plan;
+        plan.rollout.step(self.status.step_index)
+    }
+
+    /// When the current step's timed pause ends (None for `setWeight` and `pause: {}`).
+    fn pause_end(&self) -> Option<Timestamp> {
+        let pause = usize::try_from(self.status.step_index)
             .ok()
-            .and_then(|i| self.plan.rollout.steps.get(i))
+            .and_then(|i| self.plan.pauses.get(i).copied().flatten())?;
+        let started = self.status.step_started_at.as_ref().map_or(self.now, |t| t.0);
+        Some(add(started, pause))
+    }
+
+    fn current_pause_is_indefinite(&self) -> bool {
+        self.current_step()
             .is_some_and(|s| s.pause.as_ref().is_some_and(|p| p.duration.is_none()))
     }
 
@@ -556,17 +561,8 @@ impl<'a> Engine<'a> {
     }
 
     fn describe_step(&self) -> String {
-        let step = usize::try_from(self.status.step_index)
-            .ok()
-            .and_then(|i| self.plan.rollout.steps.get(i));
-        match step {
-            Some(s) if s.set_weight.is_some() => format!("setWeight {}", s.set_weight.unwrap_or(0)),
-            Some(s) => match s.pause.as_ref().and_then(|p| p.duration.as_deref()) {
-                Some(d) => format!("pause {d}"),
-                None => "pause until promoted".into(),
-            },
-            None => "done".into(),
-        }
+        self.current_step()
+            .map_or_else(|| "done".into(), RolloutStep::describe)
     }
 
     /// When the next measurement is due: one interval after the later of the last measurement
@@ -594,14 +590,10 @@ impl<'a> Engine<'a> {
         if self.status.phase.is_done() {
             return None;
         }
-        let pause_end = usize::try_from(self.status.step_index)
-            .ok()
-            .and_then(|i| self.plan.pauses.get(i).copied().flatten())
-            .map(|d| {
-                let started = self.status.step_started_at.as_ref().map_or(self.now, |t| t.0);
-                add(started, d)
-            });
-        let next = [self.next_measurement(), pause_end].into_iter().flatten().min()?;
+        let next = [self.next_measurement(), self.pause_end()]
+            .into_iter()
+            .flatten()
+            .min()?;
         let wait = next.duration_since(self.now);
         let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
         Some(wait.max(MIN_REQUEUE))
@@ -648,21 +640,6 @@ pub fn format_value(v: f64) -> String {
         let s = s.trim_end_matches('0').trim_end_matches('.');
         if s == "-0" { "0".into() } else { s.to_string() }
     }
-}
-
-/// The whole decision for one reconcile: begin, record `round` when one was measured, finish.
-pub fn decide(
-    plan: &Plan,
-    previous: Option<&RolloutStatus>,
-    action: Option<&str>,
-    now: Timestamp,
-    round: Option<Vec<Measurement>>,
-) -> Decision {
-    let mut engine = Engine::begin(plan, previous, action, now);
-    if let Some(round) = round {
-        engine.record(round);
-    }
-    engine.finish()
 }
 
 #[cfg(test)]

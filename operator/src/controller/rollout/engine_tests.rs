@@ -12,6 +12,22 @@ use crate::controller::api::rollout::{
     RolloutPhase as P, RolloutStep, ThresholdRange,
 };
 
+/// One reconcile's decision as the reconciler makes it: begin, record `round` when one was
+/// measured, finish.
+fn decide(
+    plan: &Plan,
+    previous: Option<&RolloutStatus>,
+    action: Option<&str>,
+    now: Timestamp,
+    round: Option<Vec<Measurement>>,
+) -> Decision {
+    let mut engine = Engine::begin(plan, previous, action, now);
+    if let Some(round) = round {
+        engine.record(round);
+    }
+    engine.finish()
+}
+
 const T0: i64 = 1_700_000_000;
 
 fn at(secs: i64) -> Timestamp {

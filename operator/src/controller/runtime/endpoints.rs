@@ -10,6 +10,24 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 /// Label the EndpointSlice controller puts on every slice, naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The slices of `namespace/service` (the EndpointSlice controller's label names the Service).
+fn slices_of<'s>(
+    slices: &'s [Arc<EndpointSlice>],
+    namespace: &'s str,
+    service: &'s str,
+) -> impl Iterator<Item = &'s EndpointSlice> {
+    slices.iter().map(|s| &**s).filter(move |slice| {
+        slice.metadata.namespace.as_deref() == Some(namespace)
+            && slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(service)
+    })
+}
+
 /// Ready endpoints of `namespace/service`, or `None` when it has no EndpointSlice yet.
 ///
 /// An endpoint counts when its `ready` condition is not false (the API says nil means ready).
@@ -18,13 +36,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub fn ready_endpoints(slices: &[Arc<EndpointSlice>], namespace: &str, service: &str) -> Option<i32> {
     let mut seen_slice = false;
     let mut ready = BTreeSet::new();
-    for slice in slices {
-        let labels = slice.metadata.labels.as_ref();
-        if slice.metadata.namespace.as_deref() != Some(namespace)
-            || labels.and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) != Some(service)
-        {
-            continue;
-        }
+    for slice in slices_of(slices, namespace, service) {
         seen_slice = true;
         for ep in slice.endpoints.iter().flatten() {
             if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
@@ -47,13 +59,7 @@ pub fn ready_endpoints(slices: &[Arc<EndpointSlice>], namespace: &str, service: 
 /// a pod that served in the last analysis window may have turned unready since), sorted.
 pub fn pods(slices: &[Arc<EndpointSlice>], namespace: &str, service: &str) -> Vec<String> {
     let mut pods = BTreeSet::new();
-    for slice in slices {
-        let labels = slice.metadata.labels.as_ref();
-        if slice.metadata.namespace.as_deref() != Some(namespace)
-            || labels.and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) != Some(service)
-        {
-            continue;
-        }
+    for slice in slices_of(slices, namespace, service) {
         for ep in slice.endpoints.iter().flatten() {
             if let Some(target) = &ep.target_ref
                 && target.kind.as_deref() == Some("Pod")
