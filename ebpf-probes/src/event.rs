@@ -54,10 +54,28 @@ pub struct RawOpenFull {
     pub detail: RawOpenDetail,
 }
 
+/// `OPEN_BATCH_LEN`: compact records per batch.
+pub const BATCH_LEN: usize = 32;
+
+/// `struct open_batch`: one CPU's batch of compact records, the value of the probe's per-CPU
+/// `batches` map and, once full, a ring-buffer record (see `batch` for how it is read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawOpenBatch {
+    pub seq: u64,
+    pub cpu: u32,
+    pub pad: u32,
+    pub rec: [RawOpenHead; BATCH_LEN],
+    pub seq_end: u64,
+    pub pad_end: [u64; 5],
+}
+
 /// Size of a compact record in the ring.
 pub const COMPACT_RECORD_SIZE: usize = size_of::<RawOpenHead>();
 /// Size of a full record in the ring.
 pub const FULL_RECORD_SIZE: usize = size_of::<RawOpenFull>();
+/// Size of a batch of compact records in the ring.
+pub const BATCH_RECORD_SIZE: usize = size_of::<RawOpenBatch>();
 
 /// Which records the probe writes (chosen when it is loaded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -141,10 +159,13 @@ impl OpenResult {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error(
-        "ring buffer record of {len} bytes, expected {COMPACT_RECORD_SIZE} (compact) or \
-         {FULL_RECORD_SIZE} (full) (probe and loader out of step?)"
+        "ring buffer record of {len} bytes, expected {COMPACT_RECORD_SIZE} (compact), \
+         {FULL_RECORD_SIZE} (full) or {BATCH_RECORD_SIZE} (a batch of compact records) (probe \
+         and loader out of step?)"
     )]
     WrongSize { len: usize },
+    #[error("a batch of compact records from CPU {cpu}, but this machine has {cpus} possible CPUs")]
+    BatchCpu { cpu: usize, cpus: usize },
 }
 
 /// One decoded open. Compact records have no detail: time, uid, flags, mode and path are `None`.

@@ -101,3 +101,41 @@ impl KernelFacts for SystemFacts {
             .is_some_and(|t| t.join("events").join(category).join(name).join("id").is_file())
     }
 }
+
+/// The running kernel's (major, minor) version, from uname(2); `None` if it does not parse.
+pub fn kernel_version() -> Option<(u32, u32)> {
+    // SAFETY: uname fills the zeroed struct it is given; release is NUL-terminated.
+    let release = unsafe {
+        let mut name: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut name) != 0 {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(name.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    parse_version(&release)
+}
+
+/// `6.18.44-fc-v973` → (6, 18).
+fn parse_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn kernel_releases_parse_to_major_and_minor() {
+        assert_eq!(parse_version("6.18.44-fc-v973"), Some((6, 18)));
+        assert_eq!(parse_version("5.10.0-30-amd64"), Some((5, 10)));
+        assert_eq!(parse_version("4.18.0-553.el8_10.x86_64"), Some((4, 18)));
+        assert_eq!(parse_version("6.1"), Some((6, 1)));
+        assert_eq!(parse_version("linux"), None);
+        assert_eq!(parse_version("6"), None);
+    }
+}

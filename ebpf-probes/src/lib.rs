@@ -4,6 +4,7 @@
 //! Data flows one way: [`Probe::load`] (preflight → attach [`plan`] → self-test) →
 //! [`EventStream`] (ring buffer → [`OpenEvent::decode`]) → the caller.
 
+pub mod batch;
 pub mod errno;
 pub mod event;
 pub mod facts;
@@ -17,6 +18,6 @@ pub mod stream;
 
 pub use event::{OpenEvent, OpenEventRef, OpenRecord, OpenResult, RecordKind, Syscall};
 pub use filters::Filters;
-pub use loader::{AttachInfo, CostVariant, Probe, ProbeConfig, ProbeError, TracepointArgs};
+pub use loader::{AttachInfo, CostVariant, Probe, ProbeConfig, ProbeError, TaskFields, TracepointArgs};
 pub use plan::AttachMode;
 pub use stream::{EventStream, StreamError};

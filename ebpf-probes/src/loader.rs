@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 use std::ffi::CString;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
@@ -11,6 +13,7 @@ use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{KProbe, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
+use crate::batch::BatchMap;
 use crate::event::{OpenEvent, RecordKind};
 use crate::facts::SystemFacts;
 use crate::filters::{FilterError, Filters};
@@ -34,6 +37,17 @@ pub enum TracepointArgs {
     EnterExit,
 }
 
+/// How the probe reads the comm and cgroup of the task that opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TaskFields {
+    /// Straight from the task's BTF where the kernel has bpf_get_current_task_btf (>= 5.11),
+    /// else through helpers.
+    #[default]
+    Auto,
+    /// Through the helpers bpf_get_current_comm and bpf_get_current_cgroup_id (any kernel).
+    Helpers,
+}
+
 /// Benchmarks only: where the probe's tracepoint program (saved-register arguments) stops, to
 /// measure what each part of an open's cost is worth (`cargo xtask bench-probe`). The start-up
 /// self-test's own opens always get normal records, so the probe still proves it sees opens.
@@ -50,6 +64,8 @@ pub enum CostVariant {
     ConstantRecord,
     /// Full records without copying the path: the record size and arguments, not the path.
     FullWithoutPath,
+    /// A compact record of its own per open in the ring, not batched: what batching saves.
+    Unbatched,
 }
 
 impl CostVariant {
@@ -61,6 +77,7 @@ impl CostVariant {
             Self::PerCpuCount => 2,
             Self::ConstantRecord => 3,
             Self::FullWithoutPath => 4,
+            Self::Unbatched => 5,
         }
     }
 }
@@ -79,6 +96,7 @@ pub struct ProbeConfig {
     /// Which records the probe writes. A path-prefix filter reads every path, so it makes them
     /// full whatever this says.
     pub records: RecordKind,
+    pub task_fields: TaskFields,
     /// Benchmarks only; `Normal` otherwise.
     pub cost_variant: CostVariant,
 }
@@ -93,6 +111,7 @@ impl Default for ProbeConfig {
             self_test_timeout: Duration::from_secs(1),
             tracepoint_args: TracepointArgs::Auto,
             records: RecordKind::Compact,
+            task_fields: TaskFields::Auto,
             cost_variant: CostVariant::Normal,
         }
     }
@@ -111,6 +130,8 @@ pub struct AttachInfo {
     pub points: Vec<String>,
     /// Which records the probe writes.
     pub records: RecordKind,
+    /// Whether comm and cgroup are read straight from the task (else through helpers).
+    pub task_fields: bool,
     /// Candidates tried before this one, and why they were left.
     pub attempts: Vec<Attempt>,
     /// Candidates not tried at all, and why.
@@ -152,6 +173,16 @@ pub enum ProbeError {
     },
     #[error("cannot watch the ring buffer: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot count the possible CPUs ({what}): {source}")]
+    Cpus {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot map the probe's batches of compact records (mmap of an mmap-able array, Linux >= 5.5): {0}"
+    )]
+    MapBatches(#[source] std::io::Error),
 }
 
 enum LinkId {
@@ -172,6 +203,10 @@ struct Link {
 pub struct Probe {
     ebpf: Ebpf,
     ring: Option<RingBuf<MapData>>,
+    batches: Option<MapData>,
+    cpus: usize,
+    /// Records of batches the ring had no room for, as the stream found them missing.
+    skipped: Arc<AtomicU64>,
     drops: PerCpuArray<MapData, u64>,
     links: Vec<Link>,
     info: AttachInfo,
@@ -230,8 +265,16 @@ impl Probe {
         };
         let record_paths = u32::from(records == RecordKind::Full);
         let cost_variant = config.cost_variant.raw();
+        let task_fields = config.task_fields == TaskFields::Auto
+            && crate::facts::kernel_version().is_some_and(|v| v >= (5, 11));
+        let task_fields_raw = u32::from(task_fields);
+        let cpus = aya::util::nr_cpus().map_err(|(what, source)| ProbeError::Cpus {
+            what: what.to_owned(),
+            source,
+        })?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("events", config.ring_size)
+            .map_max_entries("batches", u32::try_from(cpus).unwrap_or(u32::MAX))
             .override_global("targ_tgid", &globals.targ_tgid, true)
             .override_global("targ_cgroup_id", &globals.targ_cgroup_id, true)
             .override_global("targ_cgroup_level", &globals.targ_cgroup_level, true)
@@ -242,6 +285,7 @@ impl Probe {
             .override_global("targ_failed_only", &globals.targ_failed_only, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
             .override_global("record_paths", &record_paths, true)
+            .override_global("task_fields", &task_fields_raw, true)
             .override_global("cost_variant", &cost_variant, true)
             .load(PROBE_OBJECT)
             .map_err(ProbeError::Load)?;
@@ -251,6 +295,10 @@ impl Probe {
             name: "events",
             source,
         })?;
+        let batches = match ebpf.take_map("batches") {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => return Err(ProbeError::Missing("batches map (an array)")),
+        };
         let drops_map = ebpf.take_map("drops").ok_or(ProbeError::Missing("drops map"))?;
         let drops = PerCpuArray::try_from(drops_map).map_err(|source| ProbeError::Map {
             name: "drops",
@@ -285,12 +333,16 @@ impl Probe {
             target: candidate.target(),
             points,
             records,
+            task_fields,
             attempts,
             skipped: plan.skipped,
         };
         Ok(Self {
             ebpf,
             ring: Some(ring),
+            batches: Some(batches),
+            cpus,
+            skipped: Arc::default(),
             drops,
             links,
             info,
@@ -304,12 +356,22 @@ impl Probe {
     /// The decoded event stream (once). Needs a tokio runtime. `drain_interval`: how often the
     /// reader looks at the ring without a wakeup (wakeups are batched).
     pub fn events(&mut self, drain_interval: Duration) -> Result<EventStream, ProbeError> {
-        let ring = self.ring.take().ok_or(ProbeError::StreamTaken)?;
-        Ok(EventStream::new(ring, drain_interval)?)
+        let (Some(ring), Some(batches)) = (self.ring.take(), self.batches.take()) else {
+            return Err(ProbeError::StreamTaken);
+        };
+        let batches = BatchMap::new(batches, self.cpus).map_err(ProbeError::MapBatches)?;
+        Ok(EventStream::new(
+            ring,
+            batches,
+            drain_interval,
+            self.skipped.clone(),
+        )?)
     }
 
     /// Records the kernel could not deliver (ring buffer full, or no room to keep an open's
-    /// arguments between entry and exit), summed over CPUs.
+    /// arguments between entry and exit), summed over CPUs. Compact records lost with their
+    /// batch are counted by the event stream as it finds them missing: when a later batch of
+    /// the same CPU arrives, or a drain interval after it first missed them.
     pub fn dropped(&self) -> Result<u64, ProbeError> {
         let mut total = 0u64;
         for slot in 0..2u32 {
@@ -319,7 +381,7 @@ impl Probe {
             })?;
             total = per_cpu.iter().fold(total, |acc, v| acc.wrapping_add(*v));
         }
-        Ok(total)
+        Ok(total.wrapping_add(self.skipped.load(Ordering::Relaxed)))
     }
 
     /// Detaches every point now (dropping the probe does the same).

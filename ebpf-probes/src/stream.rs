@@ -1,15 +1,21 @@
 //! The decoded event stream: the ring buffer's fd registered with tokio, drained until empty
 //! before readiness is cleared (the kernel signals again only after the reader caught up), plus
 //! a short timer because the probe wakes the reader only when another eighth of the ring is unread.
+//! Compact records come in per-CPU batches (see `batch`): full ones through the ring, the rest
+//! read in place at most every half drain interval.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::event::{DecodeError, OpenEvent, OpenEventRef};
+use crate::batch::{self, BatchMap, Cursors};
+use crate::event::{BATCH_RECORD_SIZE, DecodeError, OpenEvent, OpenEventRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -19,14 +25,42 @@ pub enum StreamError {
     Io(#[from] std::io::Error),
 }
 
+/// The per-CPU batches read in place, and when.
+struct InPlace {
+    map: BatchMap,
+    every: Duration,
+    last: Instant,
+}
+
+impl InPlace {
+    fn due(&mut self) -> bool {
+        if self.last.elapsed() < self.every {
+            return false;
+        }
+        self.last = Instant::now();
+        true
+    }
+}
+
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
     tick: Interval,
+    cursors: Cursors,
+    in_place: InPlace,
+    /// Records of a batch not handed out yet by `try_next`.
+    pending: VecDeque<Result<OpenEvent, DecodeError>>,
     received: u64,
+    /// Shared with the probe, whose drop count includes these (see `Cursors::skipped`).
+    skipped: Arc<AtomicU64>,
 }
 
 impl EventStream {
-    pub(crate) fn new(ring: RingBuf<MapData>, drain_interval: Duration) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        ring: RingBuf<MapData>,
+        batches: BatchMap,
+        drain_interval: Duration,
+        skipped: Arc<AtomicU64>,
+    ) -> std::io::Result<Self> {
         let mut tick = tokio::time::interval(drain_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Self {
@@ -34,18 +68,60 @@ impl EventStream {
             // the AsyncFd (which owns the RingBuf) exists.
             ring: unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE)? },
             tick,
+            cursors: Cursors::starting_at(batches.written()),
+            in_place: InPlace {
+                map: batches,
+                every: drain_interval / 2,
+                last: Instant::now(),
+            },
+            pending: VecDeque::new(),
             received: 0,
+            skipped,
         })
     }
 
-    /// The next record if one is in the ring now.
+    /// The next record if one is in the ring, or in a batch read in place, now.
     pub fn try_next(&mut self) -> Option<Result<OpenEvent, DecodeError>> {
-        let item = self.ring.get_mut().next()?;
-        self.received += 1;
-        Some(OpenEvent::decode(&item))
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.received += 1;
+                return Some(event);
+            }
+            let Self {
+                ring,
+                cursors,
+                in_place,
+                pending,
+                ..
+            } = self;
+            match ring.get_mut().next() {
+                Some(item) if item.len() == BATCH_RECORD_SIZE => {
+                    batch::take_full(cursors, &item, |r| {
+                        pending.push_back(r.and_then(OpenEvent::decode));
+                    });
+                    self.skipped.store(cursors.skipped(), Ordering::Relaxed);
+                }
+                Some(item) => {
+                    self.received += 1;
+                    return Some(OpenEvent::decode(&item));
+                }
+                None => {
+                    if !in_place.due() {
+                        return None;
+                    }
+                    in_place
+                        .map
+                        .take_in_place(cursors, |r| pending.push_back(OpenEvent::decode(r)));
+                    self.skipped.store(cursors.skipped(), Ordering::Relaxed);
+                    if pending.is_empty() {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
-    /// The next record, waiting for a wakeup or the drain timer when the ring is empty.
+    /// The next record, waiting for a wakeup or the drain timer when there is none.
     pub async fn next(&mut self) -> Result<OpenEvent, StreamError> {
         loop {
             if let Some(event) = self.try_next() {
@@ -62,13 +138,25 @@ impl EventStream {
         }
     }
 
-    /// Hands every record in the ring now to `f`, read in place (no copy); returns how many.
+    /// Hands every record in the ring now, and those of batches read in place when that is due,
+    /// to `f`, read where they are (no copy out of the ring); returns how many.
     pub fn drain(&mut self, mut f: impl FnMut(Result<OpenEventRef<'_>, DecodeError>)) -> usize {
         let mut n = 0;
         while let Some(item) = self.ring.get_mut().next() {
-            n += 1;
-            f(OpenEventRef::new(&item));
+            if item.len() == BATCH_RECORD_SIZE {
+                n += batch::take_full(&mut self.cursors, &item, |r| f(r.and_then(OpenEventRef::new)));
+            } else {
+                n += 1;
+                f(OpenEventRef::new(&item));
+            }
         }
+        if self.in_place.due() {
+            n += self
+                .in_place
+                .map
+                .take_in_place(&mut self.cursors, |r| f(OpenEventRef::new(r)));
+        }
+        self.skipped.store(self.cursors.skipped(), Ordering::Relaxed);
         self.received += n as u64;
         n
     }
@@ -83,7 +171,7 @@ impl EventStream {
         Ok(())
     }
 
-    /// Records taken from the ring so far.
+    /// Records handed out so far.
     pub fn received(&self) -> u64 {
         self.received
     }

@@ -1,6 +1,7 @@
 //! The Rust mirrors of the ring-buffer records must match what clang laid out for the BPF target,
 //! for both record kinds: the compact record (`struct open_head`) and the full one (`struct
-//! open_full` = head + `struct open_detail`). This reads the structs' layouts from the BTF of the
+//! open_full` = head + `struct open_detail`), and for the per-CPU batch of compact records
+//! (`struct open_batch`). This reads the structs' layouts from the BTF of the
 //! very object the loader embeds, so the test fails as soon as the C header and the Rust types
 //! diverge in size, order, offset or field size.
 
@@ -8,7 +9,8 @@ use std::mem::{offset_of, size_of, size_of_val};
 
 use object::{Object, ObjectSection};
 use splitscope_probes::event::{
-    COMPACT_RECORD_SIZE, FULL_RECORD_SIZE, RawOpenDetail, RawOpenFull, RawOpenHead, sample,
+    BATCH_LEN, BATCH_RECORD_SIZE, COMPACT_RECORD_SIZE, FULL_RECORD_SIZE, RawOpenBatch, RawOpenDetail,
+    RawOpenFull, RawOpenHead, sample,
 };
 use splitscope_probes::loader::PROBE_OBJECT;
 
@@ -162,5 +164,29 @@ fn rust_and_c_agree_on_the_full_record() {
     assert_eq!(
         c, rust,
         "open_full: (field, offset, size) in C (left) and Rust (right)"
+    );
+}
+
+#[test]
+fn rust_and_c_agree_on_the_batch_of_compact_records() {
+    let data = btf();
+    let btf = Btf::parse(&data);
+    let head = sample(0, "", "", 0).head;
+    let batch = RawOpenBatch {
+        seq: 0,
+        cpu: 0,
+        pad: 0,
+        rec: [head; BATCH_LEN],
+        seq_end: 0,
+        pad_end: [0; 5],
+    };
+    let (size, c) = c_layout(&btf, "open_batch");
+    let rust = rust_layout!(RawOpenBatch, batch, [seq, cpu, pad, rec, seq_end, pad_end]);
+    assert_eq!(size, size_of::<RawOpenBatch>(), "sizeof(struct open_batch)");
+    assert_eq!(size, BATCH_RECORD_SIZE);
+    assert_eq!(size % 64, 0, "a whole number of cache lines");
+    assert_eq!(
+        c, rust,
+        "open_batch: (field, offset, size) in C (left) and Rust (right)"
     );
 }

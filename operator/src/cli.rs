@@ -206,6 +206,11 @@ pub struct ProbeArgs {
     #[arg(long, hide = true, env = "SPLITSCOPE_COST_VARIANT", value_enum, default_value_t = CostVariantMode::Normal)]
     pub cost_variant: CostVariantMode,
 
+    /// How the probe reads the comm and cgroup of the task that opened (testing and
+    /// benchmarking aid: `helpers` is what kernels before 5.11 use).
+    #[arg(long, hide = true, env = "SPLITSCOPE_TASK_FIELDS", value_enum, default_value_t = TaskFieldsMode::Auto)]
+    pub task_fields: TaskFieldsMode,
+
     #[command(flatten)]
     pub filters: FilterArgs,
 }
@@ -266,6 +271,17 @@ pub enum CostVariantMode {
     ConstantRecord,
     /// Full records without copying the path.
     FullWithoutPath,
+    /// A compact record per open in the ring, not batched per CPU.
+    Unbatched,
+}
+
+/// How the probe reads the comm and cgroup of the task that opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskFieldsMode {
+    /// Straight from the task where the kernel allows it (>= 5.11), else through helpers.
+    Auto,
+    /// Through the helpers bpf_get_current_comm and bpf_get_current_cgroup_id.
+    Helpers,
 }
 
 #[derive(Debug, Clone, Args)]

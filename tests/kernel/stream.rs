@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use splitscope_probes::{AttachMode, OpenResult, ProbeConfig, RecordKind, Syscall, TracepointArgs};
+use tokio::io::AsyncWriteExt;
+
+use splitscope_probes::{
+    AttachMode, Filters, OpenResult, ProbeConfig, RecordKind, Syscall, TaskFields, TracepointArgs,
+};
 
 use crate::support::*;
 
@@ -103,6 +107,112 @@ async fn exact_counts_in_compact_records_with_enter_exit_pairing() {
 async fn exact_counts_in_full_records_with_enter_exit_pairing() {
     let config = tracepoints(TracepointArgs::EnterExit, RecordKind::Full);
     exact_ok_and_enoent(config).await;
+}
+
+#[tokio::test]
+async fn exact_counts_in_compact_records_whose_comm_and_cgroup_come_from_helpers() {
+    // What kernels before 5.11 get (no bpf_get_current_task_btf); this one reads the task.
+    let config = ProbeConfig {
+        task_fields: TaskFields::Helpers,
+        ..tracepoints(TracepointArgs::SavedRegs, RecordKind::Compact)
+    };
+    let (probe, _stream) = load(config.clone());
+    assert!(!probe.attach_info().task_fields, "helpers were asked for");
+    drop(probe);
+    exact_ok_and_enoent(config).await;
+}
+
+/// A probe that batches only `comm`'s compact records: no other process fills its batches.
+fn only(comm: &str) -> ProbeConfig {
+    ProbeConfig {
+        filters: Filters {
+            comm: Some(comm.to_owned()),
+            ..Filters::default()
+        },
+        ..tracepoints(TracepointArgs::SavedRegs, RecordKind::Compact)
+    }
+}
+
+/// Compact records travel in per-CPU batches of 32, and a batch that never fills is read where
+/// it is: a few opens arrive without waiting for more.
+#[tokio::test]
+async fn a_batch_that_never_fills_is_read_in_place() {
+    let files = Files::new("bq");
+    let comm = unique("ssq");
+    let (probe, mut stream) = load(only(&comm));
+    run_opener(&comm, &[op("openat", &files.exists, 5)]).await;
+    let events = collect(&mut stream, 5, Duration::from_secs(5), comm_is(&comm)).await;
+    assert_eq!(events.len(), 5, "{events:#?}");
+    assert_eq!(probe.dropped().unwrap(), 0);
+}
+
+/// Records read in place are not handed out again when their batch fills and comes through
+/// the ring: one CPU's opens, read while its batch is partly full, then more that fill it.
+#[tokio::test]
+async fn records_read_in_place_are_not_handed_out_again_from_the_ring() {
+    let files = Files::new("bd");
+    let comm = unique("ssr");
+    let (probe, mut stream) = load(only(&comm));
+    let mut opener = spawn_pinned_opener(
+        &comm,
+        &[
+            op("openat", &files.exists, 10),
+            "pause".to_owned(),
+            op("openat", &files.missing, 30),
+        ],
+    );
+    let first = collect(&mut stream, 10, Duration::from_secs(5), comm_is(&comm)).await;
+    assert_eq!(first.len(), 10, "the first 10, read in place: {first:#?}");
+    let mut stdin = opener.stdin.take().unwrap();
+    stdin.write_all(b"g").await.unwrap();
+    drop(stdin);
+    let status = opener.wait().await.unwrap();
+    assert!(status.success(), "opener failed: {status}");
+    // 32 of the 40 came as a full batch (10 of them handed out already), 8 are read in place.
+    let rest = collect(&mut stream, 30, Duration::from_secs(5), comm_is(&comm)).await;
+    assert_eq!(rest.len(), 30, "{rest:#?}");
+    assert!(rest.iter().all(|e| e.result() == OpenResult::Errno(libc::ENOENT)));
+    assert_eq!(probe.dropped().unwrap(), 0);
+}
+
+/// Opens filling many batches on every CPU, the last of each partly, read while they are made:
+/// each arrives exactly once (from the ring or read in place, never both), with no drop.
+#[tokio::test]
+async fn exact_counts_across_many_batches_on_every_cpu() {
+    const OK: usize = 1000;
+    const MISSING: usize = 77;
+    let files = Files::new("bt");
+    let comm = unique("ssb");
+    let (probe, mut stream) = load(only(&comm));
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from).max(2);
+    let ops = [
+        op("openat", &files.exists, OK as u32),
+        op("openat", &files.missing, MISSING as u32),
+    ];
+    // Read while they open: batches are read in place while they fill, then come whole.
+    let openers: Vec<_> = (0..cpus).map(|_| spawn_opener(&comm, &ops, false)).collect();
+    let want = cpus * (OK + MISSING);
+    let events = collect(&mut stream, want, Duration::from_secs(20), comm_is(&comm)).await;
+    for mut opener in openers {
+        let status = opener.wait().await.unwrap();
+        assert!(status.success(), "opener failed: {status}");
+    }
+    let ok = events.iter().filter(|e| e.result().is_ok()).count();
+    let missing = events
+        .iter()
+        .filter(|e| e.result() == OpenResult::Errno(libc::ENOENT))
+        .count();
+    assert_eq!((ok, missing, events.len()), (cpus * OK, cpus * MISSING, want));
+    let mut per_process = std::collections::HashMap::<u32, usize>::new();
+    for e in &events {
+        *per_process.entry(e.pid()).or_default() += 1;
+    }
+    assert_eq!(per_process.len(), cpus, "one pid per opener");
+    assert!(
+        per_process.values().all(|&n| n == OK + MISSING),
+        "{per_process:?}"
+    );
+    assert_eq!(probe.dropped().unwrap(), 0);
 }
 
 #[tokio::test]

@@ -76,6 +76,18 @@ pub fn spawn_opener(comm: &str, ops: &[String], wait_stdin: bool) -> GroupChild 
     GroupChild::spawn(&mut cmd).expect("starting the opener")
 }
 
+/// The opener that makes `ops` under the command name `comm` on one CPU, reading a byte from
+/// stdin at each `pause` op.
+pub fn spawn_pinned_opener(comm: &str, ops: &[String]) -> GroupChild {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_splitscope-test-opener"));
+    cmd.arg("--comm")
+        .arg(comm)
+        .arg("--pin")
+        .args(ops)
+        .stdin(Stdio::piped());
+    GroupChild::spawn(&mut cmd).expect("starting the opener")
+}
+
 /// Runs the opener to completion (the process starts before the first await).
 pub fn run_opener(comm: &str, ops: &[String]) -> impl std::future::Future<Output = ()> + 'static {
     let mut opener = spawn_opener(comm, ops, false);

@@ -10,6 +10,12 @@
  *    and path, for `splitscope trace`, the --path-prefix filter and the start-up self-test.
  * Both start with the head, so a reader finds the counting fields at the same offsets in either.
  * Fixed sizes, so that bpf_ringbuf_reserve() takes a constant; no implicit padding.
+ *
+ * Compact records travel in batches (struct open_batch): each CPU fills its own batch of
+ * OPEN_BATCH_LEN heads and puts the whole batch into the ring when it is full, so the ring's
+ * reserve and commit are paid once per OPEN_BATCH_LEN opens instead of once per open. A batch
+ * that is not full yet is read where it is by user space (a copy of the per-CPU map), which
+ * tells the heads it already counted from the ones still being written by the sequence numbers.
  */
 #ifndef SPLITSCOPE_FILEOPEN_H
 #define SPLITSCOPE_FILEOPEN_H
@@ -56,6 +62,26 @@ struct open_detail {
 struct open_full {
 	struct open_head head;
 	struct open_detail detail;
+};
+
+/* Heads per batch: a power of two (the slot is seq & (OPEN_BATCH_LEN - 1)). */
+#define OPEN_BATCH_LEN 32
+
+/*
+ * One CPU's batch of compact records, the value of the per-CPU `batches` map and, when full, a
+ * ring-buffer record. The CPU writes the head of its seq-th compact record to
+ * rec[seq % OPEN_BATCH_LEN], then stores seq + 1 first into seq_end and then into seq, each store
+ * after the one before (x86 keeps stores in order). A reader copying the batch front to back
+ * (seq first, seq_end last) then knows that heads up to seq are written and that a head is intact
+ * when it is newer than seq_end - OPEN_BATCH_LEN: older slots may be rewritten while it copies.
+ */
+struct open_batch {
+	__u64 seq;     /* heads this CPU has written since the probe was loaded */
+	__u32 cpu;     /* set when the batch goes into the ring */
+	__u32 pad;
+	struct open_head rec[OPEN_BATCH_LEN];
+	__u64 seq_end; /* seq again, stored before seq */
+	__u64 pad_end[5]; /* a whole number of cache lines: CPUs' batches never share one */
 };
 
 #endif /* SPLITSCOPE_FILEOPEN_H */

@@ -46,6 +46,9 @@ enum {
 	BPF_ANY = 0,
 };
 enum {
+	BPF_F_MMAPABLE = 1U << 10,
+};
+enum {
 	BPF_RB_NO_WAKEUP = 1,
 	BPF_RB_FORCE_WAKEUP = 2,
 };
@@ -110,6 +113,29 @@ struct syscall_trace_exit {
 	long ret;
 };
 
-struct task_struct;
+/*
+ * include/linux/kernfs.h, cgroup-defs.h, sched.h: the current task's comm and cgroup v2 id, read
+ * straight from the task (bpf_get_current_task_btf) instead of through two helper calls each
+ * copying them (bpf_get_current_comm, bpf_get_current_cgroup_id), which cost about twice as
+ * much here. The chain task->cgroups->dfl_cgrp->kn->id is what bpf_get_current_cgroup_id reads.
+ */
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;
+	int tgid;
+	char comm[16];
+	struct css_set *cgroups;
+} __attribute__((preserve_access_index));
 
 #endif /* SPLITSCOPE_KERNEL_TYPES_H */

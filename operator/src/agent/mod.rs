@@ -18,10 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use splitscope_probes::filters::resolve_cgroup;
 use splitscope_probes::{
-    AttachMode as ProbeAttach, CostVariant, Filters, Probe, ProbeConfig, RecordKind, TracepointArgs,
+    AttachMode as ProbeAttach, CostVariant, Filters, Probe, ProbeConfig, RecordKind, TaskFields,
+    TracepointArgs,
 };
 
-use crate::cli::{AgentArgs, AttachMode, CostVariantMode, ProbeArgs, RecordsMode, TracepointArgsMode};
+use crate::cli::{
+    AgentArgs, AttachMode, CostVariantMode, ProbeArgs, RecordsMode, TaskFieldsMode, TracepointArgsMode,
+};
 use crate::metrics_server::{MetricsServer, Readiness};
 use attribution::Attributor;
 use cgroups::CgroupPaths;
@@ -77,6 +80,11 @@ pub fn probe_config(args: &ProbeArgs, records: RecordKind) -> anyhow::Result<Pro
             CostVariantMode::PercpuCount => CostVariant::PerCpuCount,
             CostVariantMode::ConstantRecord => CostVariant::ConstantRecord,
             CostVariantMode::FullWithoutPath => CostVariant::FullWithoutPath,
+            CostVariantMode::Unbatched => CostVariant::Unbatched,
+        },
+        task_fields: match args.task_fields {
+            TaskFieldsMode::Auto => TaskFields::Auto,
+            TaskFieldsMode::Helpers => TaskFields::Helpers,
         },
         ..ProbeConfig::default()
     })
@@ -93,6 +101,7 @@ pub async fn load_probe(config: ProbeConfig) -> anyhow::Result<Probe> {
         mode = info.mode,
         target = %info.target,
         records = ?info.records,
+        task_fields = info.task_fields,
         points = %info.points.join(" "),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "probe attached"
