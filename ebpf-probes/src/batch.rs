@@ -21,7 +21,7 @@ const LEN: u64 = BATCH_LEN as u64;
 const SEQ_AT: usize = offset_of!(RawOpenBatch, seq);
 const CPU_AT: usize = offset_of!(RawOpenBatch, cpu);
 const REC_AT: usize = offset_of!(RawOpenBatch, rec);
-const SEQ_END_AT: usize = offset_of!(RawOpenBatch, seq_end);
+const REC_END: usize = REC_AT + BATCH_LEN * COMPACT_RECORD_SIZE;
 
 /// Which of a CPU's records were dealt with: all numbered below `next` were handed out, or
 /// skipped because their batch was lost.
@@ -81,7 +81,8 @@ impl Cursors {
     }
 
     /// The records not handed out yet that an in-place read of `cpu`'s batch can give:
-    /// `written` is its `seq` read first, `settled` its `seq_end` read last (see fileopen.h).
+    /// `written` is its `seq` read before the copy, `settled` the same read after it (see
+    /// fileopen.h).
     /// Records numbered `settled - BATCH_LEN` and older may have been rewritten during the read;
     /// they are in full batches that come through the ring. When records between the cursor and
     /// the intact ones are still missing at the next read (a drain interval later, with the ring
@@ -215,13 +216,13 @@ impl BatchMap {
                 let batch = self.base.as_ptr().add(cpu * BATCH_RECORD_SIZE);
                 // seq first; Acquire keeps the copy's loads after it.
                 let written = (*batch.add(SEQ_AT).cast::<AtomicU64>()).load(Ordering::Acquire);
-                for at in (REC_AT..SEQ_END_AT).step_by(8) {
+                for at in (REC_AT..REC_END).step_by(8) {
                     let word = std::ptr::read_volatile(batch.add(at).cast::<u64>());
                     self.copy[at..at + 8].copy_from_slice(&word.to_ne_bytes());
                 }
-                // The copy's loads before seq_end's.
+                // The copy's loads before seq's second read.
                 fence(Ordering::Acquire);
-                let settled = (*batch.add(SEQ_END_AT).cast::<AtomicU64>()).load(Ordering::Acquire);
+                let settled = (*batch.add(SEQ_AT).cast::<AtomicU64>()).load(Ordering::Acquire);
                 (written, settled)
             };
             let range = cursors.take_in_place(cpu, written, settled);

@@ -66,8 +66,7 @@ pub struct RawOpenBatch {
     pub cpu: u32,
     pub pad: u32,
     pub rec: [RawOpenHead; BATCH_LEN],
-    pub seq_end: u64,
-    pub pad_end: [u64; 5],
+    pub pad_end: [u64; 6],
 }
 
 /// Size of a compact record in the ring.
@@ -397,6 +396,12 @@ pub fn encode_full(raw: &RawOpenFull) -> [u8; FULL_RECORD_SIZE] {
 pub fn encode_compact(head: &RawOpenHead) -> [u8; COMPACT_RECORD_SIZE] {
     // SAFETY: as for encode_full, for RawOpenHead.
     unsafe { std::mem::transmute_copy(head) }
+}
+
+/// Builds a batch of compact records as the probe puts it into the ring (tests and benchmarks).
+pub fn encode_batch(batch: &RawOpenBatch) -> [u8; BATCH_RECORD_SIZE] {
+    // SAFETY: as for encode_full, for RawOpenBatch (its layout test checks there is no padding).
+    unsafe { std::mem::transmute_copy(batch) }
 }
 
 /// A head with the given fields and zeroes elsewhere (tests and benchmarks).

@@ -177,11 +177,10 @@ fn rust_and_c_agree_on_the_batch_of_compact_records() {
         cpu: 0,
         pad: 0,
         rec: [head; BATCH_LEN],
-        seq_end: 0,
-        pad_end: [0; 5],
+        pad_end: [0; 6],
     };
     let (size, c) = c_layout(&btf, "open_batch");
-    let rust = rust_layout!(RawOpenBatch, batch, [seq, cpu, pad, rec, seq_end, pad_end]);
+    let rust = rust_layout!(RawOpenBatch, batch, [seq, cpu, pad, rec, pad_end]);
     assert_eq!(size, size_of::<RawOpenBatch>(), "sizeof(struct open_batch)");
     assert_eq!(size, BATCH_RECORD_SIZE);
     assert_eq!(size % 64, 0, "a whole number of cache lines");

@@ -1,5 +1,6 @@
 //! The agent's per-event path: read a compact ring-buffer record in place, attribute it, count
-//! it; and what `trace` does instead, copying a full record out.
+//! it; take the records of a batch from the ring; and what `trace` does instead, copying a full
+//! record out.
 //! `cargo xtask bench` runs this and writes the figures into BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -14,8 +15,10 @@ use splitscope::agent::cgroups::CgroupPaths;
 use splitscope::agent::count::OpenCounter;
 use splitscope::agent::metrics::AgentMetrics;
 use splitscope::agent::pods::{PodDirectory, PodIndex};
+use splitscope_probes::batch::{Cursors, take_full};
 use splitscope_probes::event::{
-    COMPACT_RECORD_SIZE, FULL_RECORD_SIZE, RawOpenFull, encode_compact, encode_full, sample,
+    BATCH_LEN, COMPACT_RECORD_SIZE, FULL_RECORD_SIZE, RawOpenBatch, RawOpenFull, encode_batch,
+    encode_compact, encode_full, sample,
 };
 use splitscope_probes::{OpenEvent, OpenEventRef};
 
@@ -48,6 +51,39 @@ fn hot_path(c: &mut Criterion) {
             black_box(OpenEvent::decode(black_box(&full[i])).ok())
         })
     });
+
+    // A full batch as the ring delivers it; each round hands out the next one of the same CPU.
+    let heads: Vec<_> = raw_records(BATCH_LEN, 1).map(|r| r.head).collect();
+    let mut ring_batch = encode_batch(&RawOpenBatch {
+        seq: 0,
+        cpu: 0,
+        pad: 0,
+        rec: heads.try_into().unwrap(),
+        pad_end: [0; 6],
+    });
+    let mut cursors = Cursors::new(1);
+    let mut end = 0u64;
+    let mut standalone_batched = OpenCounter::new(
+        AgentMetrics::new(5000).unwrap(),
+        Attributor::new(CgroupPaths::new(None), None),
+    );
+    c.bench_function(
+        "take a full batch of 32 from the ring and count them standalone (per batch)",
+        |b| {
+            b.iter(|| {
+                end += BATCH_LEN as u64;
+                ring_batch[..8].copy_from_slice(&end.to_ne_bytes());
+                take_full(&mut cursors, &ring_batch, |r| {
+                    if let Ok(event) = r.and_then(OpenEventRef::new) {
+                        standalone_batched.count(&event);
+                    }
+                });
+                if end.is_multiple_of(BATCH_LEN as u64 * 32) {
+                    standalone_batched.flush();
+                }
+            })
+        },
+    );
 
     let batch = records(1024, 1);
     let mut standalone = OpenCounter::new(

@@ -333,8 +333,6 @@ static __always_inline void emit_compact(struct opener who, long ret, __u32 sysc
 	fill_head(&b->rec[seq & (OPEN_BATCH_LEN - 1)], who, ret, syscall);
 	seq += 1;
 	store_barrier();
-	*(volatile __u64 *)&b->seq_end = seq;
-	store_barrier();
 	*(volatile __u64 *)&b->seq = seq;
 	if (seq & (OPEN_BATCH_LEN - 1))
 		return;

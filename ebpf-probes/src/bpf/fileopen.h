@@ -70,18 +70,17 @@ struct open_full {
 /*
  * One CPU's batch of compact records, the value of the per-CPU `batches` map and, when full, a
  * ring-buffer record. The CPU writes the head of its seq-th compact record to
- * rec[seq % OPEN_BATCH_LEN], then stores seq + 1 first into seq_end and then into seq, each store
- * after the one before (x86 keeps stores in order). A reader copying the batch front to back
- * (seq first, seq_end last) then knows that heads up to seq are written and that a head is intact
- * when it is newer than seq_end - OPEN_BATCH_LEN: older slots may be rewritten while it copies.
+ * rec[seq % OPEN_BATCH_LEN], then stores seq + 1 into seq (x86 keeps stores in order). A reader
+ * that reads seq, copies the heads and reads seq again knows that the heads numbered below the
+ * first value were written before its copy, and that a head is intact when it is numbered above
+ * the second value - OPEN_BATCH_LEN: the slot of an older one may have been rewritten meanwhile.
  */
 struct open_batch {
-	__u64 seq;     /* heads this CPU has written since the probe was loaded */
-	__u32 cpu;     /* set when the batch goes into the ring */
+	__u64 seq; /* heads this CPU has written since the probe was loaded */
+	__u32 cpu; /* set when the batch goes into the ring */
 	__u32 pad;
 	struct open_head rec[OPEN_BATCH_LEN];
-	__u64 seq_end; /* seq again, stored before seq */
-	__u64 pad_end[5]; /* a whole number of cache lines: CPUs' batches never share one */
+	__u64 pad_end[6]; /* a whole number of cache lines: CPUs' batches never share one */
 };
 
 #endif /* SPLITSCOPE_FILEOPEN_H */

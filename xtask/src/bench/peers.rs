@@ -19,7 +19,7 @@ const AGENT_ADDR: &str = "127.0.0.1:19199";
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Peer {
     None,
-    /// The agent as shipped: compact records.
+    /// The agent as shipped: compact records, batched per CPU.
     Agent,
     Bpftrace,
     Opensnoop,
@@ -28,6 +28,10 @@ pub enum Peer {
     TracepointOnly,
     PerCpuCount,
     ConstantRecord,
+    /// The agent with comm and cgroup read through helpers (what kernels before 5.11 get).
+    Helpers,
+    /// A compact record of its own per open in the ring, not batched.
+    Unbatched,
     FullWithoutPath,
     /// Full records, with the path: what the agent wrote for every open before issue 10.
     Full,
@@ -37,12 +41,14 @@ impl Peer {
     pub fn label(self) -> &'static str {
         match self {
             Peer::None => "no probe",
-            Peer::Agent => "splitscope agent (compact records; as shipped)",
+            Peer::Agent => "splitscope agent (compact records batched per CPU; as shipped)",
             Peer::Bpftrace => "bpftrace `count()` on sys_enter_openat",
             Peer::Opensnoop => "libbpf-tools opensnoop (perf buffer, every open)",
             Peer::TracepointOnly => "the tracepoint and an empty program",
             Peer::PerCpuCount => "a per-CPU counter (what bpftrace `count()` does)",
             Peer::ConstantRecord => "reserve + submit a 48-byte record of constants",
+            Peer::Helpers => "the agent, comm and cgroup through helpers (kernels before 5.11)",
+            Peer::Unbatched => "a 48-byte compact record of its own per open (not batched)",
             Peer::FullWithoutPath => "a full 328-byte record without the path (arguments, time, uid)",
             Peer::Full => "a full record with the path (the agent before)",
         }
@@ -55,6 +61,8 @@ impl Peer {
             Peer::TracepointOnly => &[("SPLITSCOPE_COST_VARIANT", "return")],
             Peer::PerCpuCount => &[("SPLITSCOPE_COST_VARIANT", "percpu-count")],
             Peer::ConstantRecord => &[("SPLITSCOPE_COST_VARIANT", "constant-record")],
+            Peer::Helpers => &[("SPLITSCOPE_TASK_FIELDS", "helpers")],
+            Peer::Unbatched => &[("SPLITSCOPE_COST_VARIANT", "unbatched")],
             Peer::FullWithoutPath => &[
                 ("SPLITSCOPE_RECORDS", "full"),
                 ("SPLITSCOPE_COST_VARIANT", "full-without-path"),

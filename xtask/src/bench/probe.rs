@@ -23,14 +23,16 @@ const DEFAULT_ROUNDS: usize = 7;
 const ROUNDS_ENV: &str = "SPLITSCOPE_BENCH_ROUNDS";
 
 /// The comparison, then the probe variants that show where the agent's cost goes.
-const PEERS: [Peer; 9] = [
+const PEERS: [Peer; 11] = [
     Peer::None,
     Peer::Agent,
     Peer::Bpftrace,
     Peer::Opensnoop,
     Peer::TracepointOnly,
     Peer::PerCpuCount,
+    Peer::Helpers,
     Peer::ConstantRecord,
+    Peer::Unbatched,
     Peer::FullWithoutPath,
     Peer::Full,
 ];
@@ -450,8 +452,10 @@ impl Report<'_> {
             Peer::TracepointOnly,
             Peer::PerCpuCount,
             Peer::Bpftrace,
-            Peer::ConstantRecord,
             Peer::Agent,
+            Peer::Helpers,
+            Peer::ConstantRecord,
+            Peer::Unbatched,
             Peer::FullWithoutPath,
             Peer::Full,
         ] {
@@ -473,8 +477,16 @@ impl Report<'_> {
                 diff(Peer::Full, Peer::FullWithoutPath),
             ),
             (
-                "the arguments from the saved registers, time, uid, 328 instead of 48 bytes (full without the path − compact)",
-                diff(Peer::FullWithoutPath, Peer::Agent),
+                "the arguments from the saved registers, time, uid, 328 instead of 48 bytes (full without the path − compact, unbatched)",
+                diff(Peer::FullWithoutPath, Peer::Unbatched),
+            ),
+            (
+                "a ring record per open: reserve, commit, wakeup check (compact unbatched − batched)",
+                diff(Peer::Unbatched, Peer::Agent),
+            ),
+            (
+                "comm and cgroup through two helpers instead of from the task (helpers − the agent)",
+                diff(Peer::Helpers, Peer::Agent),
             ),
             (
                 "all of it: the agent before − the agent now",
@@ -483,13 +495,14 @@ impl Report<'_> {
         ] {
             writeln!(t, "| {what} | {a:.0} | {b:.0} | {c:.0} | {d:.0} |")?;
         }
-        let [a, b, c, d] = diff(Peer::Agent, Peer::ConstantRecord);
-        let [e, f, g, h] = diff(Peer::ConstantRecord, Peer::TracepointOnly);
+        let [a, b, c, d] = diff(Peer::Agent, Peer::PerCpuCount);
+        let [e, f, g, h] = diff(Peer::PerCpuCount, Peer::TracepointOnly);
         writeln!(
             t,
-            "\nWhat the agent still pays (pinned wall / CPU, unpinned wall / CPU): the compact record's \
-             fields over a record of constants {a:.0} / {b:.0}, {c:.0} / {d:.0} ns; the ring buffer over an \
-             empty program {e:.0} / {f:.0}, {g:.0} / {h:.0} ns.\n"
+            "\nWhat the agent still pays (pinned wall / CPU, unpinned wall / CPU): its record (the task's \
+             fields into the CPU's batch, and the batch into the ring once per 32) over a per-CPU counter \
+             {a:.0} / {b:.0}, {c:.0} / {d:.0} ns; the counter over an empty program {e:.0} / {f:.0}, \
+             {g:.0} / {h:.0} ns.\n"
         )?;
         writeln!(
             t,
