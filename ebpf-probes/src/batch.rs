@@ -68,6 +68,11 @@ impl Cursors {
         self.skipped
     }
 
+    /// Whether `cpu` has records numbered `written` and above not handed out yet.
+    fn has_new(&self, cpu: usize, written: u64) -> bool {
+        self.cpus.get(cpu).is_some_and(|c| written > c.next)
+    }
+
     /// The records not handed out yet of the full batch `cpu` put into the ring, whose last
     /// record is numbered `end - 1`. A batch that starts beyond the cursor follows lost ones:
     /// the cursor skips the gap.
@@ -216,6 +221,11 @@ impl BatchMap {
                 let batch = self.base.as_ptr().add(cpu * BATCH_RECORD_SIZE);
                 // seq first; Acquire keeps the copy's loads after it.
                 let written = (*batch.add(SEQ_AT).cast::<AtomicU64>()).load(Ordering::Acquire);
+                // A CPU with nothing new since the last read (most of them on a big, quiet
+                // node) costs one load, not a copy.
+                if !cursors.has_new(cpu, written) {
+                    continue;
+                }
                 for at in (REC_AT..REC_END).step_by(8) {
                     let word = std::ptr::read_volatile(batch.add(at).cast::<u64>());
                     self.copy[at..at + 8].copy_from_slice(&word.to_ne_bytes());
