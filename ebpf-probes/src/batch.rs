@@ -11,6 +11,7 @@ use std::mem::offset_of;
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use aya::maps::MapData;
@@ -34,21 +35,22 @@ struct Cursor {
 }
 
 /// One cursor per possible CPU, and the records skipped so far.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Cursors {
     cpus: Vec<Cursor>,
-    skipped: u64,
+    /// Shared with the probe, whose drop count includes it.
+    skipped: Arc<AtomicU64>,
 }
 
 impl Cursors {
     pub fn new(cpus: usize) -> Self {
-        Self::starting_at(vec![0; cpus])
+        Self::starting_at(vec![0; cpus], Arc::default())
     }
 
     /// Cursors for a stream that starts with each CPU's record numbered `next[cpu]`: what came
     /// before (the loader's self-test read and discarded the ring meanwhile) is neither handed
-    /// out nor counted as lost.
-    pub fn starting_at(next: Vec<u64>) -> Self {
+    /// out nor counted as lost. Skipped records are added to `skipped`.
+    pub fn starting_at(next: Vec<u64>, skipped: Arc<AtomicU64>) -> Self {
         Self {
             cpus: next
                 .into_iter()
@@ -57,7 +59,7 @@ impl Cursors {
                     waiting_at: None,
                 })
                 .collect(),
-            skipped: 0,
+            skipped,
         }
     }
 
@@ -65,7 +67,7 @@ impl Cursors {
     /// batched part of the drop count. The kernel cannot count these itself, because records
     /// of a lost batch may have been read in place before it was full.
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// Whether `cpu` has records numbered `written` and above not handed out yet.
@@ -79,9 +81,10 @@ impl Cursors {
     pub fn take_full(&mut self, cpu: usize, end: u64) -> Option<Range<u64>> {
         let cursor = self.cpus.get_mut(cpu)?;
         let start = cursor.next.max(end.saturating_sub(LEN));
-        self.skipped += start - cursor.next;
+        let skipped = start - cursor.next;
         cursor.next = cursor.next.max(end);
         cursor.waiting_at = None;
+        self.skipped.fetch_add(skipped, Ordering::Relaxed);
         Some(start..end.max(start))
     }
 
@@ -102,8 +105,9 @@ impl Cursors {
                 cursor.waiting_at = Some(cursor.next);
                 return 0..0;
             }
-            self.skipped += oldest_intact - cursor.next;
+            let skipped = oldest_intact - cursor.next;
             cursor.next = oldest_intact;
+            self.skipped.fetch_add(skipped, Ordering::Relaxed);
         }
         cursor.waiting_at = None;
         let start = cursor.next;
@@ -197,44 +201,45 @@ impl BatchMap {
         })
     }
 
+    /// Where `cpu`'s batch starts in the mapping (inside it for cpu < self.cpus).
+    fn batch(&self, cpu: usize) -> *const u8 {
+        self.base.as_ptr().wrapping_add(cpu * BATCH_RECORD_SIZE)
+    }
+
+    /// How many records `cpu` has written so far: its batch's `seq`. Acquire keeps the loads
+    /// that follow after it.
+    fn seq(&self, cpu: usize) -> u64 {
+        debug_assert!(cpu < self.cpus);
+        // SAFETY: cpu < self.cpus, so seq lies inside the mapping; the mapping is page-aligned
+        // and BATCH_RECORD_SIZE a multiple of 8, so it is aligned. Atomic loads of read-only
+        // memory are allowed for lock-free sizes.
+        unsafe { (*self.batch(cpu).add(SEQ_AT).cast::<AtomicU64>()).load(Ordering::Acquire) }
+    }
+
     /// How many records each CPU has written so far.
     pub fn written(&self) -> Vec<u64> {
-        (0..self.cpus)
-            .map(|cpu| {
-                // SAFETY: as in `take_in_place`.
-                unsafe {
-                    let batch = self.base.as_ptr().add(cpu * BATCH_RECORD_SIZE);
-                    (*batch.add(SEQ_AT).cast::<AtomicU64>()).load(Ordering::Acquire)
-                }
-            })
-            .collect()
+        (0..self.cpus).map(|cpu| self.seq(cpu)).collect()
     }
 
     /// Hands each record written in place and not handed out yet to `f`; returns how many.
     pub fn take_in_place(&mut self, cursors: &mut Cursors, mut f: impl FnMut(&[u8])) -> usize {
         let mut n = 0;
         for cpu in 0..self.cpus {
-            // SAFETY: cpu < self.cpus, so the batch lies inside the mapping; the mapping is
-            // page-aligned and BATCH_RECORD_SIZE a multiple of 8, so every u64 is aligned.
-            // Atomic loads of read-only memory are allowed for lock-free sizes.
-            let (written, settled) = unsafe {
-                let batch = self.base.as_ptr().add(cpu * BATCH_RECORD_SIZE);
-                // seq first; Acquire keeps the copy's loads after it.
-                let written = (*batch.add(SEQ_AT).cast::<AtomicU64>()).load(Ordering::Acquire);
-                // A CPU with nothing new since the last read (most of them on a big, quiet
-                // node) costs one load, not a copy.
-                if !cursors.has_new(cpu, written) {
-                    continue;
-                }
-                for at in (REC_AT..REC_END).step_by(8) {
-                    let word = std::ptr::read_volatile(batch.add(at).cast::<u64>());
-                    self.copy[at..at + 8].copy_from_slice(&word.to_ne_bytes());
-                }
-                // The copy's loads before seq's second read.
-                fence(Ordering::Acquire);
-                let settled = (*batch.add(SEQ_AT).cast::<AtomicU64>()).load(Ordering::Acquire);
-                (written, settled)
-            };
+            let written = self.seq(cpu);
+            // A CPU with nothing new since the last read (most of them on a big, quiet node)
+            // costs one load, not a copy.
+            if !cursors.has_new(cpu, written) {
+                continue;
+            }
+            let batch = self.batch(cpu);
+            for at in (REC_AT..REC_END).step_by(8) {
+                // SAFETY: inside cpu's batch, aligned as in `seq`.
+                let word = unsafe { std::ptr::read_volatile(batch.add(at).cast::<u64>()) };
+                self.copy[at..at + 8].copy_from_slice(&word.to_ne_bytes());
+            }
+            // The copy's loads before seq's second read.
+            fence(Ordering::Acquire);
+            let settled = self.seq(cpu);
             let range = cursors.take_in_place(cpu, written, settled);
             n += (range.end - range.start) as usize;
             for seq in range {
@@ -348,7 +353,7 @@ mod tests {
     fn a_stream_starts_with_the_records_written_after_it_was_made() {
         // CPU 0 had written 40 records before: the batch 0..32 still in the ring and 32..40
         // are neither handed out nor counted as lost.
-        let mut c = Cursors::starting_at(vec![40, 0]);
+        let mut c = Cursors::starting_at(vec![40, 0], Arc::default());
         assert!(pids(&mut c, &batch_bytes(0, 32)).is_empty());
         assert_eq!(c.take_in_place(0, 45, 45), 40..45);
         assert_eq!(pids(&mut c, &batch_bytes(0, 64)), (45..64).collect::<Vec<_>>());

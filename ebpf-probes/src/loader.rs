@@ -48,6 +48,14 @@ pub enum TaskFields {
     Helpers,
 }
 
+impl TaskFields {
+    /// Whether the probe reads the task on the running kernel: a mainline kernel of 5.11 or
+    /// later always has bpf_get_current_task_btf.
+    pub fn reads_task(self) -> bool {
+        self == Self::Auto && crate::facts::kernel_version().is_some_and(|v| v >= (5, 11))
+    }
+}
+
 /// Benchmarks only: where the probe's tracepoint program (saved-register arguments) stops, to
 /// measure what each part of an open's cost is worth (`cargo xtask bench-probe`). The start-up
 /// self-test's own opens always get normal records, so the probe still proves it sees opens.
@@ -265,8 +273,7 @@ impl Probe {
         };
         let record_paths = u32::from(records == RecordKind::Full);
         let cost_variant = config.cost_variant.raw();
-        let task_fields = config.task_fields == TaskFields::Auto
-            && crate::facts::kernel_version().is_some_and(|v| v >= (5, 11));
+        let task_fields = config.task_fields.reads_task();
         let task_fields_raw = u32::from(task_fields);
         let cpus = aya::util::nr_cpus().map_err(|(what, source)| ProbeError::Cpus {
             what: what.to_owned(),

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
@@ -50,8 +50,6 @@ pub struct EventStream {
     /// Records of a batch not handed out yet by `try_next`.
     pending: VecDeque<Result<OpenEvent, DecodeError>>,
     received: u64,
-    /// Shared with the probe, whose drop count includes these (see `Cursors::skipped`).
-    skipped: Arc<AtomicU64>,
 }
 
 impl EventStream {
@@ -68,7 +66,7 @@ impl EventStream {
             // the AsyncFd (which owns the RingBuf) exists.
             ring: unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE)? },
             tick,
-            cursors: Cursors::starting_at(batches.written()),
+            cursors: Cursors::starting_at(batches.written(), skipped),
             in_place: InPlace {
                 map: batches,
                 every: drain_interval / 2,
@@ -76,7 +74,6 @@ impl EventStream {
             },
             pending: VecDeque::new(),
             received: 0,
-            skipped,
         })
     }
 
@@ -99,7 +96,6 @@ impl EventStream {
                     batch::take_full(cursors, &item, |r| {
                         pending.push_back(r.and_then(OpenEvent::decode));
                     });
-                    self.skipped.store(cursors.skipped(), Ordering::Relaxed);
                 }
                 Some(item) => {
                     self.received += 1;
@@ -112,7 +108,6 @@ impl EventStream {
                     in_place
                         .map
                         .take_in_place(cursors, |r| pending.push_back(OpenEvent::decode(r)));
-                    self.skipped.store(cursors.skipped(), Ordering::Relaxed);
                     if pending.is_empty() {
                         return None;
                     }
@@ -156,7 +151,6 @@ impl EventStream {
                 .map
                 .take_in_place(&mut self.cursors, |r| f(OpenEventRef::new(r)));
         }
-        self.skipped.store(self.cursors.skipped(), Ordering::Relaxed);
         self.received += n as u64;
         n
     }

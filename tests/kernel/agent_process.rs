@@ -12,11 +12,12 @@ use crate::support::*;
 async fn agent_exports_exact_counts_over_http_and_detaches_on_sigterm(records: &str) {
     const N: u64 = 11;
     const M: u64 = 6;
-    let mut args = vec!["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"];
-    if records == "full" {
-        args.extend(["--records", "full"]);
-    }
-    let (mut agent, mut logs) = spawn(&args);
+    let extra: &[&str] = if records == "full" {
+        &["--records", "full"]
+    } else {
+        &[]
+    };
+    let (mut agent, mut logs) = spawn(&standalone_agent(extra));
     let (addr, attached) = agent_ready_attached(&mut logs).await;
     let want = if records == "full" { "Full" } else { "Compact" };
     assert_eq!(attached["fields"]["records"], want, "{attached}");
@@ -75,22 +76,8 @@ async fn agent_counts_exactly_from_full_records_and_detaches_on_sigterm() {
 async fn agent_in_its_own_pid_namespace_passes_the_self_test_and_counts_exactly() {
     let comm = unique("ssn");
     let (_agent, mut logs) = spawn_under(
-        &[
-            "unshare",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child=SIGKILL",
-        ],
-        &[
-            "agent",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--kubernetes",
-            "off",
-            "--comm",
-            &comm,
-        ],
+        &[OWN_PID_NAMESPACE, &["--kill-child=SIGKILL"]].concat(),
+        &standalone_agent(&["--comm", &comm]),
     );
     let addr = agent_ready(&mut logs).await;
 
@@ -183,15 +170,7 @@ async fn trace_table_has_the_opensnoop_columns() {
 
 #[tokio::test]
 async fn agent_names_a_bad_cgroup_filter_and_exits_non_zero() {
-    let (mut agent, mut logs) = spawn(&[
-        "agent",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--kubernetes",
-        "off",
-        "--cgroup",
-        "/tmp",
-    ]);
+    let (mut agent, mut logs) = spawn(&standalone_agent(&["--cgroup", "/tmp"]));
     let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
         .await
         .unwrap()
@@ -277,18 +256,7 @@ async fn orphanable_agent(kill_child: &str) -> (GroupChild, Watched) {
     let mut wrapper_args = OWN_PID_NAMESPACE.to_vec();
     let kill_child = format!("--kill-child={kill_child}");
     wrapper_args.push(&kill_child);
-    let (wrapper, mut logs) = spawn_under(
-        &wrapper_args,
-        &[
-            "agent",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--kubernetes",
-            "off",
-            "--comm",
-            &comm,
-        ],
-    );
+    let (wrapper, mut logs) = spawn_under(&wrapper_args, &standalone_agent(&["--comm", &comm]));
     agent_ready(&mut logs).await;
     let agent = Watched::child_of(wrapper.pid());
     assert_eq!(agent.pid_in_namespace(), "1", "the agent is its namespace's init");

@@ -137,7 +137,7 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     }
 
     // The agent, on this kernel.
-    let (agent, mut agent_logs) = spawn(&["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"]);
+    let (agent, mut agent_logs) = spawn(&standalone_agent(&[]));
     let agent_addr = agent_ready(&mut agent_logs).await;
     let stop = CancellationToken::new();
     let opener = keep_opening(unique("ssdash"), stop.clone());

@@ -26,10 +26,12 @@ async fn exact_ok_and_enoent(config: ProbeConfig) {
     let files = Files::new("ex");
     let comm = unique("ssx");
     let records = config.records;
+    let task_fields = config.task_fields.reads_task();
     let (probe, mut stream) = load(config);
     let info = probe.attach_info().clone();
     assert_eq!(info.mode, "tracepoint");
     assert_eq!(info.records, records);
+    assert_eq!(info.task_fields, task_fields);
 
     run_opener(
         &comm,
@@ -112,14 +114,11 @@ async fn exact_counts_in_full_records_with_enter_exit_pairing() {
 #[tokio::test]
 async fn exact_counts_in_compact_records_whose_comm_and_cgroup_come_from_helpers() {
     // What kernels before 5.11 get (no bpf_get_current_task_btf); this one reads the task.
-    let config = ProbeConfig {
+    exact_ok_and_enoent(ProbeConfig {
         task_fields: TaskFields::Helpers,
         ..tracepoints(TracepointArgs::SavedRegs, RecordKind::Compact)
-    };
-    let (probe, _stream) = load(config.clone());
-    assert!(!probe.attach_info().task_fields, "helpers were asked for");
-    drop(probe);
-    exact_ok_and_enoent(config).await;
+    })
+    .await;
 }
 
 /// A probe that batches only `comm`'s compact records: no other process fills its batches.

@@ -165,6 +165,13 @@ pub fn spawn(args: &[&str]) -> (GroupChild, Logs) {
 }
 
 /// Like `spawn`, with the binary started by `wrapper` (e.g. `unshare …`).
+/// `splitscope agent` on an ephemeral port and without a cluster, with `extra` flags after.
+pub fn standalone_agent<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"];
+    args.extend_from_slice(extra);
+    args
+}
+
 pub fn spawn_under(wrapper: &[&str], args: &[&str]) -> (GroupChild, Logs) {
     require_bpf();
     spawn_with_env(wrapper, &[], args)

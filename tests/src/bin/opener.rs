@@ -10,6 +10,14 @@
 use std::ffi::CString;
 use std::io::Read;
 
+/// One step of what the opener was told to do.
+enum Op {
+    /// `count` opens of `path` through the syscall `kind`.
+    Open { kind: String, path: CString, count: u32 },
+    /// Wait for a byte on stdin.
+    Pause,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut comm = None;
@@ -22,7 +30,7 @@ fn main() {
             "--comm" => comm = it.next().cloned(),
             "--wait-stdin" => wait = true,
             "--pin" => pin = true,
-            "pause" => ops.push(("pause".to_owned(), CString::default(), 0)),
+            "pause" => ops.push(Op::Pause),
             op => {
                 let mut parts = op.splitn(3, ':');
                 let (Some(kind), Some(path), Some(count)) = (parts.next(), parts.next(), parts.next()) else {
@@ -37,7 +45,11 @@ fn main() {
                     eprintln!("NUL in {op:?}");
                     std::process::exit(2);
                 };
-                ops.push((kind.to_owned(), path, count));
+                ops.push(Op::Open {
+                    kind: kind.to_owned(),
+                    path,
+                    count,
+                });
             }
         }
     }
@@ -54,11 +66,11 @@ fn main() {
     if wait {
         wait_for_a_byte();
     }
-    for (kind, path, count) in &ops {
-        if kind == "pause" {
+    for op in &ops {
+        let Op::Open { kind, path, count } = op else {
             wait_for_a_byte();
             continue;
-        }
+        };
         // Distinct flags per syscall, so the tests can tell which path the flags came through.
         let (flags, mode) = match kind.as_str() {
             "open" => (libc::O_RDONLY | libc::O_CLOEXEC, 0),
