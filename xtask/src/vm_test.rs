@@ -174,10 +174,44 @@ fn boot_and_check(kernel: &Kernel, cache: &Path, binary: &Path) -> anyhow::Resul
         &initramfs,
         &cache.join(format!("{}.initramfs", kernel.label)),
     )?;
-    let console = run_qemu(&vmlinuz, &initramfs, Duration::from_secs(300))?;
     let log = cache.join(format!("{}.console.log", kernel.label));
-    std::fs::write(&log, &console)?;
-    check_steps(&console).with_context(|| format!("guest console in {}", log.display()))
+    let mut attempt = 1;
+    loop {
+        let (console, qemu_exit) = run_qemu(&vmlinuz, &initramfs, Duration::from_secs(300))?;
+        std::fs::write(&log, &console)?;
+        let finished = console.contains(GUEST_DONE);
+        let checked = check_steps(&console).with_context(|| {
+            format!(
+                "guest console in {} (qemu {qemu_exit}); its last {TAIL_LINES} lines:\n{}",
+                log.display(),
+                tail(&console, TAIL_LINES)
+            )
+        });
+        match checked {
+            Err(err) if !finished && attempt < BOOTS => {
+                eprintln!(
+                    "xtask: vm-test {}: boot {attempt} of {BOOTS} FAILED, booting again: {err:#}",
+                    kernel.label
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Boots per kernel. A guest that dies before its last step (qemu killed on a crowded host, a
+/// TCG hiccup) is booted once more, its first console printed; a step that ran and gave the wrong
+/// answer is never retried, nor is a guest that dies twice.
+const BOOTS: u32 = 2;
+const GUEST_DONE: &str = "=== GUEST DONE";
+
+/// How much of the guest's console a failure prints: a CI log may be all there is to read.
+const TAIL_LINES: usize = 40;
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Downloads (apt-get download) and unpacks (dpkg -x) the newest matching kernel package, once.
@@ -510,7 +544,7 @@ export RUST_LOG=warn NO_COLOR=1 TMPDIR={scratch}
 echo "=== KERNEL $(uname -r)"
 {steps}STEPS
 chroot /host /bin/sh {scratch}/steps.sh
-echo "=== GUEST DONE"
+echo "{GUEST_DONE}"
 poweroff -f
 "#
     );
@@ -545,8 +579,12 @@ impl Drop for Qemu {
     }
 }
 
-/// Boots the kernel and returns everything it printed on the serial console.
-fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Result<String> {
+/// Boots the kernel and returns everything it printed on the serial console, and how qemu ended.
+fn run_qemu(
+    vmlinuz: &Path,
+    initramfs: &Path,
+    timeout: Duration,
+) -> anyhow::Result<(String, std::process::ExitStatus)> {
     let mut command = Command::new("qemu-system-x86_64");
     // SAFETY: only prctl(2), which is async-signal-safe, runs between fork and exec.
     unsafe {
@@ -594,9 +632,9 @@ fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Resu
         String::from_utf8_lossy(&out).into_owned()
     });
     let started = Instant::now();
-    loop {
-        if qemu.0.try_wait()?.is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = qemu.0.try_wait()? {
+            break status;
         }
         if started.elapsed() > timeout {
             drop(qemu);
@@ -604,13 +642,28 @@ fn run_qemu(vmlinuz: &Path, initramfs: &Path, timeout: Duration) -> anyhow::Resu
             bail!("the guest did not power off within {timeout:?}; console:\n{out}");
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(reader.join().unwrap_or_default())
+    };
+    Ok((reader.join().unwrap_or_default(), status))
 }
 
 fn check_steps(console: &str) -> anyhow::Result<()> {
-    if !console.contains("=== GUEST DONE") {
-        bail!("the guest did not finish its steps");
+    if !console.contains(GUEST_DONE) {
+        let begun: Vec<&str> = STEPS
+            .iter()
+            .filter(|step| {
+                let begin = format!("=== BEGIN {}", step.name);
+                console.lines().any(|line| line.trim_end() == begin)
+            })
+            .map(|step| step.name)
+            .collect();
+        bail!(
+            "the guest stopped before it finished its steps (steps begun: {})",
+            if begun.is_empty() {
+                "none".to_owned()
+            } else {
+                begun.join(", ")
+            }
+        );
     }
     if let Some(kernel) = console
         .lines()
@@ -713,6 +766,20 @@ mod tests {
         assert!(err.to_string().contains("auto: output has"), "{err}");
         let err = check_steps(&console("").replace("self-test: ok", "self-test: no")).unwrap_err();
         assert!(err.to_string().contains("lacks"), "{err}");
+    }
+
+    #[test]
+    fn a_guest_that_stops_early_says_how_far_it_got() {
+        let full = console("");
+        let cut = &full[..full.find("=== BEGIN kprobe-do_sys_open").unwrap_or(full.len())];
+        let err = check_steps(&format!("{cut}=== BEGIN kprobe-do_sys_open\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("steps begun: auto, auto-full, kprobe-do_sys_open"),
+            "{err}"
+        );
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
     }
 
     #[test]
