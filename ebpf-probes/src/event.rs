@@ -18,18 +18,31 @@ pub const EFLAG_FNAME_FAULT: u8 = 0x1;
 /// `OPEN_EVENT_F_FNAME_TRUNCATED`: the path filled the buffer and may be longer.
 pub const EFLAG_FNAME_TRUNCATED: u8 = 0x2;
 
+/// `OPEN_HEAD_TGID_MASK`: the process id's bits of `tgid_syscall`.
+pub const HEAD_TGID_MASK: u32 = 0x00ff_ffff;
+/// `OPEN_HEAD_SYSCALL_SHIFT`: where `tgid_syscall` keeps the syscall.
+pub const HEAD_SYSCALL_SHIFT: u32 = 24;
+
 /// `struct open_head`, byte for byte: the start of every record, and alone the compact record
 /// (a test checks size and offsets against the object's BTF).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawOpenHead {
     pub cgroup_id: u64,
-    pub ret: i64,
-    pub pid: u32,
-    pub tgid: u32,
+    pub ret: i32,
+    /// The process id, and the syscall in the high byte (pids stay below 2^22).
+    pub tgid_syscall: u32,
     pub comm: [u8; COMM_LEN],
-    pub syscall: u8,
-    pub pad: [u8; 7],
+}
+
+impl RawOpenHead {
+    pub fn tgid(&self) -> u32 {
+        self.tgid_syscall & HEAD_TGID_MASK
+    }
+
+    pub fn syscall(&self) -> Syscall {
+        Syscall::from_raw((self.tgid_syscall >> HEAD_SYSCALL_SHIFT) as u8)
+    }
 }
 
 /// `struct open_detail`: what a full record adds to the head.
@@ -37,12 +50,13 @@ pub struct RawOpenHead {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawOpenDetail {
     pub ts_ns: u64,
+    pub tid: u32,
     pub uid: u32,
     pub flags: u32,
     pub mode: u32,
     pub fname_len: u16,
     pub eflags: u8,
-    pub pad: u8,
+    pub pad: [u8; 5],
     pub fname: [u8; FNAME_LEN],
 }
 
@@ -218,27 +232,26 @@ impl OpenEvent {
         self.detail.as_ref()
     }
 
-    /// Thread id.
-    pub fn tid(&self) -> u32 {
-        self.head.pid
+    /// Thread id (full records: counting has no use for it, so compact records leave it out).
+    pub fn tid(&self) -> Option<u32> {
+        self.detail.map(|d| d.tid)
     }
     /// Process (thread group) id: what users call the pid (the kernel's `tgid`).
-    #[allow(clippy::misnamed_getters)]
     pub fn pid(&self) -> u32 {
-        self.head.tgid
+        self.head.tgid()
     }
     /// cgroup v2 id (the inode number of the task's cgroup directory).
     pub fn cgroup_id(&self) -> u64 {
         self.head.cgroup_id
     }
     pub fn ret(&self) -> i64 {
-        self.head.ret
+        i64::from(self.head.ret)
     }
     pub fn result(&self) -> OpenResult {
-        OpenResult::from_ret(self.head.ret)
+        OpenResult::from_ret(self.ret())
     }
     pub fn syscall(&self) -> Syscall {
-        Syscall::from_raw(self.head.syscall)
+        self.head.syscall()
     }
     /// The raw command-name bytes, NUL padded; the key the agent counts by.
     pub fn comm_bytes(&self) -> &[u8; COMM_LEN] {
@@ -305,7 +318,7 @@ impl OpenRecord for OpenEvent {
         &self.head.comm
     }
     fn ret(&self) -> i64 {
-        self.head.ret
+        i64::from(self.head.ret)
     }
 }
 
@@ -350,7 +363,7 @@ impl<'a> OpenEventRef<'a> {
 
     /// Process (thread group) id.
     pub fn pid(&self) -> u32 {
-        self.u32_at(offset_of!(RawOpenHead, tgid))
+        self.u32_at(offset_of!(RawOpenHead, tgid_syscall)) & HEAD_TGID_MASK
     }
 
     /// The whole record, copied out.
@@ -374,7 +387,7 @@ impl OpenRecord for OpenEventRef<'_> {
             .unwrap_or(&[0; COMM_LEN])
     }
     fn ret(&self) -> i64 {
-        self.u64_at(offset_of!(RawOpenHead, ret)) as i64
+        i64::from(self.u32_at(offset_of!(RawOpenHead, ret)) as i32)
     }
 }
 
@@ -405,15 +418,13 @@ pub fn encode_batch(batch: &RawOpenBatch) -> [u8; BATCH_RECORD_SIZE] {
 }
 
 /// A head with the given fields and zeroes elsewhere (tests and benchmarks).
+/// (`tgid` beyond the head's 24 bits and `ret` beyond an i32 are cut, as the probe would.)
 pub fn sample_head(tgid: u32, comm: &str, ret: i64) -> RawOpenHead {
     let mut head = RawOpenHead {
         cgroup_id: 1,
-        ret,
-        pid: tgid,
-        tgid,
+        ret: ret as i32,
+        tgid_syscall: (tgid & HEAD_TGID_MASK) | 2 << HEAD_SYSCALL_SHIFT,
         comm: [0; COMM_LEN],
-        syscall: 2,
-        pad: [0; 7],
     };
     let c = comm.as_bytes();
     let n = c.len().min(COMM_LEN - 1);
@@ -425,12 +436,13 @@ pub fn sample_head(tgid: u32, comm: &str, ret: i64) -> RawOpenHead {
 pub fn sample(tgid: u32, comm: &str, filename: &str, ret: i64) -> RawOpenFull {
     let mut detail = RawOpenDetail {
         ts_ns: 1,
+        tid: tgid,
         uid: 0,
         flags: 0,
         mode: 0,
         fname_len: 0,
         eflags: 0,
-        pad: 0,
+        pad: [0; 5],
         fname: [0; FNAME_LEN],
     };
     let f = filename.as_bytes();
@@ -459,6 +471,20 @@ mod tests {
         assert_eq!(ev.result(), OpenResult::Fd(3));
         assert_eq!(ev.syscall(), Syscall::Openat);
         assert_eq!(ev.ts_ns(), Some(1));
+        assert_eq!(ev.tid(), Some(42));
+    }
+
+    #[test]
+    fn the_head_packs_the_syscall_above_the_pid() {
+        // The largest pid a 64-bit kernel hands out (PID_MAX_LIMIT - 1), through creat(2).
+        let mut head = sample_head(0, "sh", -13);
+        head.tgid_syscall = ((1 << 22) - 1) | 4 << HEAD_SYSCALL_SHIFT;
+        let bytes = encode_compact(&head);
+        let ev = OpenEvent::decode(&bytes).unwrap();
+        assert_eq!((ev.pid(), ev.syscall()), ((1 << 22) - 1, Syscall::Creat));
+        assert_eq!(ev.result(), OpenResult::Errno(13));
+        let view = OpenEventRef::new(&bytes).unwrap();
+        assert_eq!((view.pid(), view.ret()), ((1 << 22) - 1, -13));
     }
 
     #[test]
@@ -474,6 +500,7 @@ mod tests {
             (ev.filename(), ev.flags(), ev.mode(), ev.uid(), ev.ts_ns()),
             (None, None, None, None, None)
         );
+        assert_eq!(ev.tid(), None);
         assert!(!ev.filename_fault() && !ev.filename_truncated());
     }
 
@@ -517,7 +544,7 @@ mod tests {
         assert!(OpenEvent::decode(&long).is_err());
         assert!(OpenEventRef::new(&long).is_err());
         let err = OpenEvent::decode(&[]).unwrap_err().to_string();
-        assert!(err.contains("48") && err.contains("328"), "{err}");
+        assert!(err.contains("32") && err.contains("320"), "{err}");
     }
 
     #[test]

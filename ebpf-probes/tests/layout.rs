@@ -132,7 +132,7 @@ fn rust_and_c_agree_on_the_compact_record() {
     let rust = rust_layout!(
         RawOpenHead,
         sample(0, "", "", 0).head,
-        [cgroup_id, ret, pid, tgid, comm, syscall, pad]
+        [cgroup_id, ret, tgid_syscall, comm]
     );
     assert_eq!(size, size_of::<RawOpenHead>(), "sizeof(struct open_head)");
     assert_eq!(size, COMPACT_RECORD_SIZE);
@@ -149,7 +149,7 @@ fn rust_and_c_agree_on_the_full_record() {
     let rust = rust_layout!(
         RawOpenDetail,
         raw.detail,
-        [ts_ns, uid, flags, mode, fname_len, eflags, pad, fname]
+        [ts_ns, tid, uid, flags, mode, fname_len, eflags, pad, fname]
     );
     assert_eq!(size, size_of::<RawOpenDetail>(), "sizeof(struct open_detail)");
     assert_eq!(

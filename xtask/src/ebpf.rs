@@ -27,7 +27,7 @@ const PROGRAMS: &[&str] = &[
 
 /// The record sizes in `ebpf-probes/src/bpf/fileopen.h` (the crate's layout test checks every
 /// field against the Rust mirror; this catches a header change before any Rust is built).
-const RECORD_STRUCTS: &[(&str, usize)] = &[("open_head", 48), ("open_full", 328), ("open_batch", 1600)];
+const RECORD_STRUCTS: &[(&str, usize)] = &[("open_head", 32), ("open_full", 320), ("open_batch", 1088)];
 
 /// Loading programs into the kernel is the point of the task: without root it cannot be done,
 /// and a task that skipped it would report a check it never made.

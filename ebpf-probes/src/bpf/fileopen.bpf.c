@@ -292,10 +292,7 @@ static __always_inline void fill_head(struct open_head *h, struct opener who, lo
 		bpf_get_current_comm(h->comm, sizeof(h->comm));
 	}
 	h->ret = ret;
-	h->pid = (__u32)who.pid_tgid;
-	h->tgid = who.pid_tgid >> 32;
-	/* syscall and pad in one store */
-	*(__u64 *)&h->syscall = syscall;
+	h->tgid_syscall = (__u32)(who.pid_tgid >> 32) | syscall << OPEN_HEAD_SYSCALL_SHIFT;
 }
 
 /* A compact record of its own in the ring (benchmarks: what batching saves). */
@@ -358,12 +355,13 @@ static __always_inline void emit_full(struct opener who, long ret, const char *f
 		return;
 	}
 	fill_head(&e->head, who, ret, syscall);
+	e->detail.tid = (__u32)who.pid_tgid;
 	e->detail.ts_ns = bpf_ktime_get_ns();
 	e->detail.uid = (__u32)bpf_get_current_uid_gid();
 	e->detail.flags = flags;
 	e->detail.mode = mode;
 	e->detail.eflags = 0;
-	e->detail.pad = 0;
+	__builtin_memset(e->detail.pad, 0, sizeof(e->detail.pad));
 	if (cost_variant == COST_FULL_NO_PATH && !is_selftest()) {
 		e->detail.fname[0] = 0;
 		e->detail.fname_len = 0;

@@ -4,10 +4,12 @@
  * (mirrored with #[repr(C)], checked by a test against this object's BTF) by the Rust loader.
  *
  * Two kinds, told apart by their length, chosen when the probe is loaded:
- *  - compact (struct open_head, 48 bytes): whose open it was and what it returned. All that the
- *    agent's counting reads, and cheap to make: no syscall arguments, no path copy.
- *  - full (struct open_full, 328 bytes): the same head followed by the time, uid, flags, mode
- *    and path, for `splitscope trace`, the --path-prefix filter and the start-up self-test.
+ *  - compact (struct open_head, 32 bytes): whose open it was and what it returned. All that the
+ *    agent's counting reads, and cheap to make and to move: no syscall arguments, no path copy,
+ *    no thread id, two records to a cache line.
+ *  - full (struct open_full, 320 bytes): the same head followed by the thread id, time, uid,
+ *    flags, mode and path, for `splitscope trace`, the --path-prefix filter and the start-up
+ *    self-test.
  * Both start with the head, so a reader finds the counting fields at the same offsets in either.
  * Fixed sizes, so that bpf_ringbuf_reserve() takes a constant; no implicit padding.
  *
@@ -36,26 +38,30 @@ enum open_syscall {
 #define OPEN_EVENT_F_FNAME_FAULT 0x1     /* the path could not be read from user memory */
 #define OPEN_EVENT_F_FNAME_TRUNCATED 0x2 /* the path filled fname: it may be longer */
 
-/* Every record starts with this; alone, it is the compact record. */
+/* open_head.tgid_syscall: the process id in the low bits (pids stay below PID_MAX_LIMIT, 2^22,
+ * on 64-bit kernels), enum open_syscall in the high byte. */
+#define OPEN_HEAD_TGID_MASK 0xffffff
+#define OPEN_HEAD_SYSCALL_SHIFT 24
+
+/* Every record starts with this; alone, it is the compact record. 32 bytes: every byte of it is
+ * moved from the opening CPU to the reader's, so only what counting reads is in it. */
 struct open_head {
-	__u64 cgroup_id; /* cgroup v2 id of the task = inode of its cgroup directory */
-	__s64 ret;       /* the new fd, or -errno */
-	__u32 pid;       /* thread id */
-	__u32 tgid;      /* process id */
+	__u64 cgroup_id;     /* cgroup v2 id of the task = inode of its cgroup directory */
+	__s32 ret;           /* the new fd, or -errno (the open syscalls return an int) */
+	__u32 tgid_syscall;  /* process id | syscall << OPEN_HEAD_SYSCALL_SHIFT */
 	char comm[OPEN_EVENT_COMM_LEN];
-	__u8 syscall; /* enum open_syscall */
-	__u8 pad[7];
 };
 
-/* What a full record adds: the open's arguments, the time and the uid. */
+/* What a full record adds: the thread id, the open's arguments, the time and the uid. */
 struct open_detail {
 	__u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 tid;
 	__u32 uid;
 	__u32 flags;     /* open(2) flags */
 	__u32 mode;      /* open(2) mode (meaningful with O_CREAT / O_TMPFILE) */
 	__u16 fname_len; /* bytes of fname before its NUL */
 	__u8 eflags;     /* OPEN_EVENT_F_* */
-	__u8 pad;
+	__u8 pad[5];
 	char fname[OPEN_EVENT_FNAME_LEN];
 };
 
@@ -80,7 +86,7 @@ struct open_batch {
 	__u32 cpu; /* set when the batch goes into the ring */
 	__u32 pad;
 	struct open_head rec[OPEN_BATCH_LEN];
-	__u64 pad_end[6]; /* a whole number of cache lines: CPUs' batches never share one */
+	__u64 pad_end[6]; /* a whole number of cache lines (17): CPUs' batches never share one */
 };
 
 #endif /* SPLITSCOPE_FILEOPEN_H */

@@ -46,10 +46,10 @@ impl Peer {
             Peer::Opensnoop => "libbpf-tools opensnoop (perf buffer, every open)",
             Peer::TracepointOnly => "the tracepoint and an empty program",
             Peer::PerCpuCount => "a per-CPU counter (what bpftrace `count()` does)",
-            Peer::ConstantRecord => "reserve + submit a 48-byte record of constants",
+            Peer::ConstantRecord => "reserve + submit a 32-byte record of constants",
             Peer::Helpers => "the agent, comm and cgroup through helpers (kernels before 5.11)",
-            Peer::Unbatched => "a 48-byte compact record of its own per open (not batched)",
-            Peer::FullWithoutPath => "a full 328-byte record without the path (arguments, time, uid)",
+            Peer::Unbatched => "a 32-byte compact record of its own per open (not batched)",
+            Peer::FullWithoutPath => "a full 320-byte record without the path (arguments, time, uid)",
             Peer::Full => "a full record with the path (the agent before)",
         }
     }

@@ -477,7 +477,7 @@ impl Report<'_> {
                 diff(Peer::Full, Peer::FullWithoutPath),
             ),
             (
-                "the arguments from the saved registers, time, uid, 328 instead of 48 bytes (full without the path − compact, unbatched)",
+                "the arguments from the saved registers, time, uid, 320 instead of 32 bytes (full without the path − compact, unbatched)",
                 diff(Peer::FullWithoutPath, Peer::Unbatched),
             ),
             (
