@@ -577,7 +577,11 @@ impl Report<'_> {
         let ratio = Spread::of(&self.side_by_side.iter().map(|r| r.0 / r.1).collect::<Vec<_>>());
         writeln!(
             t,
-            "**Side by side**: the agent and bpftrace `count()` attached together, timed by the same              accounting on the same {OPS_PER_ROUND} opens in each of {} rounds (pinned), so a slow              spell of the machine slows both alike: the agent's program {:.0} ns per run ({:.0}–{:.0}),              bpftrace's {:.0} ns ({:.0}–{:.0}). **The agent's program costs {:.0} ns more per open              (round by round {:.0}–{:.0}), {:.2}× bpftrace's ({:.2}–{:.2}×)**: {}.\n",
+            "**Side by side**: the agent and bpftrace `count()` attached together, timed by the same \
+             accounting on the same {OPS_PER_ROUND} opens in each of {} rounds (pinned), so a slow \
+             spell of the machine slows both alike: the agent's program {:.0} ns per run ({:.0}–{:.0}), \
+             bpftrace's {:.0} ns ({:.0}–{:.0}). **The agent's program costs {:.0} ns more per open \
+             (round by round {:.0}–{:.0}), {:.2}× bpftrace's ({:.2}–{:.2}×)**: {}.\n",
             self.side_by_side.len(),
             agent.median,
             agent.min,
