@@ -238,10 +238,15 @@ static __always_inline __u32 syscall_of(long nr)
 	}
 }
 
-/* The flags that wake the reader only where the unread data, `avail` bytes with this record of
- * `size` counted, crosses a multiple of wakeup_bytes. */
-static __always_inline __u64 wake_flags(__u64 avail, __u64 size)
+/* The flags for a record of `size` bytes that wake the reader only where the unread data crosses
+ * a multiple of wakeup_bytes; `uncounted` of its bytes are not in the ring's unread data yet (a
+ * reserved record's are, one written by bpf_ringbuf_output is not). Without a threshold: the
+ * kernel's default, a wakeup when the reader waits. */
+static __always_inline __u64 wake_flags(__u64 uncounted, __u64 size)
 {
+	if (!wakeup_bytes)
+		return 0;
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + uncounted;
 	/*
 	 * Wake the reader each time the unread data crosses a multiple of wakeup_bytes (a power of
 	 * two). Producers on several CPUs race between reserve and query and can all step over one
@@ -253,14 +258,10 @@ static __always_inline __u64 wake_flags(__u64 avail, __u64 size)
 										 : BPF_RB_NO_WAKEUP;
 }
 
-/* Submits a reserved record of `size` bytes (already counted in the ring's unread data). Without
- * a threshold: the kernel's default, a wakeup when the reader waits. */
+/* Submits a reserved record of `size` bytes. */
 static __always_inline void submit(void *record, __u64 size)
 {
-	__u64 wake = 0;
-	if (wakeup_bytes)
-		wake = wake_flags(bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA), size);
-	bpf_ringbuf_submit(record, wake);
+	bpf_ringbuf_submit(record, wake_flags(0, size));
 }
 
 /* The task that opened: its ids, and with task_fields the task itself, which its comm and cgroup
@@ -334,12 +335,9 @@ static __always_inline void emit_compact(struct opener who, long ret, __u32 sysc
 	if (seq & (OPEN_BATCH_LEN - 1))
 		return;
 	b->cpu = cpu;
-	__u64 wake = 0;
-	if (wakeup_bytes)
-		wake = wake_flags(bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(*b), sizeof(*b));
 	/* A batch the ring has no room for is counted by user space, which knows which of its
 	 * records it read in place before the batch was full. */
-	bpf_ringbuf_output(&events, b, sizeof(*b), wake);
+	bpf_ringbuf_output(&events, b, sizeof(*b), wake_flags(sizeof(*b), sizeof(*b)));
 }
 
 /* A full record. The task and result filters have passed; the path filter is applied here. */
