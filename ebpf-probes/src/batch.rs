@@ -117,9 +117,14 @@ impl Cursors {
     }
 }
 
-/// Where record `seq` sits in a batch's bytes.
+/// Where record `seq` starts in a batch's bytes.
+fn record_offset(seq: u64) -> usize {
+    REC_AT + (seq % LEN) as usize * COMPACT_RECORD_SIZE
+}
+
+/// Record `seq` in a batch's bytes.
 fn record_at(batch: &[u8], seq: u64) -> &[u8] {
-    let at = REC_AT + (seq % LEN) as usize * COMPACT_RECORD_SIZE;
+    let at = record_offset(seq);
     batch.get(at..at + COMPACT_RECORD_SIZE).unwrap_or(&[])
 }
 
@@ -270,7 +275,7 @@ mod tests {
         bytes[CPU_AT..CPU_AT + 4].copy_from_slice(&cpu.to_ne_bytes());
         for seq in end.saturating_sub(LEN)..end {
             let head: RawOpenHead = sample_head(seq as u32, "w", 0);
-            let at = REC_AT + (seq % LEN) as usize * COMPACT_RECORD_SIZE;
+            let at = record_offset(seq);
             bytes[at..at + COMPACT_RECORD_SIZE].copy_from_slice(&encode_compact(&head));
         }
         bytes

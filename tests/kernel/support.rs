@@ -63,11 +63,17 @@ impl Drop for Files {
     }
 }
 
+/// The test opener's command line: `ops` under the command name `comm`.
+fn opener_command(comm: &str, ops: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_splitscope-test-opener"));
+    cmd.arg("--comm").arg(comm).args(ops);
+    cmd
+}
+
 /// The opener that makes `ops` under the command name `comm`. With `wait_stdin` it waits for a
 /// byte (or EOF) on its stdin before opening, so a test can first act on its pid.
 pub fn spawn_opener(comm: &str, ops: &[String], wait_stdin: bool) -> GroupChild {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_splitscope-test-opener"));
-    cmd.arg("--comm").arg(comm).args(ops);
+    let mut cmd = opener_command(comm, ops);
     if wait_stdin {
         cmd.arg("--wait-stdin").stdin(Stdio::piped());
     } else {
@@ -79,12 +85,8 @@ pub fn spawn_opener(comm: &str, ops: &[String], wait_stdin: bool) -> GroupChild 
 /// The opener that makes `ops` under the command name `comm` on one CPU, reading a byte from
 /// stdin at each `pause` op.
 pub fn spawn_pinned_opener(comm: &str, ops: &[String]) -> GroupChild {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_splitscope-test-opener"));
-    cmd.arg("--comm")
-        .arg(comm)
-        .arg("--pin")
-        .args(ops)
-        .stdin(Stdio::piped());
+    let mut cmd = opener_command(comm, ops);
+    cmd.arg("--pin").stdin(Stdio::piped());
     GroupChild::spawn(&mut cmd).expect("starting the opener")
 }
 
@@ -164,7 +166,6 @@ pub fn spawn(args: &[&str]) -> (GroupChild, Logs) {
     spawn_under(&[], args)
 }
 
-/// Like `spawn`, with the binary started by `wrapper` (e.g. `unshare …`).
 /// `splitscope agent` on an ephemeral port and without a cluster, with `extra` flags after.
 pub fn standalone_agent<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["agent", "--metrics-addr", "127.0.0.1:0", "--kubernetes", "off"];
@@ -172,6 +173,7 @@ pub fn standalone_agent<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// Like `spawn`, with the binary started by `wrapper` (e.g. `unshare …`).
 pub fn spawn_under(wrapper: &[&str], args: &[&str]) -> (GroupChild, Logs) {
     require_bpf();
     spawn_with_env(wrapper, &[], args)

@@ -233,6 +233,12 @@ impl BpfStats {
     }
 }
 
+/// ns per run between two `BpfStats::of_process` readings; `None` if nothing ran.
+pub fn ns_per_run(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let runs = after.1.saturating_sub(before.1);
+    (runs > 0).then(|| after.0.saturating_sub(before.0) as f64 / runs as f64)
+}
+
 /// The tracing BPF programs loaded on this machine now (id, type, name): at the start of the
 /// benchmark, anything but ours is another tool whose cost every open pays, baseline included.
 pub fn tracing_programs() -> Vec<String> {
@@ -283,5 +289,11 @@ mod tests {
         );
         assert_eq!(Spread::of(&[4.0, 1.0, 3.0, 2.0]).median, 2.5);
         assert!(Spread::of(&[]).median.is_nan());
+    }
+
+    #[test]
+    fn ns_per_run_is_the_time_over_the_runs_between_two_readings() {
+        assert_eq!(ns_per_run((1_000, 10), (6_000, 110)), Some(50.0));
+        assert_eq!(ns_per_run((1_000, 10), (1_000, 10)), None);
     }
 }

@@ -167,6 +167,7 @@ pub fn run() -> anyhow::Result<()> {
         .filter(|p| *p != Peer::None)
         .map(|p| (p, Vec::new()))
         .collect();
+    let mut side_by_side = Vec::new();
     {
         let stats = BpfStats::enable()?;
         for _ in 0..3 {
@@ -178,21 +179,14 @@ pub fn run() -> anyhow::Result<()> {
                 measure::open_close(&path, OPS_PER_ROUND);
                 let after = stats.of_process(pid)?;
                 drop(running);
-                let runs = after.1.saturating_sub(before.1);
-                if runs > 0 {
-                    samples.push((after.0 - before.0) as f64 / runs as f64);
-                }
+                samples.extend(measure::ns_per_run(before, after));
             }
         }
-    }
 
-    // 2b. The agent and bpftrace side by side: both attached at once and timed on the same opens,
-    //     so that a slow spell of the machine slows both alike. The difference is what streaming
-    //     an open costs over counting it, inside the program, measured without the run-to-run
-    //     noise that swamps the opener's clocks.
-    let mut side_by_side = Vec::new();
-    {
-        let stats = BpfStats::enable()?;
+        // 2b. The agent and bpftrace side by side: both attached at once and timed on the same
+        //     opens, so that a slow spell of the machine slows both alike. The difference is
+        //     what streaming an open costs over counting it, inside the program, measured
+        //     without the run-to-run noise that swamps the opener's clocks.
         for _ in 0..rounds {
             let agent = peers::start(Peer::Agent, &Placement::Pinned.tracer_cpus())?;
             let bpftrace = peers::start(Peer::Bpftrace, &Placement::Pinned.tracer_cpus())?;
@@ -205,11 +199,10 @@ pub fn run() -> anyhow::Result<()> {
             measure::open_close(&path, OPS_PER_ROUND);
             let after = (stats.of_process(pids.0)?, stats.of_process(pids.1)?);
             drop((agent, bpftrace));
-            let per_run = |before: (u64, u64), after: (u64, u64)| {
-                let runs = after.1.saturating_sub(before.1);
-                (runs > 0).then(|| after.0.saturating_sub(before.0) as f64 / runs as f64)
-            };
-            if let (Some(agent), Some(bpftrace)) = (per_run(before.0, after.0), per_run(before.1, after.1)) {
+            if let (Some(agent), Some(bpftrace)) = (
+                measure::ns_per_run(before.0, after.0),
+                measure::ns_per_run(before.1, after.1),
+            ) {
                 side_by_side.push((agent, bpftrace));
             }
         }
