@@ -74,6 +74,10 @@ pub enum CostVariant {
     FullWithoutPath,
     /// A compact record of its own per open in the ring, not batched: what batching saves.
     Unbatched,
+    /// Compact records into the CPU's batch as usual, but the full batch never into the ring:
+    /// what moving the records to the reader through the ring costs. The reader counts every
+    /// such batch as lost.
+    BatchUnsent,
 }
 
 impl CostVariant {
@@ -86,6 +90,7 @@ impl CostVariant {
             Self::ConstantRecord => 3,
             Self::FullWithoutPath => 4,
             Self::Unbatched => 5,
+            Self::BatchUnsent => 6,
         }
     }
 }

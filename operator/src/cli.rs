@@ -273,6 +273,8 @@ pub enum CostVariantMode {
     FullWithoutPath,
     /// A compact record per open in the ring, not batched per CPU.
     Unbatched,
+    /// Records batched per CPU as usual, the batches never put into the ring.
+    BatchUnsent,
 }
 
 /// How the probe reads the comm and cgroup of the task that opened.

@@ -75,6 +75,7 @@ const volatile __u32 task_fields = 0;  /* comm and cgroup id read from the task'
 #define COST_CONSTANT_RECORD 3 /* reserve and submit a compact record of constants */
 #define COST_FULL_NO_PATH 4    /* a full record without copying the path */
 #define COST_UNBATCHED 5       /* a compact record per open, reserved and submitted in the ring */
+#define COST_BATCH_UNSENT 6    /* records into the CPU's batch, the batch never into the ring */
 const volatile __u32 cost_variant = COST_NORMAL;
 
 /* Puts both record kinds into the object's BTF (records are reserved as void *), so a test can
@@ -334,6 +335,8 @@ static __always_inline void emit_compact(struct opener who, long ret, __u32 sysc
 	*(volatile __u64 *)&b->seq = seq;
 	if (seq & (OPEN_BATCH_LEN - 1))
 		return;
+	if (cost_variant == COST_BATCH_UNSENT && !is_selftest())
+		return;
 	b->cpu = cpu;
 	/* A batch the ring has no room for is counted by user space, which knows which of its
 	 * records it read in place before the batch was full. */
@@ -388,7 +391,7 @@ static __always_inline void emit_full(struct opener who, long ret, const char *f
 static __always_inline bool cost_variant_stops(void)
 {
 	return cost_variant != COST_NORMAL && cost_variant != COST_FULL_NO_PATH && cost_variant != COST_UNBATCHED &&
-	       !is_selftest();
+	       cost_variant != COST_BATCH_UNSENT && !is_selftest();
 }
 
 static __always_inline void cost_variant_finish(long ret)

@@ -81,6 +81,7 @@ pub fn probe_config(args: &ProbeArgs, records: RecordKind) -> anyhow::Result<Pro
             CostVariantMode::ConstantRecord => CostVariant::ConstantRecord,
             CostVariantMode::FullWithoutPath => CostVariant::FullWithoutPath,
             CostVariantMode::Unbatched => CostVariant::Unbatched,
+            CostVariantMode::BatchUnsent => CostVariant::BatchUnsent,
         },
         task_fields: match args.task_fields {
             TaskFieldsMode::Auto => TaskFields::Auto,

@@ -191,19 +191,41 @@ pub fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+/// bpf(2) command BPF_ENABLE_STATS and its only statistic, BPF_STATS_RUN_TIME (linux/bpf.h).
+const BPF_ENABLE_STATS: libc::c_long = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
 
-/// The kernel's per-program run-time accounting (kernel.bpf_stats_enabled), on while this
-/// lives; the previous setting is restored when it is dropped.
+/// The kernel's per-program run-time accounting, on while this lives. It holds the descriptor of
+/// bpf(BPF_ENABLE_STATS) rather than writing kernel.bpf_stats_enabled: the kernel turns the
+/// accounting off when the last such descriptor closes, so a benchmark killed half-way leaves
+/// every BPF program on the machine as cheap as it found it, and two benchmarks at once do not
+/// restore each other's setting.
 pub struct BpfStats {
-    previous: String,
+    _enabled: std::os::fd::OwnedFd,
 }
 
 impl BpfStats {
     pub fn enable() -> anyhow::Result<Self> {
-        let previous = std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
-        std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
-        Ok(Self { previous })
+        // union bpf_attr's enable_stats member: one u32, the statistic; the rest must be zero.
+        let attr: [u32; 2] = [BPF_STATS_RUN_TIME, 0];
+        // SAFETY: bpf(2) reads size_of_val(&attr) bytes from a live, initialised buffer.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_ENABLE_STATS,
+                attr.as_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("bpf(BPF_ENABLE_STATS): the kernel's run-time accounting (Linux >= 5.8, as root)");
+        }
+        let fd = i32::try_from(fd).context("bpf(BPF_ENABLE_STATS) returned no descriptor")?;
+        // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+        Ok(Self {
+            _enabled: unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+        })
     }
 
     /// (run time ns, runs) summed over the BPF programs that process `pid` holds, from the
@@ -265,12 +287,6 @@ pub fn tracing_programs() -> Vec<String> {
             )
         })
         .collect()
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write(BPF_STATS, self.previous.trim());
-    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub enum Peer {
     /// part of the cost of an open to the one before.
     TracepointOnly,
     PerCpuCount,
+    /// The agent's records written into the CPU's batch, the batch never put into the ring.
+    BatchUnsent,
     ConstantRecord,
     /// The agent with comm and cgroup read through helpers (what kernels before 5.11 get).
     Helpers,
@@ -46,6 +48,7 @@ impl Peer {
             Peer::Opensnoop => "libbpf-tools opensnoop (perf buffer, every open)",
             Peer::TracepointOnly => "the tracepoint and an empty program",
             Peer::PerCpuCount => "a per-CPU counter (what bpftrace `count()` does)",
+            Peer::BatchUnsent => "the agent's records into the CPU's batch, the batch never into the ring",
             Peer::ConstantRecord => "reserve + submit a 32-byte record of constants",
             Peer::Helpers => "the agent, comm and cgroup through helpers (kernels before 5.11)",
             Peer::Unbatched => "a 32-byte compact record of its own per open (not batched)",
@@ -60,6 +63,7 @@ impl Peer {
             Peer::Agent => &[],
             Peer::TracepointOnly => &[("SPLITSCOPE_COST_VARIANT", "return")],
             Peer::PerCpuCount => &[("SPLITSCOPE_COST_VARIANT", "percpu-count")],
+            Peer::BatchUnsent => &[("SPLITSCOPE_COST_VARIANT", "batch-unsent")],
             Peer::ConstantRecord => &[("SPLITSCOPE_COST_VARIANT", "constant-record")],
             Peer::Helpers => &[("SPLITSCOPE_TASK_FIELDS", "helpers")],
             Peer::Unbatched => &[("SPLITSCOPE_COST_VARIANT", "unbatched")],

@@ -23,13 +23,28 @@ const DEFAULT_ROUNDS: usize = 7;
 const ROUNDS_ENV: &str = "SPLITSCOPE_BENCH_ROUNDS";
 
 /// The comparison, then the probe variants that show where the agent's cost goes.
-const PEERS: [Peer; 11] = [
+const PEERS: [Peer; 12] = [
     Peer::None,
     Peer::Agent,
     Peer::Bpftrace,
     Peer::Opensnoop,
     Peer::TracepointOnly,
     Peer::PerCpuCount,
+    Peer::BatchUnsent,
+    Peer::Helpers,
+    Peer::ConstantRecord,
+    Peer::Unbatched,
+    Peer::FullWithoutPath,
+    Peer::Full,
+];
+
+/// The programs timed beside bpftrace's: the agent and the variants of its probe, each doing one
+/// thing more than the one before it (the agent's place in that order is after BatchUnsent).
+const BESIDE_BPFTRACE: [Peer; 9] = [
+    Peer::TracepointOnly,
+    Peer::PerCpuCount,
+    Peer::BatchUnsent,
+    Peer::Agent,
     Peer::Helpers,
     Peer::ConstantRecord,
     Peer::Unbatched,
@@ -160,50 +175,40 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
 
-    // 2. Time inside each BPF program per run, from the kernel's own accounting (pinned), three
-    //    times per peer, interleaved.
-    let mut program_ns: Vec<(Peer, Vec<f64>)> = PEERS
-        .into_iter()
-        .filter(|p| *p != Peer::None)
-        .map(|p| (p, Vec::new()))
-        .collect();
-    let mut side_by_side = Vec::new();
+    // 2. Time inside the BPF programs, from the kernel's own accounting (pinned): each program
+    //    attached together with bpftrace's and timed on the same opens, round by round (the order
+    //    rotated), so that a slow spell of the machine slows both alike. The difference is what
+    //    the program costs over counting, without the run-to-run noise that swamps the opener's
+    //    clocks (and, timed alone, each program's own figure).
+    let mut beside_bpftrace: Vec<(Peer, Vec<(f64, f64)>)> =
+        BESIDE_BPFTRACE.iter().map(|p| (*p, Vec::new())).collect();
     {
         let stats = BpfStats::enable()?;
-        for _ in 0..3 {
-            for (peer, samples) in &mut program_ns {
-                let running = peers::start(*peer, &Placement::Pinned.tracer_cpus())?;
+        for round in 0..rounds {
+            for k in 0..beside_bpftrace.len() {
+                let (peer, pairs) = &mut beside_bpftrace[(k + round) % BESIDE_BPFTRACE.len()];
+                let tracer = peers::start(*peer, &Placement::Pinned.tracer_cpus())?;
+                let bpftrace = peers::start(Peer::Bpftrace, &Placement::Pinned.tracer_cpus())?;
                 Placement::Pinned.place_opener();
-                let pid = running.pid().context("the peer's pid")?;
-                let before = stats.of_process(pid)?;
+                let pids = (
+                    tracer.pid().context("the agent's pid")?,
+                    bpftrace.pid().context("bpftrace's pid")?,
+                );
+                let before = (stats.of_process(pids.0)?, stats.of_process(pids.1)?);
                 measure::open_close(&path, OPS_PER_ROUND);
-                let after = stats.of_process(pid)?;
-                drop(running);
-                samples.extend(measure::ns_per_run(before, after));
-            }
-        }
-
-        // 2b. The agent and bpftrace side by side: both attached at once and timed on the same
-        //     opens, so that a slow spell of the machine slows both alike. The difference is
-        //     what streaming an open costs over counting it, inside the program, measured
-        //     without the run-to-run noise that swamps the opener's clocks.
-        for _ in 0..rounds {
-            let agent = peers::start(Peer::Agent, &Placement::Pinned.tracer_cpus())?;
-            let bpftrace = peers::start(Peer::Bpftrace, &Placement::Pinned.tracer_cpus())?;
-            Placement::Pinned.place_opener();
-            let pids = (
-                agent.pid().context("the agent's pid")?,
-                bpftrace.pid().context("bpftrace's pid")?,
-            );
-            let before = (stats.of_process(pids.0)?, stats.of_process(pids.1)?);
-            measure::open_close(&path, OPS_PER_ROUND);
-            let after = (stats.of_process(pids.0)?, stats.of_process(pids.1)?);
-            drop((agent, bpftrace));
-            if let (Some(agent), Some(bpftrace)) = (
-                measure::ns_per_run(before.0, after.0),
-                measure::ns_per_run(before.1, after.1),
-            ) {
-                side_by_side.push((agent, bpftrace));
+                let after = (stats.of_process(pids.0)?, stats.of_process(pids.1)?);
+                drop((tracer, bpftrace));
+                if let (Some(program), Some(bpftrace)) = (
+                    measure::ns_per_run(before.0, after.0),
+                    measure::ns_per_run(before.1, after.1),
+                ) {
+                    eprintln!(
+                        "xtask: bench-probe side by side {}/{rounds} {:<16} {program:6.1} ns per run, bpftrace {bpftrace:6.1}",
+                        round + 1,
+                        format!("{peer:?}"),
+                    );
+                    pairs.push((program, bpftrace));
+                }
             }
         }
     }
@@ -293,8 +298,7 @@ pub fn run() -> anyhow::Result<()> {
         load: (load_before, load_after),
         foreign: &foreign,
         samples: &samples,
-        program_ns: &program_ns,
-        side_by_side: &side_by_side,
+        beside_bpftrace: &beside_bpftrace,
         rate_rows: &rate_rows,
         reader: (idle_cpu, loaded_rate, loaded_cpu, per_100k),
         memory_kib: (rss, hwm),
@@ -313,10 +317,9 @@ struct Report<'a> {
     /// Tracing programs of other tools loaded when the run started.
     foreign: &'a [String],
     samples: &'a [Samples],
-    /// ns per run of each peer's BPF programs, one value per run.
-    program_ns: &'a [(Peer, Vec<f64>)],
-    /// ns per run of the agent's and bpftrace's programs, attached together, one pair per round.
-    side_by_side: &'a [(f64, f64)],
+    /// ns per run of each program in BESIDE_BPFTRACE and of bpftrace's, attached together, one
+    /// pair per round.
+    beside_bpftrace: &'a [(Peer, Vec<(f64, f64)>)],
     rate_rows: &'a [(f64, f64, u64)],
     /// (idle % of a core, events/s, % of a core at that rate, % per 100k events/s)
     reader: (f64, f64, f64, f64),
@@ -330,9 +333,17 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 impl Report<'_> {
-    /// How many ns the agent's program took per run beyond bpftrace's, round by round.
-    fn side_by_side_above(&self) -> Spread {
-        Spread::of(&self.side_by_side.iter().map(|r| r.0 - r.1).collect::<Vec<_>>())
+    /// The (program, bpftrace) ns per run of `peer`'s side-by-side rounds.
+    fn beside(&self, peer: Peer) -> &[(f64, f64)] {
+        self.beside_bpftrace
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .map_or(&[], |(_, pairs)| pairs.as_slice())
+    }
+
+    /// How many ns `peer`'s program took per run beyond bpftrace's, round by round.
+    fn over_bpftrace(&self, peer: Peer) -> Spread {
+        Spread::of(&self.beside(peer).iter().map(|r| r.0 - r.1).collect::<Vec<_>>())
     }
 
     fn render(&self) -> anyhow::Result<String> {
@@ -457,7 +468,7 @@ impl Report<'_> {
         }
         // Both peers' programs run under the same kind of tracepoint, so a program that costs more
         // in every side-by-side round adds more to an open, however the opener's clocks came out.
-        let always_above = self.side_by_side_above().min > 0.0;
+        let always_above = self.over_bpftrace(Peer::Agent).min > 0.0;
         writeln!(
             t,
             "Added cost at most bpftrace `count()`'s, pinned and unpinned, by both measures{}: {}.\n",
@@ -469,16 +480,63 @@ impl Report<'_> {
             verdict(met && !always_above)
         )?;
 
+        // The steady measure first: every program beside bpftrace's on the same opens.
+        let agent = Spread::of(&self.beside(Peer::Agent).iter().map(|r| r.0).collect::<Vec<_>>());
+        let bpftrace = Spread::of(&self.beside(Peer::Agent).iter().map(|r| r.1).collect::<Vec<_>>());
+        let above = self.over_bpftrace(Peer::Agent);
+        let ratio = Spread::of(
+            &self
+                .beside(Peer::Agent)
+                .iter()
+                .map(|r| r.0 / r.1)
+                .collect::<Vec<_>>(),
+        );
+        writeln!(
+            t,
+            "**Side by side**: the agent and bpftrace `count()` attached together, timed by the kernel's \
+             own accounting (`bpf(BPF_ENABLE_STATS)`: two clock reads around every run, included) on \
+             the same {OPS_PER_ROUND} opens in each of {} rounds (pinned), so a slow spell of the machine \
+             slows both alike: the agent's program {:.0} ns per run ({:.0}–{:.0}), bpftrace's {:.0} ns \
+             ({:.0}–{:.0}). **The agent's program costs {:.0} ns more per open (round by round \
+             {:.0}–{:.0}), {:.2}× bpftrace's ({:.2}–{:.2}×)**: {}.\n",
+            self.beside(Peer::Agent).len(),
+            agent.median,
+            agent.min,
+            agent.max,
+            bpftrace.median,
+            bpftrace.min,
+            bpftrace.max,
+            above.median,
+            above.min,
+            above.max,
+            ratio.median,
+            ratio.min,
+            ratio.max,
+            if above.min > 0.0 {
+                "above it in every round; under the same kind of tracepoint that means the agent \
+                 adds more to an open than `count()` does, whatever the opener's clocks say"
+            } else if above.max <= 0.0 {
+                "at or below it in every round"
+            } else {
+                "above it in some rounds and not in others"
+            }
+        )?;
+
         writeln!(
             t,
             "**Where the agent's cost goes**: variants of its probe (`--cost-variant`, `--records`), \
-             each doing one thing more than the one above it. Added ns per open+close, medians:\n"
+             each doing one thing more than the one above it. The first column is the steady one: the \
+             variant's program beside bpftrace's, attached together and timed on the same opens as \
+             above (ns per run over bpftrace's, median and min–max over the rounds; the tracepoint's \
+             own cost, the same for both, is left out). The others are what the opener's clocks say \
+             the variant adds to an open+close (medians), where the noise is larger than most of \
+             these differences:\n"
         )?;
         writeln!(
             t,
-            "| the probe's program does | pinned wall | pinned CPU | unpinned wall | unpinned CPU |\n|---|---|---|---|---|"
+            "| the probe's program does | program − bpftrace's, side by side | pinned wall | pinned CPU | unpinned wall | unpinned CPU |\n|---|---|---|---|---|---|"
         )?;
-        let all = |peer: Peer| {
+        let clocks = |peer: Peer| {
             [
                 self.samples[0].added(peer, Metric::Wall),
                 self.samples[0].added(peer, Metric::Cpu),
@@ -490,6 +548,7 @@ impl Report<'_> {
             Peer::TracepointOnly,
             Peer::PerCpuCount,
             Peer::Bpftrace,
+            Peer::BatchUnsent,
             Peer::Agent,
             Peer::Helpers,
             Peer::ConstantRecord,
@@ -497,19 +556,37 @@ impl Report<'_> {
             Peer::FullWithoutPath,
             Peer::Full,
         ] {
-            let [a, b, c, d] = all(peer);
-            writeln!(t, "| {} | {a:+.0} | {b:+.0} | {c:+.0} | {d:+.0} |", peer.label())?;
+            let [a, b, c, d] = clocks(peer);
+            let program = match peer {
+                Peer::Bpftrace => "0 (the reference)".to_owned(),
+                _ => {
+                    let o = self.over_bpftrace(peer);
+                    format!("{:+.0} ({:+.0}…{:+.0})", o.median, o.min, o.max)
+                }
+            };
+            writeln!(
+                t,
+                "| {} | {program} | {a:+.0} | {b:+.0} | {c:+.0} | {d:+.0} |",
+                peer.label()
+            )?;
         }
+        // One variant's cost over another's: side by side, each against the bpftrace beside it.
         let diff = |x: Peer, y: Peer| {
-            let (x, y) = (all(x), all(y));
-            [x[0] - y[0], x[1] - y[1], x[2] - y[2], x[3] - y[3]]
+            let (cx, cy) = (clocks(x), clocks(y));
+            [
+                self.over_bpftrace(x).median - self.over_bpftrace(y).median,
+                cx[0] - cy[0],
+                cx[1] - cy[1],
+                cx[2] - cy[2],
+                cx[3] - cy[3],
+            ]
         };
-        writeln!(t, "\nWhat each removed cost was worth (ns per open+close):\n")?;
+        writeln!(t, "\nWhat each removed cost was worth (ns per open):\n")?;
         writeln!(
             t,
-            "| removed from every open the agent counts | pinned wall | pinned CPU | unpinned wall | unpinned CPU |\n|---|---|---|---|---|"
+            "| removed from every open the agent counts | program, side by side | pinned wall | pinned CPU | unpinned wall | unpinned CPU |\n|---|---|---|---|---|---|"
         )?;
-        for (what, [a, b, c, d]) in [
+        for (what, [p, a, b, c, d]) in [
             (
                 "copying the path (full − full without the path)",
                 diff(Peer::Full, Peer::FullWithoutPath),
@@ -531,71 +608,22 @@ impl Report<'_> {
                 diff(Peer::Full, Peer::Agent),
             ),
         ] {
-            writeln!(t, "| {what} | {a:.0} | {b:.0} | {c:.0} | {d:.0} |")?;
+            writeln!(t, "| {what} | {p:.0} | {a:.0} | {b:.0} | {c:.0} | {d:.0} |")?;
         }
-        let [a, b, c, d] = diff(Peer::Agent, Peer::PerCpuCount);
-        let [e, f, g, h] = diff(Peer::PerCpuCount, Peer::TracepointOnly);
+        let (ring, batch, counter) = (
+            diff(Peer::Agent, Peer::BatchUnsent)[0],
+            diff(Peer::BatchUnsent, Peer::TracepointOnly)[0],
+            diff(Peer::PerCpuCount, Peer::TracepointOnly)[0],
+        );
         writeln!(
             t,
-            "\nWhat the agent still pays (pinned wall / CPU, unpinned wall / CPU): its record (the task's \
-             fields into the CPU's batch, and the batch into the ring once per 32) over a per-CPU counter \
-             {a:.0} / {b:.0}, {c:.0} / {d:.0} ns; the counter over an empty program {e:.0} / {f:.0}, \
-             {g:.0} / {h:.0} ns.\n"
-        )?;
-        writeln!(
-            t,
-            "Time inside the BPF program per run (one run per open; opensnoop runs two, at entry \
-             and exit), from the kernel's own accounting \
-             (`kernel.bpf_stats_enabled`: two clock reads around every run, included below), pinned, \
-             {OPS_PER_ROUND} opens, three runs per tracer; steadier than the opener's clocks, and it \
-             leaves out the tracepoint's own cost, which both peers pay alike:\n\n\
-             | program of | ns per run, median (min–max) |\n|---|---|"
-        )?;
-        for (peer, samples) in self.program_ns {
-            let sp = Spread::of(samples);
-            writeln!(
-                t,
-                "| {} | {:.0} ({:.0}–{:.0}) |",
-                peer.label(),
-                sp.median,
-                sp.min,
-                sp.max
-            )?;
-        }
-        writeln!(t)?;
-
-        let agent = Spread::of(&self.side_by_side.iter().map(|r| r.0).collect::<Vec<_>>());
-        let bpftrace = Spread::of(&self.side_by_side.iter().map(|r| r.1).collect::<Vec<_>>());
-        let above = self.side_by_side_above();
-        let ratio = Spread::of(&self.side_by_side.iter().map(|r| r.0 / r.1).collect::<Vec<_>>());
-        writeln!(
-            t,
-            "**Side by side**: the agent and bpftrace `count()` attached together, timed by the same \
-             accounting on the same {OPS_PER_ROUND} opens in each of {} rounds (pinned), so a slow \
-             spell of the machine slows both alike: the agent's program {:.0} ns per run ({:.0}–{:.0}), \
-             bpftrace's {:.0} ns ({:.0}–{:.0}). **The agent's program costs {:.0} ns more per open \
-             (round by round {:.0}–{:.0}), {:.2}× bpftrace's ({:.2}–{:.2}×)**: {}.\n",
-            self.side_by_side.len(),
-            agent.median,
-            agent.min,
-            agent.max,
-            bpftrace.median,
-            bpftrace.min,
-            bpftrace.max,
-            above.median,
-            above.min,
-            above.max,
-            ratio.median,
-            ratio.min,
-            ratio.max,
-            if above.min > 0.0 {
-                "above it in every round; under the same kind of tracepoint that means the agent \
-                 adds more to an open than `count()` does, whatever the opener's clocks say"
-            } else if above.max <= 0.0 {
-                "at or below it in every round"
-            } else {
-                "above it in some rounds and not in others"
-            }
+            "\nWhat the agent still pays, program side by side: over an empty program, {batch:.0} ns for \
+             its record (the task's pid, comm and cgroup into the CPU's batch) and {ring:.0} ns for \
+             moving it to the reader (the batch into the ring once per 32, the reader's reads of the \
+             same memory); bpftrace `count()` costs {:.0} ns over an empty program, our per-CPU counter \
+             {counter:.0} ns. Streaming at `count()`'s cost would need both of the agent's parts \
+             together to cost no more than `count()`'s lookup and add.\n",
+            -self.over_bpftrace(Peer::TracepointOnly).median,
         )?;
 
         writeln!(
@@ -682,8 +710,7 @@ mod tests {
             load: (0.0, 0.0),
             foreign: &[],
             samples: &samples,
-            program_ns: &[],
-            side_by_side,
+            beside_bpftrace: &[(Peer::Agent, side_by_side.to_vec())],
             rate_rows: &[],
             reader: (0.0, 0.0, 0.0, 0.0),
             memory_kib: (0, 0),
