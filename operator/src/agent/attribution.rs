@@ -36,6 +36,12 @@ impl Attributor {
         self.pods.as_ref().map_or(0, |p| p.generation())
     }
 
+    /// Whether a series labelled with this pod may still count opens: the pod is on this node,
+    /// or the agent runs standalone (no pods to go away).
+    pub fn pod_is_live(&self, namespace: &str, pod: &str) -> bool {
+        self.pods.as_ref().is_none_or(|p| p.has_pod(namespace, pod))
+    }
+
     pub fn attribute(&mut self, cgroup_id: u64) -> Attribution {
         let Some(pods) = self.pods.clone() else {
             return Attribution {

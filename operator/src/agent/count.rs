@@ -15,6 +15,9 @@ use super::metrics::{AgentMetrics, OpenLabels};
 
 /// How often an incomplete attribution (pod not known yet) is retried for the same key.
 const RETRY_INCOMPLETE: Duration = Duration::from_secs(1);
+/// How long a deleted pod's series stay exported: several scrapes at any usual interval, so
+/// Prometheus has its last counts before they go.
+pub const GONE_POD_GRACE: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
@@ -89,6 +92,21 @@ impl OpenCounter {
 
     pub fn metrics(&self) -> &AgentMetrics {
         &self.metrics
+    }
+
+    /// Drops the series of pods gone from this node for `GONE_POD_GRACE` (see
+    /// `AgentMetrics::forget_gone_pods`); returns how many went.
+    pub fn forget_gone_pods(&mut self, now: Instant) -> usize {
+        self.flush();
+        let attributor = &self.attributor;
+        let removed =
+            self.metrics
+                .forget_gone_pods(|ns, pod| attributor.pod_is_live(ns, pod), now, GONE_POD_GRACE);
+        if removed > 0 {
+            // Cached entries may hold the removed counters; they are rebuilt on the next open.
+            self.cache.clear();
+        }
+        removed
     }
 
     /// Counts one open; visible in the metrics after the next `flush`.

@@ -2,7 +2,8 @@
 //! dashboards). Label values are created once per series; the per-event path in count.rs only
 //! increments a cached counter.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -34,6 +35,8 @@ pub struct AgentMetrics {
     attach_info: IntGaugeVec,
     series: HashSet<OpenLabels>,
     max_series: usize,
+    /// (namespace, pod) of series whose pod has left this node, and when that was first seen.
+    gone_since: HashMap<(String, String), Instant>,
 }
 
 impl AgentMetrics {
@@ -78,6 +81,7 @@ impl AgentMetrics {
             attach_info,
             series: HashSet::new(),
             max_series,
+            gone_since: HashMap::new(),
         })
     }
 
@@ -124,6 +128,51 @@ impl AgentMetrics {
         ]);
         self.series.insert(labels);
         counter
+    }
+
+    /// Removes the series of pods that have been gone from this node for `grace` or longer;
+    /// returns how many went. Without this a long-running agent's series cap fills with pods long
+    /// deleted, and every new pod (a canary among them) is counted as `other`, where no rollout's
+    /// query finds it. The grace lets Prometheus scrape a pod's last counts before they go.
+    pub fn forget_gone_pods(
+        &mut self,
+        is_live: impl Fn(&str, &str) -> bool,
+        now: Instant,
+        grace: Duration,
+    ) -> usize {
+        let mut gone = HashSet::new();
+        for labels in &self.series {
+            if labels.pod.is_empty() || labels.pod == OTHER {
+                continue;
+            }
+            let key = (labels.namespace.clone(), labels.pod.clone());
+            if is_live(&key.0, &key.1) {
+                self.gone_since.remove(&key);
+            } else if now.saturating_duration_since(*self.gone_since.entry(key.clone()).or_insert(now))
+                >= grace
+            {
+                gone.insert(key);
+            }
+        }
+        let before = self.series.len();
+        let opens = &self.opens;
+        self.series.retain(|labels| {
+            let keep = !gone.contains(&(labels.namespace.clone(), labels.pod.clone()));
+            if !keep {
+                let _ = opens.remove_label_values(&[
+                    &labels.namespace,
+                    &labels.pod,
+                    &labels.container,
+                    &labels.comm,
+                    &labels.result,
+                ]);
+            }
+            keep
+        });
+        for key in &gone {
+            self.gone_since.remove(key);
+        }
+        before - self.series.len()
     }
 
     /// Distinct `splitscope_file_opens_total` series (the `other` buckets included).
@@ -177,6 +226,61 @@ mod tests {
         );
         assert!(text.contains(r#"result="ENOENT"} 47"#));
         assert!(!text.contains(r#"comm="c3""#));
+    }
+
+    fn pod_labels(pod: &str, result: &str) -> OpenLabels {
+        OpenLabels {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            container: "app".into(),
+            comm: "web".into(),
+            result: result.into(),
+        }
+    }
+
+    #[test]
+    fn series_of_pods_gone_past_the_grace_are_removed_and_free_the_cap() {
+        let grace = Duration::from_secs(300);
+        let mut m = AgentMetrics::new(3).unwrap();
+        m.opens_counter(pod_labels("old-1", "ok")).inc();
+        m.opens_counter(pod_labels("old-1", "ENOENT")).inc();
+        m.opens_counter(pod_labels("stays", "ok")).inc();
+        // The cap is full: a new pod (a canary, say) is counted as `other`.
+        m.opens_counter(pod_labels("canary-1", "ok")).inc();
+        assert!(!scrape(&m).contains("canary-1"));
+
+        // old-1 leaves the node: kept through the grace, so its last counts get scraped.
+        let live = |_: &str, pod: &str| pod != "old-1";
+        let t0 = Instant::now();
+        assert_eq!(m.forget_gone_pods(live, t0, grace), 0);
+        assert_eq!(m.forget_gone_pods(live, t0 + grace / 2, grace), 0);
+        assert!(scrape(&m).contains(r#"pod="old-1""#));
+        assert_eq!(m.forget_gone_pods(live, t0 + grace, grace), 2);
+        let text = scrape(&m);
+        assert!(!text.contains(r#"pod="old-1""#), "{text}");
+        assert!(text.contains(r#"pod="stays""#), "{text}");
+        assert!(text.contains(r#"pod="other""#), "the other bucket stays: {text}");
+
+        // The room it left goes to the next new pod.
+        m.opens_counter(pod_labels("canary-1", "ok")).inc();
+        assert!(scrape(&m).contains(r#"pod="canary-1""#));
+    }
+
+    #[test]
+    fn a_pod_back_on_the_node_within_the_grace_keeps_its_series() {
+        let grace = Duration::from_secs(300);
+        let mut m = AgentMetrics::new(10).unwrap();
+        m.opens_counter(pod_labels("db-0", "ok")).inc();
+        let t0 = Instant::now();
+        assert_eq!(m.forget_gone_pods(|_, _| false, t0, grace), 0);
+        // Recreated under the same name (a StatefulSet pod): the clock starts again.
+        assert_eq!(m.forget_gone_pods(|_, _| true, t0 + grace / 2, grace), 0);
+        assert_eq!(m.forget_gone_pods(|_, _| false, t0 + grace, grace), 0);
+        assert!(scrape(&m).contains(r#"pod="db-0""#));
+        // Standalone series (no pod label) never go.
+        m.opens_counter(labels("cat", "ok")).inc();
+        assert_eq!(m.forget_gone_pods(|_, _| false, t0 + grace * 3, grace), 1);
+        assert!(scrape(&m).contains(r#"comm="cat""#));
     }
 
     #[test]

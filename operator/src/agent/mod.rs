@@ -145,6 +145,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!("agent ready");
 
     let mut counters_tick = tokio::time::interval(Duration::from_millis(500));
+    let mut forget_tick = tokio::time::interval(Duration::from_secs(30));
     let mut decode_errors = 0u64;
     loop {
         // Everything in the ring, read in place; then wait for a wakeup or the drain timer.
@@ -160,6 +161,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 Ok(total) => counter.metrics().set_dropped(total),
                 Err(err) => tracing::warn!(error = %err, "reading the drop counter"),
             },
+            _ = forget_tick.tick() => {
+                let removed = counter.forget_gone_pods(Instant::now());
+                if removed > 0 {
+                    tracing::info!(series = removed, "removed the series of pods gone from this node");
+                }
+            }
             ready = stream.wait() => ready.context("waiting on the probe's ring buffer")?,
         }
     }

@@ -1,7 +1,7 @@
 //! The Pods on this node, by container id and by pod UID, kept current by a kube reflector
 //! (field selector `spec.nodeName=<node>`, so the agent watches its own node's Pods only).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct PodRef {
 pub struct PodIndex {
     pub by_container: HashMap<String, PodRef>,
     pub by_uid: HashMap<String, PodRef>,
+    /// (namespace, name) of every Pod: which pods' metric series are still live.
+    pub names: HashSet<(String, String)>,
 }
 
 impl PodIndex {
@@ -38,6 +40,7 @@ impl PodIndex {
         for pod in pods {
             let namespace = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
+            index.names.insert((namespace.clone(), name.clone()));
             if let Some(uid) = &pod.metadata.uid {
                 index.by_uid.insert(
                     uid.clone(),
@@ -90,6 +93,14 @@ impl PodDirectory {
             *guard = index;
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether this node has a Pod of that name (a lock poisoned by a panic answers yes, so
+    /// that nothing is forgotten on its account).
+    pub fn has_pod(&self, namespace: &str, pod: &str) -> bool {
+        self.index.read().map_or(true, |index| {
+            index.names.contains(&(namespace.to_owned(), pod.to_owned()))
+        })
     }
 
     /// Looks up a container id, falling back to the pod UID.
@@ -228,5 +239,10 @@ mod tests {
         let by_uid = dir.lookup(Some("unknown"), Some("uid-2")).unwrap();
         assert_eq!((by_uid.pod.as_str(), by_uid.container.as_str()), ("dns", ""));
         assert_eq!(dir.lookup(None, None), None);
+        assert!(dir.has_pod("shop", "checkout-1"));
+        assert!(!dir.has_pod("kube-system", "checkout-1"));
+        dir.replace(PodIndex::build(pods[1..].iter()));
+        assert!(!dir.has_pod("shop", "checkout-1"), "deleted pods are gone");
+        assert!(dir.has_pod("kube-system", "dns"));
     }
 }
