@@ -203,12 +203,16 @@ impl World {
     }
 }
 
-/// Runs `command` to its end: whether it succeeded, and its stdout then stderr.
+/// How long one kubectl or CLI call may take: each is a handful of requests to a local server.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `command` to its end: whether it succeeded, and its stdout then stderr. A call that hangs
+/// fails the test after COMMAND_TIMEOUT (and is killed), instead of keeping the controller and
+/// Prometheus of this test running until CI gives up.
 async fn run(command: &mut Command) -> (bool, String) {
-    let output = command
-        .kill_on_drop(true)
-        .output()
+    let output = tokio::time::timeout(COMMAND_TIMEOUT, command.kill_on_drop(true).output())
         .await
+        .unwrap_or_else(|_| panic!("{command:?} did not finish within {COMMAND_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     let text = format!(
         "{}{}",
