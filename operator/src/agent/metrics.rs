@@ -27,6 +27,19 @@ pub struct OpenLabels {
     pub result: String,
 }
 
+impl OpenLabels {
+    /// The label values in FILE_OPENS_LABELS order.
+    fn values(&self) -> [&str; 5] {
+        [
+            &self.namespace,
+            &self.pod,
+            &self.container,
+            &self.comm,
+            &self.result,
+        ]
+    }
+}
+
 pub struct AgentMetrics {
     registry: Registry,
     opens: IntCounterVec,
@@ -119,13 +132,7 @@ impl AgentMetrics {
                 result: labels.result,
             }
         };
-        let counter = self.opens.with_label_values(&[
-            &labels.namespace,
-            &labels.pod,
-            &labels.container,
-            &labels.comm,
-            &labels.result,
-        ]);
+        let counter = self.opens.with_label_values(&labels.values());
         self.series.insert(labels);
         counter
     }
@@ -140,13 +147,17 @@ impl AgentMetrics {
         now: Instant,
         grace: Duration,
     ) -> usize {
+        // Each pod once, however many series it has: is_live takes a lock.
+        let pods: HashSet<(&str, &str)> = self
+            .series
+            .iter()
+            .filter(|l| !l.pod.is_empty() && l.pod != OTHER)
+            .map(|l| (l.namespace.as_str(), l.pod.as_str()))
+            .collect();
         let mut gone = HashSet::new();
-        for labels in &self.series {
-            if labels.pod.is_empty() || labels.pod == OTHER {
-                continue;
-            }
-            let key = (labels.namespace.clone(), labels.pod.clone());
-            if is_live(&key.0, &key.1) {
+        for (namespace, pod) in pods {
+            let key = (namespace.to_owned(), pod.to_owned());
+            if is_live(namespace, pod) {
                 self.gone_since.remove(&key);
             } else if now.saturating_duration_since(*self.gone_since.entry(key.clone()).or_insert(now))
                 >= grace
@@ -154,18 +165,15 @@ impl AgentMetrics {
                 gone.insert(key);
             }
         }
+        if gone.is_empty() {
+            return 0;
+        }
         let before = self.series.len();
         let opens = &self.opens;
         self.series.retain(|labels| {
             let keep = !gone.contains(&(labels.namespace.clone(), labels.pod.clone()));
             if !keep {
-                let _ = opens.remove_label_values(&[
-                    &labels.namespace,
-                    &labels.pod,
-                    &labels.container,
-                    &labels.comm,
-                    &labels.result,
-                ]);
+                let _ = opens.remove_label_values(&labels.values());
             }
             keep
         });
