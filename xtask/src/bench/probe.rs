@@ -341,9 +341,14 @@ impl Report<'_> {
             .map_or(&[], |(_, pairs)| pairs.as_slice())
     }
 
+    /// `of` each (program, bpftrace) pair of `peer`'s side-by-side rounds, over the rounds.
+    fn beside_spread(&self, peer: Peer, of: fn(&(f64, f64)) -> f64) -> Spread {
+        Spread::of(&self.beside(peer).iter().map(of).collect::<Vec<_>>())
+    }
+
     /// How many ns `peer`'s program took per run beyond bpftrace's, round by round.
     fn over_bpftrace(&self, peer: Peer) -> Spread {
-        Spread::of(&self.beside(peer).iter().map(|r| r.0 - r.1).collect::<Vec<_>>())
+        self.beside_spread(peer, |r| r.0 - r.1)
     }
 
     fn render(&self) -> anyhow::Result<String> {
@@ -481,16 +486,10 @@ impl Report<'_> {
         )?;
 
         // The steady measure first: every program beside bpftrace's on the same opens.
-        let agent = Spread::of(&self.beside(Peer::Agent).iter().map(|r| r.0).collect::<Vec<_>>());
-        let bpftrace = Spread::of(&self.beside(Peer::Agent).iter().map(|r| r.1).collect::<Vec<_>>());
+        let agent = self.beside_spread(Peer::Agent, |r| r.0);
+        let bpftrace = self.beside_spread(Peer::Agent, |r| r.1);
         let above = self.over_bpftrace(Peer::Agent);
-        let ratio = Spread::of(
-            &self
-                .beside(Peer::Agent)
-                .iter()
-                .map(|r| r.0 / r.1)
-                .collect::<Vec<_>>(),
-        );
+        let ratio = self.beside_spread(Peer::Agent, |r| r.0 / r.1);
         writeln!(
             t,
             "**Side by side**: the agent and bpftrace `count()` attached together, timed by the kernel's \
