@@ -33,7 +33,7 @@ pub async fn reconcile(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Actio
     let key = ObjectRef::from_obj(&*ts);
     let namespace = ts.namespace().ok_or_else(|| Error::NoNamespace(ts.name_any()))?;
     let api: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = match deletion_still_pending(&api, ts).await {
+    let result = match fresh_enough(&api, ts).await {
         Ok(Some(ts)) => finalize(&api, ts, &ctx).await,
         Ok(None) => Ok(Action::await_change()),
         Err(e) => Err(e),
@@ -70,24 +70,39 @@ async fn finalize(
     }
 }
 
-/// For an object marked for deletion that still carries our finalizer, the live object if its
-/// teardown is still to do; `None` when it is done already.
+/// The copy of the object to reconcile: the Controller's cached one, or a fresh read where a
+/// cached copy that trails our own last write would make this reconcile undo it. `None` when
+/// there is nothing left to do for this object.
 ///
-/// On a real API server, the teardown's own deletions (Services, routes, and the EndpointSlices
-/// that follow them) queue more reconciles of the TrafficSplit. The Controller hands each one
-/// the object from its cache, and that copy can still show our finalizer after the reconcile
-/// before it removed the finalizer and the API server deleted the object: the watch event saying
-/// so has not arrived yet. Run on that stale copy, the teardown repeated itself (another
-/// `CleanedUp` Event) and then failed to remove a finalizer from an object that no longer existed
-/// (`NotFound`, counted in `splitscope_reconcile_total{result="error"}` and retried). So a
-/// deletion is confirmed with a fresh read first: gone, replaced by a new object of the same
-/// name, or without our finalizer all mean the teardown already ran.
-async fn deletion_still_pending(
+/// Two cases need the fresh read:
+///
+/// - **A deletion.** On a real API server, the teardown's own deletions (Services, routes, and
+///   the EndpointSlices that follow them) queue more reconciles of the TrafficSplit. The
+///   Controller hands each one the object from its cache, and that copy can still show our
+///   finalizer after the reconcile before it removed the finalizer and the API server deleted
+///   the object: the watch event saying so has not arrived yet. Run on that stale copy, the
+///   teardown repeated itself (another `CleanedUp` Event) and then failed to remove a finalizer
+///   from an object that no longer existed (`NotFound`, counted as an error and retried). Gone,
+///   replaced by a new object of the same name, or without our finalizer all mean the teardown
+///   already ran.
+/// - **A rollout.** Its weights live in the status this controller writes, and a reconcile
+///   queued by anything else (an EndpointSlice changing, a resync) can be handed a cached copy
+///   from before our last status write. Run on it, the route went back to the weights of the
+///   step before — after a rollback, back to sending traffic to the canary that failed — until
+///   the status write lost to the newer resourceVersion (409) and a reconcile a second later
+///   repaired it. The guarded status write keeps the status right; only a read before the route
+///   write keeps the route right. It costs one GET per reconcile of a TrafficSplit with
+///   `spec.rollout`, which Flagger's and Argo Rollouts' own loops pay as well.
+async fn fresh_enough(
     api: &Api<TrafficSplit>,
     ts: Arc<TrafficSplit>,
 ) -> Result<Option<Arc<TrafficSplit>>, Error> {
     let ours = |t: &TrafficSplit| t.finalizers().iter().any(|f| f == FINALIZER);
-    if ts.meta().deletion_timestamp.is_none() || !ours(&ts) {
+    let deleting = ts.meta().deletion_timestamp.is_some();
+    // Without our finalizer, the finalizer helper only adds it (or, when deleting, lets the
+    // object go): nothing is decided from the status.
+    let needs_read = ours(&ts) && (deleting || ts.spec.rollout.is_some());
+    if !needs_read {
         return Ok(Some(ts));
     }
     let name = ts.name_any();
@@ -96,7 +111,11 @@ async fn deletion_still_pending(
         name: name.clone(),
         source,
     })?;
-    Ok(live
-        .filter(|live| live.uid() == ts.uid() && ours(live))
-        .map(Arc::new))
+    // Replaced by a new object of the same name: that one has its own reconcile queued.
+    let live = live.filter(|live| live.uid() == ts.uid());
+    Ok(if deleting {
+        live.filter(|live| ours(live)).map(Arc::new)
+    } else {
+        live.map(Arc::new)
+    })
 }

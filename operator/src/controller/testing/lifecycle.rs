@@ -240,7 +240,7 @@ async fn istio_cleanup_deletes_virtual_service_then_destination_rule() {
     assert!(!run.metrics.render().contains("name=\"checkout\""));
 }
 
-/// The deletion race a real API server shows (reconcile/mod.rs, `deletion_still_pending`): the
+/// The deletion race a real API server shows (reconcile/mod.rs, `fresh_enough`): the
 /// teardown's own deletions queue another reconcile, which the Controller hands the cached copy
 /// of the TrafficSplit — still with our finalizer — after the previous reconcile removed the
 /// finalizer and the object is gone. Before the fresh read, that reconcile ran the teardown again

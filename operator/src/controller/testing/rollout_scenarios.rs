@@ -20,7 +20,7 @@ use super::fixtures::{
 };
 use super::mock_api::Expect;
 use super::scenarios::{
-    ROUTE_PATH, Run, Setup, TS_PATH, apply_route, assert_ssa, list_services, run, service_path,
+    ROUTE_PATH, Run, Setup, TS_PATH, apply_route, assert_ssa, fresh_read, list_services, run, service_path,
 };
 use crate::controller::api::trafficsplit::TrafficSplit;
 use crate::controller::objects::services;
@@ -221,10 +221,13 @@ pub enum RolloutScenario {
     RestartMidStep,
     /// Another controller wrote the status first (409): nothing of this decision counts.
     LostToNewerStatus,
+    /// Handed a cached copy from before our own rollback's status write (mid-step at 50 %):
+    /// the fresh read finds the rollback, and the route stays with the stable.
+    StaleCachedCopy,
 }
 
 impl RolloutScenario {
-    pub const ALL: [RolloutScenario; 7] = [
+    pub const ALL: [RolloutScenario; 8] = [
         RolloutScenario::Start,
         RolloutScenario::StepAfterSuccess,
         RolloutScenario::Rollback,
@@ -232,19 +235,29 @@ impl RolloutScenario {
         RolloutScenario::Promote,
         RolloutScenario::RestartMidStep,
         RolloutScenario::LostToNewerStatus,
+        RolloutScenario::StaleCachedCopy,
     ];
 
     /// The setup, and the Prometheus stand-in it measures against.
     pub async fn setup(self) -> (Setup, PrometheusStub) {
         let healthy = PrometheusStub::start(0.01, 0.01).await;
         let failing = PrometheusStub::start(0.5, 0.0);
-        let setup = |ts, script, prometheus: &PrometheusStub| Setup {
-            ts,
+        // Every reconcile of a rollout starts with a fresh read of the object; here it finds
+        // the copy the reconcile was handed, except where `handed` says otherwise.
+        let handed_and_live = |handed: TrafficSplit,
+                               live: &TrafficSplit,
+                               script: Vec<Expect>,
+                               prometheus: &PrometheusStub| Setup {
+            ts: handed,
             route_apis: RouteApis::new(true, false),
             slices: ready_slices(),
             series: None,
-            script,
+            script: std::iter::once(fresh_read(live)).chain(script).collect(),
             prometheus_url: Some(prometheus.url.clone()),
+        };
+        let setup = |ts: TrafficSplit, script, prometheus: &PrometheusStub| {
+            let live = ts.clone();
+            handed_and_live(ts, &live, script, prometheus)
         };
         let at_10 = |since: &str| {
             progress(
@@ -386,6 +399,32 @@ impl RolloutScenario {
                 ));
                 (setup(ts, script, &healthy), healthy)
             }
+            RolloutScenario::StaleCachedCopy => {
+                let (measured, since, rolled_back) = (ago(10), ago(40), ago(5));
+                let handed =
+                    with_rollout_status(rolled_out(None), settled(50, 50, at_50(&measured, &since, 0)));
+                let message = "failed-open ratio canary 0.5 vs stable 0: +0.5 exceeds maxIncrease 0.05";
+                let failed = progress(
+                    "Failed",
+                    1,
+                    0,
+                    (&since, &rolled_back),
+                    &format!(
+                        "rolled back at step 2 of 4: open-errors ({message}) failed beyond failureLimit 1; canary canary at 0%, stable stable at 100%"
+                    ),
+                    open_errors(
+                        [1, 2, 0, 0, 0],
+                        0,
+                        Some(("0.5", "Failure", message, &rolled_back)),
+                    ),
+                );
+                let mut live = with_rollout_status(rolled_out(None), settled(100, 0, failed));
+                live.metadata.resource_version = Some("101".into());
+                // The route as the rollback left it; nothing to write.
+                let mut script = reads(100, 0);
+                script.push(list(100, 0));
+                (handed_and_live(handed, &live, script, &healthy), healthy)
+            }
         }
     }
 
@@ -525,4 +564,28 @@ async fn a_decision_lost_to_a_newer_status_counts_nothing() {
     );
     let errors = r#"splitscope_reconcile_total{result="error"}"#;
     assert_eq!(series(&metrics, errors).as_deref(), Some("0"), "nor an error");
+}
+
+#[tokio::test]
+async fn a_cached_copy_from_before_a_rollback_does_not_put_the_canary_back_on_the_route() {
+    let (run, prometheus) = RolloutScenario::StaleCachedCopy.run().await;
+    let writes = run.transcript.writes();
+    assert!(
+        writes.is_empty(),
+        "the route stays at the stable's 100 %, and the status as the rollback wrote it: {writes:?}"
+    );
+    assert!(run.transcript.events.is_empty());
+    assert_eq!(
+        prometheus.queries.load(Ordering::SeqCst),
+        0,
+        "a failed rollout measures nothing"
+    );
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+    let metrics = run.metrics.render();
+    assert_eq!(
+        series(&metrics, &phase_series("Failed")).as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(series(&metrics, CANARY_WEIGHT).as_deref(), Some("0"), "{metrics}");
 }

@@ -145,8 +145,9 @@ pub fn delete(path: String, uid: String) -> Expect {
         )
 }
 
-/// The fresh read of a deleted TrafficSplit before its teardown, answered with `ts`.
-pub fn read_deleted(ts: &TrafficSplit) -> Expect {
+/// The controller's fresh read of the TrafficSplit (before a teardown, or a reconcile of a
+/// rollout; reconcile/mod.rs, `fresh_enough`), answered with `ts`.
+pub fn fresh_read(ts: &TrafficSplit) -> Expect {
     Expect::new("GET", TS_PATH).reply(200, serde_json::to_value(ts).unwrap())
 }
 
@@ -546,7 +547,7 @@ impl Scenario {
                     unreachable!()
                 };
                 let script = vec![
-                    read_deleted(&ts),
+                    fresh_read(&ts),
                     Expect::new("GET", VS_PATH).reply(200, live(&pair.virtual_service)),
                     delete(VS_PATH.into(), "uid-virtualservice-checkout".into()),
                     Expect::new("GET", DR_PATH).reply(200, live(&pair.destination_rule)),
@@ -565,7 +566,7 @@ impl Scenario {
                     ts.spec.deletion_policy = DeletionPolicy::Orphan;
                 }
                 let mut script = vec![
-                    read_deleted(&ts),
+                    fresh_read(&ts),
                     Expect::new("GET", ROUTE_PATH).reply(200, live(&*route)),
                     delete(ROUTE_PATH.into(), "uid-httproute-checkout".into()),
                     list_services(vec![live(&root), live(&stable), live(&canary)]),
@@ -614,13 +615,13 @@ impl Scenario {
                 let mut live = stale.clone();
                 live.metadata.finalizers = Some(vec!["example.com/backup".into()]);
                 live.metadata.resource_version = Some("101".into());
-                let script = vec![read_deleted(&live)];
+                let script = vec![fresh_read(&live)];
                 setup(stale, gateway_only(), vec![], script)
             }
             Scenario::CleanupObjectGoneMeanwhile => {
                 let ts = deleting(traffic_split());
                 let script = vec![
-                    read_deleted(&ts),
+                    fresh_read(&ts),
                     Expect::new("GET", ROUTE_PATH).not_found(),
                     list_services(vec![]),
                     remove_finalizer().not_found(),
