@@ -7,13 +7,25 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use crate::run::root;
 
-const AGENT_ADDR: &str = "127.0.0.1:19199";
+/// The agent's metrics address for this benchmark run: a port the kernel handed out free, so two
+/// runs (or anything else on the host) never collide on a fixed one. Only one agent runs at a time.
+fn agent_addr() -> &'static str {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            // No free port at all: let the agent's own bind error say so.
+            .unwrap_or_else(|_| "127.0.0.1:0".to_string())
+    })
+}
 
 /// What runs beside the opener.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -133,14 +145,14 @@ pub fn agent_binary() -> PathBuf {
 pub fn start_agent(env: &[(&str, &str)], cpus: &str) -> anyhow::Result<(Running, Duration)> {
     let started = Instant::now();
     let child = on_cpus(cpus, agent_binary())
-        .args(["agent", "--metrics-addr", AGENT_ADDR, "--kubernetes", "off"])
+        .args(["agent", "--metrics-addr", agent_addr(), "--kubernetes", "off"])
         .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting the agent")?;
-    let running = Running {
+    let mut running = Running {
         child: Some(child),
         drain: None,
     };
@@ -148,6 +160,13 @@ pub fn start_agent(env: &[(&str, &str)], cpus: &str) -> anyhow::Result<(Running,
     loop {
         if http_get("/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
             return Ok((running, started.elapsed()));
+        }
+        if let Some(status) = running.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            bail!(
+                "the agent exited before it was ready ({status}); run `{} agent --metrics-addr {} --kubernetes off` to see why",
+                agent_binary().display(),
+                agent_addr()
+            );
         }
         if Instant::now() > deadline {
             bail!("the agent did not become ready within 20 s");
@@ -215,7 +234,7 @@ pub fn start(peer: Peer, cpus: &str) -> anyhow::Result<Running> {
 }
 
 fn http_get(path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(AGENT_ADDR)?;
+    let mut stream = TcpStream::connect(agent_addr())?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,

@@ -6,6 +6,7 @@
 
 use std::ffi::CString;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -130,9 +131,15 @@ pub fn run() -> anyhow::Result<()> {
             .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
             .status();
     }
-    let file = std::env::temp_dir().join("splitscope-bench-open");
-    std::fs::write(&file, b"x")?;
-    let path = CString::new(file.to_string_lossy().as_bytes())?;
+    // A file of this run's own (removed when the run ends, however it ends); the suffix keeps the
+    // path's length, which the full-record variants copy, the same from run to run.
+    let mut file = tempfile::Builder::new()
+        .prefix("splitscope-bench-open.")
+        .rand_bytes(6)
+        .tempfile()
+        .context("creating the file the opener opens")?;
+    file.write_all(b"x")?;
+    let path = CString::new(file.path().to_string_lossy().as_bytes())?;
     let load_before = measure::load_average();
     let foreign = measure::tracing_programs();
     if !foreign.is_empty() {
@@ -290,7 +297,6 @@ pub fn run() -> anyhow::Result<()> {
         drop(agent);
     }
     let startup = Spread::of(&startups).median;
-    let _ = std::fs::remove_file(&file);
     let load_after = measure::load_average();
 
     let report = Report {
