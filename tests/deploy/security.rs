@@ -352,6 +352,11 @@ fn agent_is_configured_for_its_node() {
         probe_target(c, &c.liveness_probe),
         ("/healthz".into(), default_metrics_port("agent"))
     );
+    assert_eq!(
+        probe_target(c, &c.readiness_probe),
+        ("/readyz".into(), default_metrics_port("agent")),
+        "ready once the probe is attached, not once the port answers"
+    );
     assert!(
         pod.tolerations.iter().flatten().any(|t| {
             t.key.as_deref() == Some("node-role.kubernetes.io/control-plane")
