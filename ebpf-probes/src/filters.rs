@@ -8,11 +8,23 @@ use crate::event::{COMM_LEN, FNAME_LEN};
 /// `statfs.f_type` of cgroup v2 (include/uapi/linux/magic.h CGROUP2_SUPER_MAGIC).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// A cgroup v2 directory: its id (inode) and depth below the root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The id (inode) of the kernel's root cgroup v2, which holds every task. The root a cgroup
+/// namespace shows (a kind node, a container) is some other cgroup, with its own inode.
+pub const ROOT_CGROUP_ID: u64 = 1;
+
+/// A cgroup v2 directory: where it is (the loader opens it and hands the probe that descriptor)
+/// and its id (inode).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupTarget {
+    pub path: PathBuf,
     pub id: u64,
-    pub level: u32,
+}
+
+impl CgroupTarget {
+    /// Whether opens must be checked against it: every task is under the kernel's root.
+    pub fn filters(&self) -> bool {
+        self.id != ROOT_CGROUP_ID
+    }
 }
 
 /// Which opens the probe reports. Empty = all.
@@ -44,8 +56,8 @@ pub enum FilterError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilterGlobals {
     pub targ_tgid: u32,
-    pub targ_cgroup_id: u64,
-    pub targ_cgroup_level: u32,
+    /// 1: only tasks under the cgroup the loader puts into the probe's `targ_cgroup` map.
+    pub targ_cgroup_set: u32,
     pub targ_comm_set: u32,
     pub targ_comm: [u64; 2],
     pub targ_prefix_len: u32,
@@ -69,8 +81,7 @@ impl Filters {
     pub fn globals(&self) -> Result<FilterGlobals, FilterError> {
         let mut g = FilterGlobals {
             targ_tgid: self.pid.unwrap_or(0),
-            targ_cgroup_id: 0,
-            targ_cgroup_level: 0,
+            targ_cgroup_set: 0,
             targ_comm_set: 0,
             targ_comm: [0; 2],
             targ_prefix_len: 0,
@@ -85,13 +96,7 @@ impl Filters {
                 u64::from_ne_bytes(bytes[8..].try_into().unwrap_or_default()),
             ];
         }
-        // The root cgroup (level 0) holds every task: no filter.
-        if let Some(cg) = self.cgroup
-            && cg.level > 0
-        {
-            g.targ_cgroup_id = cg.id;
-            g.targ_cgroup_level = cg.level;
-        }
+        g.targ_cgroup_set = u32::from(self.cgroup.as_ref().is_some_and(CgroupTarget::filters));
         if let Some(prefix) = self.path_prefix.as_deref().filter(|p| !p.is_empty()) {
             let bytes = prefix.as_bytes();
             if bytes.len() >= FNAME_LEN {
@@ -104,8 +109,8 @@ impl Filters {
     }
 }
 
-/// Resolves a cgroup v2 directory to its id (the directory's inode, which is what
-/// bpf_get_current_cgroup_id() returns) and its depth below the cgroup v2 root.
+/// Checks that `path` is a cgroup v2 directory and takes its id (the directory's inode, which is
+/// what bpf_get_current_cgroup_id() returns).
 pub fn resolve_cgroup(path: &Path) -> Result<CgroupTarget, FilterError> {
     let bad = |reason: String| FilterError::BadCgroup {
         path: path.to_path_buf(),
@@ -122,20 +127,9 @@ pub fn resolve_cgroup(path: &Path) -> Result<CgroupTarget, FilterError> {
                 .into(),
         ));
     }
-    // The depth is the number of parents on the same cgroup2 filesystem.
-    let mut level = 0u32;
-    let mut dir = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
-    while let Some(parent) = dir.parent().map(Path::to_path_buf) {
-        let same_fs = std::fs::metadata(&parent).is_ok_and(|m| m.dev() == meta.dev()) && is_cgroup2(&parent);
-        if !same_fs {
-            break;
-        }
-        level += 1;
-        dir = parent;
-    }
     Ok(CgroupTarget {
+        path: std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?,
         id: meta.ino(),
-        level,
     })
 }
 
@@ -158,7 +152,7 @@ mod tests {
         assert_eq!(g.targ_tgid, 0);
         assert_eq!(g.targ_comm_set, 0);
         assert_eq!(g.targ_prefix_len, 0);
-        assert_eq!(g.targ_cgroup_id, 0);
+        assert_eq!(g.targ_cgroup_set, 0);
         assert_eq!(g.targ_failed_only, 0);
     }
 
@@ -200,14 +194,22 @@ mod tests {
     }
 
     #[test]
-    fn root_cgroup_means_no_filter() {
-        let g = Filters {
-            cgroup: Some(CgroupTarget { id: 1, level: 0 }),
-            ..Filters::default()
-        }
-        .globals()
-        .unwrap();
-        assert_eq!(g.targ_cgroup_id, 0);
+    fn only_the_kernels_root_cgroup_means_no_filter() {
+        let with = |id| {
+            Filters {
+                cgroup: Some(CgroupTarget {
+                    path: "/sys/fs/cgroup".into(),
+                    id,
+                }),
+                ..Filters::default()
+            }
+            .globals()
+            .unwrap()
+            .targ_cgroup_set
+        };
+        assert_eq!(with(ROOT_CGROUP_ID), 0);
+        // The root of a cgroup namespace's view is mounted at the same place but is a subtree.
+        assert_eq!(with(4242), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, CgroupArray, MapData, PerCpuArray, RingBuf};
 use aya::programs::kprobe::KProbeLinkId;
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{KProbe, TracePoint};
@@ -176,6 +176,12 @@ pub enum ProbeError {
         .attempts.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
     )]
     SelfTest { attempts: Vec<Attempt> },
+    #[error("--cgroup {path}: cannot open it for the probe: {source}")]
+    CgroupOpen {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the event stream was already taken")]
     StreamTaken,
     #[error("cannot read {what}: {source}")]
@@ -288,8 +294,7 @@ impl Probe {
             .map_max_entries("events", config.ring_size)
             .map_max_entries("batches", u32::try_from(cpus).unwrap_or(u32::MAX))
             .override_global("targ_tgid", &globals.targ_tgid, true)
-            .override_global("targ_cgroup_id", &globals.targ_cgroup_id, true)
-            .override_global("targ_cgroup_level", &globals.targ_cgroup_level, true)
+            .override_global("targ_cgroup_set", &globals.targ_cgroup_set, true)
             .override_global("targ_comm_set", &globals.targ_comm_set, true)
             .override_global("targ_comm", &globals.targ_comm, true)
             .override_global("targ_prefix_len", &globals.targ_prefix_len, true)
@@ -317,6 +322,11 @@ impl Probe {
             source,
         })?;
 
+        if globals.targ_cgroup_set != 0
+            && let Some(cgroup) = &config.filters.cgroup
+        {
+            set_cgroup_filter(&mut ebpf, &cgroup.path)?;
+        }
         set_selftest(&mut ebpf, Some(SelftestTask::current()?))?;
         let mut attacher = KernelAttacher {
             ebpf: &mut ebpf,
@@ -439,6 +449,26 @@ impl SelftestTask {
             pidns_ino: ns.ino(),
         })
     }
+}
+
+/// Hands the probe the --cgroup filter's directory. The map keeps the cgroup itself, so the
+/// descriptor is closed again at once.
+fn set_cgroup_filter(ebpf: &mut Ebpf, path: &std::path::Path) -> Result<(), ProbeError> {
+    let dir = std::fs::File::open(path).map_err(|source| ProbeError::CgroupOpen {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let map = ebpf
+        .map_mut("targ_cgroup")
+        .ok_or(ProbeError::Missing("targ_cgroup map"))?;
+    let mut array = CgroupArray::try_from(map).map_err(|source| ProbeError::Map {
+        name: "targ_cgroup",
+        source,
+    })?;
+    array.set(0, dir, 0).map_err(|source| ProbeError::Map {
+        name: "targ_cgroup",
+        source,
+    })
 }
 
 /// Marks the self-test as running (`Some`) or over (`None`).

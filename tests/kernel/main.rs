@@ -8,6 +8,7 @@ mod support;
 
 mod agent_process;
 mod attribution;
+mod cgroup_namespace;
 mod dashboards;
 mod filters;
 mod overload;

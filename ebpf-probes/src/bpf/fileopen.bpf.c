@@ -54,8 +54,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  * All zero = trace everything in compact records, a wakeup per record.
  */
 const volatile __u32 targ_tgid = 0;         /* only this process */
-const volatile __u64 targ_cgroup_id = 0;    /* only this cgroup v2 (and its descendants) */
-const volatile __u32 targ_cgroup_level = 0; /* its depth below the cgroup v2 root */
+const volatile __u32 targ_cgroup_set = 0;   /* only the cgroup v2 in `targ_cgroup` and below */
 const volatile __u32 targ_comm_set = 0;
 const volatile __u64 targ_comm[2] = {};     /* only this comm: 16 bytes, NUL padded */
 const volatile __u32 targ_prefix_len = 0;
@@ -98,6 +97,17 @@ struct {
 	__type(key, __u32);
 	__type(value, struct open_batch);
 } batches SEC(".maps");
+
+/* The --cgroup filter's cgroup v2 directory (the loader puts an fd of it at index 0). Matched
+ * with bpf_current_task_under_cgroup(), which compares cgroups themselves: an id and a depth
+ * counted from the cgroup v2 root would be wrong wherever the agent sees the tree through a
+ * cgroup namespace (a kind node, a container), whose root is not the kernel's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} targ_cgroup SEC(".maps");
 
 /* Records lost: [0] ring buffer full, [1] no room to keep an open's arguments until its exit. */
 struct {
@@ -186,12 +196,8 @@ static __always_inline bool task_passes(__u32 tgid)
 {
 	if (targ_tgid && targ_tgid != tgid)
 		return false;
-	if (targ_cgroup_id) {
-		__u64 id = targ_cgroup_level ? bpf_get_current_ancestor_cgroup_id(targ_cgroup_level)
-					     : bpf_get_current_cgroup_id();
-		if (id != targ_cgroup_id)
-			return false;
-	}
+	if (targ_cgroup_set && bpf_current_task_under_cgroup(&targ_cgroup, 0) != 1)
+		return false;
 	if (targ_comm_set) {
 		__u64 comm[2] = {};
 		bpf_get_current_comm(comm, sizeof(comm));

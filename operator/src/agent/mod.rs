@@ -110,10 +110,20 @@ pub async fn load_probe(config: ProbeConfig) -> anyhow::Result<Probe> {
     Ok(probe)
 }
 
+/// On a node, the cgroup v2 subtree that is this node when the tree the agent sees is not the
+/// kernel's whole tree: the root of a cgroup namespace, as on a kind node (a container sharing
+/// the host's kernel with the other nodes), whose hostPath-mounted /sys/fs/cgroup is the node
+/// container's view. The probe sees every open on the kernel; without this each of a kind
+/// cluster's agents would count every node's opens (and the host's) as opens outside any pod.
+/// `None` on an ordinary node, whose tree starts at the kernel's root cgroup.
+fn node_subtree(cgroup_root: Option<&std::path::Path>) -> Option<splitscope_probes::filters::CgroupTarget> {
+    resolve_cgroup(cgroup_root?).ok().filter(|root| root.filters())
+}
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signal()?;
     // Counting never reads a path: compact records, unless a --path-prefix filter needs paths.
-    let config = probe_config(&args.probe, RecordKind::Compact)?;
+    let mut config = probe_config(&args.probe, RecordKind::Compact)?;
     let server = MetricsServer::bind(args.metrics_addr).await?;
     let addr = server.local_addr()?;
     let metrics = AgentMetrics::new(args.max_series)?;
@@ -121,11 +131,26 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let server_task = tokio::spawn(server.serve(metrics.registry(), readiness.clone(), shutdown.clone()));
     tracing::info!("serving metrics on http://{addr}/metrics");
 
+    let client = pods::connect(args.kubernetes).await?;
+    let cgroup_root = cgroups::cgroup2_mount();
+    if client.is_some()
+        && config.filters.cgroup.is_none()
+        && let Some(node) = node_subtree(cgroup_root.as_deref())
+    {
+        tracing::info!(
+            cgroup = %node.path.display(),
+            id = node.id,
+            "the cgroup v2 tree here is a cgroup namespace's view (a kind node, or a node inside a \
+             container): counting the opens of the tasks in it only, not those of the other nodes \
+             or the host that share this kernel"
+        );
+        config.filters.cgroup = Some(node);
+    }
     let mut probe = load_probe(config).await?;
     let info = probe.attach_info();
     metrics.set_attach_info(info.mode, &info.target);
 
-    let directory = match pods::connect(args.kubernetes).await? {
+    let directory = match client {
         Some(client) => {
             let node = pods::node_name(args.node_name.as_deref());
             tracing::info!(node = %node, "attributing opens to this node's Pods");
@@ -135,7 +160,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let cgroup_root = cgroups::cgroup2_mount();
     if directory.is_some() && cgroup_root.is_none() {
         tracing::warn!("no cgroup v2 mount in /proc/self/mountinfo: opens cannot be attributed to pods");
     }
