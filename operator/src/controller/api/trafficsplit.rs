@@ -91,6 +91,11 @@ pub const FIELD_MANAGER: &str = "splitscope";
         MAX_LABEL_LENGTH - 1
     ))
     .message(Message::Message(format!("metadata.name + '-' + backend name must be at most {MAX_LABEL_LENGTH} characters: it names the backend Service"))),
+    // With spec.service set the name names no Service, but it is still the value of the
+    // splitscope.dev/traffic-split label on every object the controller makes (and in the
+    // selector its teardown lists them with), and label values stop at 63 characters.
+    validation = Rule::new(format!("size(self.metadata.name) <= {MAX_LABEL_LENGTH}"))
+    .message(Message::Message(format!("metadata.name must be at most {MAX_LABEL_LENGTH} characters: it is the value of the splitscope.dev/traffic-split label on every object the controller makes"))),
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

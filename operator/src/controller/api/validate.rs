@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 
 use super::patterns::{
     MAX_BACKENDS, MAX_DURATION_LENGTH, MAX_ERRNOS, MAX_HOSTNAMES, MAX_IANA_SVC_NAME_LENGTH, MAX_LABEL_LENGTH,
@@ -81,6 +82,19 @@ pub fn validate(ts: &TrafficSplit) -> Result<(), InvalidSpec> {
         errs.add(
             service_field,
             format!("{why} (it names the root Service {service:?})"),
+        );
+    }
+
+    // Without spec.service the DNS-1035 check above bounds the name already.
+    let name = ts.name_any();
+    if spec.service.is_some() && name.len() > MAX_LABEL_LENGTH {
+        errs.add(
+            "metadata.name",
+            format!(
+                "{} characters, more than {MAX_LABEL_LENGTH}: it is the value of the \
+                 splitscope.dev/traffic-split label on every object the controller makes",
+                name.len()
+            ),
         );
     }
 

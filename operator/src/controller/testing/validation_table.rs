@@ -267,6 +267,16 @@ fn table() -> Vec<Row> {
             "metadata.name",
             "spec.backends[0].name",
         ),
+        row(
+            "metadata.name over 63 characters with spec.service set (it is a label value)",
+            |o| {
+                o["metadata"]["name"] = json!("n".repeat(64));
+                o["spec"]["service"] = json!("checkout");
+            },
+            Cel,
+            "metadata.name",
+            "metadata.name",
+        ),
         // What the API server cannot check.
         row(
             "a bad label key (map keys have no schema pattern; a CEL regex per key is too costly)",
