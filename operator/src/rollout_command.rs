@@ -60,11 +60,37 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     if view.rollout.is_none() {
         bail!("TrafficSplit {namespace}/{name} has no spec.rollout: there is nothing to {action}");
     }
+    if let Some(pending) = pending_request(&object, &view) {
+        if action != Action::Abort {
+            bail!(
+                "TrafficSplit {namespace}/{name} has a request the controller has not handled yet \
+                 ({ACTION_ANNOTATION}={pending}): asking for {action} now would replace it, and it \
+                 would never run. Ask again once `splitscope rollout status` shows it as the last \
+                 action (is the controller running?); `abort` replaces a pending request"
+            );
+        }
+        println!("replacing the pending request {pending:?}: abort comes first");
+    }
     let value = action.annotation_value(&Timestamp::now().to_string());
-    let patch = json!({"metadata": {"annotations": {ACTION_ANNOTATION: value}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    // The version read above as a precondition: a request someone else made since is not
+    // overwritten unseen (409 instead).
+    let patch = json!({"metadata": {
+        "resourceVersion": object.metadata.resource_version,
+        "annotations": {ACTION_ANNOTATION: value},
+    }});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .with_context(|| format!("cannot annotate TrafficSplit {namespace}/{name}"))?;
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => bail!(
+            "TrafficSplit {namespace}/{name} changed while {action} was being requested (another \
+             request?); nothing was written: look at `splitscope rollout status` and ask again"
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot annotate TrafficSplit {namespace}/{name}"));
+        }
+    }
     println!("{action} requested for TrafficSplit {namespace}/{name} ({ACTION_ANNOTATION}={value})");
     let Some(wait) = wait else {
         return Ok(());
@@ -92,6 +118,14 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The action annotation's value when the controller has not handled it yet: set, and not the
+/// status's `lastAction`.
+fn pending_request(object: &DynamicObject, view: &View) -> Option<String> {
+    let requested = object.metadata.annotations.as_ref()?.get(ACTION_ANNOTATION)?;
+    let handled = view.status.as_ref().and_then(|s| s.last_action.as_deref());
+    (handled != Some(requested.as_str())).then(|| requested.clone())
 }
 
 fn resource() -> ApiResource {
@@ -209,6 +243,40 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_request(requested: Option<&str>, handled: Option<&str>) -> (DynamicObject, View) {
+        let mut object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "splitscope.dev/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"rollout": {"stable": "stable", "canary": "canary", "steps": [{"setWeight": 10}]}},
+            "status": {"rollout": {"phase": "Progressing", "revision": "abc", "stepIndex": 0,
+                "canaryWeight": 10, "stableWeight": 90}},
+        }))
+        .unwrap();
+        if let Some(r) = requested {
+            object.metadata.annotations = Some([(ACTION_ANNOTATION.to_string(), r.to_string())].into());
+        }
+        if let Some(h) = handled {
+            object.data["status"]["rollout"]["lastAction"] = json!(h);
+        }
+        let view = View::of(&object, "shop", "checkout").unwrap();
+        (object, view)
+    }
+
+    #[test]
+    fn a_request_is_pending_until_the_status_names_it_as_handled() {
+        let pending = |r, h| {
+            let (object, view) = with_request(r, h);
+            pending_request(&object, &view)
+        };
+        assert_eq!(pending(None, None), None, "nothing asked");
+        assert_eq!(pending(Some("promote@1"), Some("promote@1")), None, "handled");
+        assert_eq!(
+            pending(Some("promote@2"), Some("promote@1")).as_deref(),
+            Some("promote@2")
+        );
+        assert_eq!(pending(Some("promote@1"), None).as_deref(), Some("promote@1"));
+    }
 
     #[test]
     fn status_shows_phase_step_weights_and_metrics() {
