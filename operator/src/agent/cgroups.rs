@@ -3,14 +3,16 @@
 //! The id BPF reports is the inode number of the task's cgroup v2 directory, so a walk of the
 //! tree maps every id to its path. The map is cached; an unknown id (a container that started
 //! since) triggers a rescan, at most once per `RESCAN_INTERVAL` so that a storm of short-lived
-//! cgroups cannot turn into a storm of tree walks.
+//! cgroups cannot turn into a storm of tree walks. The gap is short: a container that fails at
+//! start may live for less than a second, and its cgroup must be found while it exists (its
+//! counts wait for it, count.rs); a walk of a node's tree takes milliseconds.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+pub const RESCAN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Where cgroup v2 is mounted (from /proc/self/mountinfo): `/sys/fs/cgroup` on unified hosts,
 /// `/sys/fs/cgroup/unified` on hybrid ones.

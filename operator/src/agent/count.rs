@@ -15,6 +15,14 @@ use super::metrics::{AgentMetrics, OpenLabels};
 
 /// How often an incomplete attribution (pod not known yet) is retried for the same key.
 const RETRY_INCOMPLETE: Duration = Duration::from_secs(1);
+/// How often the counts of a cgroup not attributed to any pod yet are attributed again.
+const RETRY_HELD: Duration = Duration::from_millis(100);
+/// How long such counts wait for their pod before they are counted as opens outside any pod.
+/// A new container's first opens can come before its cgroup directory was walked or its Pod
+/// was seen; counted at once they would have gone to the empty-labelled series for good — for a
+/// canary that fails at start, every failed open it made, which its rollout's query then never
+/// sees.
+const HOLD_UNATTRIBUTED: Duration = Duration::from_secs(5);
 /// How long a deleted pod's series stay exported: several scrapes at any usual interval, so
 /// Prometheus has its last counts before they go.
 pub const GONE_POD_GRACE: Duration = Duration::from_secs(300);
@@ -28,18 +36,30 @@ struct Key {
 }
 
 struct Entry {
-    counter: IntCounter,
-    /// Counted since the last flush.
+    /// `None` while the counts are held (see `Held`).
+    counter: Option<IntCounter>,
+    /// Counted since the last flush (or since held).
     pending: u64,
     generation: u64,
     complete: bool,
     resolved_at: Instant,
+    held: Option<Held>,
+}
+
+/// Counts of a cgroup that may be a pod's but is not attributed to one yet: kept back, for up to
+/// `HOLD_UNATTRIBUTED`, rather than counted as opens outside any pod.
+struct Held {
+    /// The labels without a pod (comm and result are known).
+    labels: OpenLabels,
+    since: Instant,
 }
 
 impl Entry {
     fn flush(&mut self) {
-        if self.pending > 0 {
-            self.counter.inc_by(self.pending);
+        if self.pending > 0
+            && let Some(counter) = &self.counter
+        {
+            counter.inc_by(self.pending);
             self.pending = 0;
         }
     }
@@ -80,14 +100,60 @@ impl OpenCounter {
     /// Adds everything counted since the last flush to the exported counters. The agent flushes
     /// after each drain of the ring, so a scrape lags the kernel by at most one drain interval.
     pub fn flush(&mut self) {
+        self.flush_at(Instant::now(), false);
+    }
+
+    /// `flush`, at `now`; `settle_all` gives up on every held count (before the cache is
+    /// cleared, which would lose them).
+    fn flush_at(&mut self, now: Instant, settle_all: bool) {
         self.metrics
             .events()
             .inc_by(std::mem::take(&mut self.pending_events));
-        for key in self.dirty.drain(..) {
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(entry) = self.cache.get_mut(&key) else {
+                continue;
+            };
+            if entry.held.is_some() && !self.settle(key, now, settle_all) {
+                self.dirty.push(key);
+                continue;
+            }
             if let Some(entry) = self.cache.get_mut(&key) {
                 entry.flush();
             }
         }
+    }
+
+    /// Attributes a held key's cgroup again when due; moves its counts to a counter once a pod
+    /// is found, or once the hold is over (or `give_up`). Whether it is settled.
+    #[cold]
+    fn settle(&mut self, key: Key, now: Instant, give_up: bool) -> bool {
+        let Some(entry) = self.cache.get_mut(&key) else {
+            return true;
+        };
+        let Some(held) = &entry.held else {
+            return true;
+        };
+        let expired = give_up || now.saturating_duration_since(held.since) >= HOLD_UNATTRIBUTED;
+        if !expired && now.saturating_duration_since(entry.resolved_at) < RETRY_HELD {
+            return false;
+        }
+        let attribution = self.attributor.attribute(key.cgroup_id);
+        entry.resolved_at = now;
+        entry.generation = self.attributor.generation();
+        if !expired && unattributed(&attribution) {
+            return false;
+        }
+        let Some(held) = entry.held.take() else {
+            return true;
+        };
+        entry.complete = attribution.complete;
+        entry.counter = Some(self.metrics.opens_counter(OpenLabels {
+            namespace: attribution.pod.namespace,
+            pod: attribution.pod.pod,
+            container: attribution.pod.container,
+            ..held.labels
+        }));
+        true
     }
 
     pub fn metrics(&self) -> &AgentMetrics {
@@ -104,7 +170,8 @@ impl OpenCounter {
                 .forget_gone_pods(|ns, pod| attributor.pod_is_live(ns, pod), now, GONE_POD_GRACE);
         if removed > 0 {
             // Cached entries may hold the removed counters; they are rebuilt on the next open.
-            self.cache.clear();
+            // Held counts have no counter yet and keep waiting for their pod.
+            self.cache.retain(|_, entry| entry.held.is_some());
         }
         removed
     }
@@ -136,43 +203,75 @@ impl OpenCounter {
             entry.pending += 1;
             return;
         }
-        self.resolve(key, event, generation);
-        self.dirty.push(key);
+        if !self.resolve(key, event, generation) {
+            self.dirty.push(key);
+        }
     }
 
-    /// Builds the labels for `key` and caches its counter with one pending count.
+    /// Builds the labels for `key` and caches its counter with one pending count (held, with
+    /// whatever an earlier entry of the key held, while its cgroup has no pod yet). Whether the
+    /// key is on the dirty list already (an earlier entry had counts not flushed yet).
     #[cold]
-    fn resolve(&mut self, key: Key, event: &impl OpenRecord, generation: u64) {
+    fn resolve(&mut self, key: Key, event: &impl OpenRecord, generation: u64) -> bool {
+        let now = Instant::now();
         let attribution = self.attributor.attribute(key.cgroup_id);
         let labels = OpenLabels {
-            namespace: attribution.pod.namespace,
-            pod: attribution.pod.pod,
-            container: attribution.pod.container,
+            namespace: attribution.pod.namespace.clone(),
+            pod: attribution.pod.pod.clone(),
+            container: attribution.pod.container.clone(),
             comm: String::from_utf8_lossy(event.comm()).into_owned(),
             result: result_label(event.result()),
         };
-        let counter = self.metrics.opens_counter(labels);
+        // What an earlier entry of this key held moves to this one, and its hold goes on.
+        let (carried, held_since, mut dirty) = match self.cache.get_mut(&key) {
+            Some(old) => {
+                let dirty = old.pending > 0;
+                match &old.held {
+                    Some(held) => (std::mem::take(&mut old.pending), Some(held.since), dirty),
+                    None => (0, None, dirty),
+                }
+            }
+            None => (0, None, false),
+        };
+        let hold = unattributed(&attribution)
+            && held_since.is_none_or(|since| now.saturating_duration_since(since) < HOLD_UNATTRIBUTED);
+        let (counter, held) = if hold {
+            let since = held_since.unwrap_or(now);
+            (None, Some(Held { labels, since }))
+        } else {
+            (Some(self.metrics.opens_counter(labels)), None)
+        };
         if self.cache.len() >= self.max_cache {
             // Keys are cheap to rebuild; a bound keeps a churn of comms and cgroups from growing
-            // memory without end. Their pending counts go out first.
+            // memory without end. Their pending counts go out first, held ones included.
+            self.flush_at(now, true);
             self.cache.values_mut().for_each(Entry::flush);
             self.cache.clear();
+            dirty = false; // the flush emptied the list
         }
         let replaced = self.cache.insert(
             key,
             Entry {
                 counter,
-                pending: 1,
+                pending: 1 + carried,
                 generation,
                 complete: attribution.complete,
-                resolved_at: Instant::now(),
+                resolved_at: now,
+                held,
             },
         );
         // A stale entry for the same key (attribution changed) keeps its counts.
         if let Some(mut old) = replaced {
             old.flush();
         }
+        dirty
     }
+}
+
+/// A cgroup that may be a pod's with no pod found for it yet (its path, or its Pod, not known
+/// yet). Processes outside pods are attributed at once (complete, no pod).
+fn unattributed(attribution: &super::attribution::Attribution) -> bool {
+    !attribution.complete && attribution.pod.pod.is_empty()
 }
 
 #[cfg(test)]
@@ -181,6 +280,7 @@ mod tests {
     use crate::agent::cgroups::CgroupPaths;
     use splitscope_probes::event::{encode_compact, encode_full, sample, sample_head};
     use splitscope_probes::{OpenEvent, OpenEventRef};
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn results_are_ok_or_errno_names() {
@@ -236,5 +336,144 @@ mod tests {
         let text = exported(&counter);
         assert!(text.contains(&format!("{ls} 2")), "{text}");
         assert!(text.contains("splitscope_probe_events_total 8"));
+    }
+
+    /// A node's cgroup tree in a temporary directory, a container's cgroup in it, and the agent's
+    /// counter attributing to this node's Pods (none yet).
+    struct Node {
+        root: std::path::PathBuf,
+        pods: std::sync::Arc<crate::agent::pods::PodDirectory>,
+        counter: OpenCounter,
+    }
+
+    const UID: &str = "0a1b2c3d-0000-4000-8000-00000000c0de";
+    const CONTAINER: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+
+    impl Node {
+        fn new(name: &str) -> Self {
+            let root = std::env::temp_dir().join(format!("splitscope-count-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(root.join("system.slice")).unwrap();
+            let pods = std::sync::Arc::new(crate::agent::pods::PodDirectory::default());
+            let attributor = Attributor::new(CgroupPaths::new(Some(root.clone())), Some(pods.clone()));
+            let counter = OpenCounter::new(AgentMetrics::new(100).unwrap(), attributor);
+            Self { root, pods, counter }
+        }
+
+        /// Makes the container's cgroup (cgroupfs layout); returns its id.
+        fn container_cgroup(&self) -> u64 {
+            let dir = self
+                .root
+                .join(format!("kubepods/besteffort/pod{UID}/{CONTAINER}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::metadata(dir).unwrap().ino()
+        }
+
+        fn pod_arrives(&self) {
+            let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "shop", "name": "checkout-v2", "uid": UID},
+                "status": {"containerStatuses": [{"name": "app", "image": "app", "imageID": "",
+                    "ready": true, "restartCount": 0, "containerID": format!("containerd://{CONTAINER}")}]},
+            }))
+            .unwrap();
+            self.pods.replace(crate::agent::pods::PodIndex::build([&pod]));
+        }
+
+        fn open(&mut self, cgroup_id: u64, comm: &str, ret: i64) {
+            let mut head = sample_head(7, comm, ret);
+            head.cgroup_id = cgroup_id;
+            self.counter.count(&OpenEvent::from_head(head));
+        }
+
+        fn exported(&self) -> String {
+            let mut out = Vec::new();
+            prometheus::Encoder::encode(
+                &prometheus::TextEncoder::new(),
+                &self.counter.metrics().registry().gather(),
+                &mut out,
+            )
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    }
+
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    const IN_POD: &str =
+        r#"{comm="crashy",container="app",namespace="shop",pod="checkout-v2",result="ENOENT"} 3"#;
+
+    /// A container that fails at start, before the agent knew its Pod: its failed opens wait and
+    /// then count for the Pod, not as opens outside any pod.
+    #[test]
+    fn a_new_containers_opens_wait_for_its_pod() {
+        let mut node = Node::new("wait");
+        let start = Instant::now();
+        let cgroup = node.container_cgroup();
+        for _ in 0..3 {
+            node.open(cgroup, "crashy", -2);
+        }
+        node.counter.flush_at(start, false);
+        let text = node.exported();
+        assert!(
+            !text.contains(r#"comm="crashy""#),
+            "held, not counted without a pod: {text}"
+        );
+        assert!(text.contains("splitscope_probe_events_total 3"), "{text}");
+
+        node.pod_arrives();
+        node.counter.flush_at(start + RETRY_HELD * 2, false);
+        let text = node.exported();
+        assert!(text.contains(IN_POD), "{text}");
+        assert!(!text.contains(r#"pod="",result="ENOENT""#), "{text}");
+    }
+
+    /// Counts whose cgroup never turns out to be a pod's are counted without one after the hold,
+    /// and nothing is lost on the way; a process outside pods is counted at once.
+    #[test]
+    fn unattributed_counts_are_given_up_after_the_hold_and_outside_pods_at_once() {
+        let mut node = Node::new("giveup");
+        let start = Instant::now();
+        let cgroup = node.container_cgroup();
+        for _ in 0..3 {
+            node.open(cgroup, "crashy", -2);
+        }
+        let service = std::fs::metadata(node.root.join("system.slice")).unwrap().ino();
+        node.open(service, "sshd", 3);
+        node.counter.flush_at(start, false);
+        let text = node.exported();
+        assert!(
+            text.contains(r#"{comm="sshd",container="",namespace="",pod="",result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"comm="crashy""#), "{text}");
+
+        node.counter
+            .flush_at(start + HOLD_UNATTRIBUTED + RETRY_HELD, false);
+        let text = node.exported();
+        assert!(
+            text.contains(r#"{comm="crashy",container="",namespace="",pod="",result="ENOENT"} 3"#),
+            "{text}"
+        );
+    }
+
+    /// More opens of a held key, before and after an attribution retry, all reach the Pod.
+    #[test]
+    fn every_open_of_a_held_key_reaches_its_pod() {
+        let mut node = Node::new("more");
+        let start = Instant::now();
+        let cgroup = node.container_cgroup();
+        node.open(cgroup, "crashy", -2);
+        node.counter.flush_at(start + RETRY_HELD * 2, false);
+        node.open(cgroup, "crashy", -2);
+        node.counter.flush_at(start + RETRY_HELD * 4, false);
+        node.open(cgroup, "crashy", -2);
+        node.pod_arrives();
+        node.counter.flush_at(start + RETRY_HELD * 6, false);
+        let text = node.exported();
+        assert!(text.contains(IN_POD), "{text}");
     }
 }
