@@ -82,7 +82,11 @@ pub fn render(ts: &TrafficSplit) -> HttpRoute {
             ..HttpRouteRulesBackendRefs::default()
         })
         .collect();
-    let hostnames = (!ts.spec.routing.hostnames.is_empty()).then(|| ts.spec.routing.hostnames.clone());
+    // Always written, even empty: server-side apply leaves alone a field its manager does not
+    // send, so hostnames someone else added would stay, the live spec would never equal ours, and
+    // every reconcile would re-apply (and publish `Updated`). Sent as `[]`, the list is ours and
+    // the forced apply replaces it. An empty list means the same to Gateway API as none.
+    let hostnames = Some(ts.spec.routing.hostnames.clone());
     let mut route = HttpRoute::new(
         meta.name.as_deref().unwrap_or_default(),
         HttpRouteSpec {
@@ -182,6 +186,23 @@ mod tests {
             ]
         );
         assert!(controlled_by(route.metadata.owner_references.as_ref(), UID));
+    }
+
+    #[test]
+    fn hostnames_someone_else_added_are_a_change_and_an_empty_list_is_ours() {
+        let desired = render(&traffic_split());
+        assert_eq!(
+            desired.spec.hostnames.as_deref(),
+            Some(&[][..]),
+            "sent even when empty"
+        );
+        let mut live = desired.clone();
+        assert!(unchanged(&live, &desired));
+        live.spec.hostnames = Some(vec!["added.example.com".into()]);
+        assert!(
+            !unchanged(&live, &desired),
+            "the forced apply must take the list back"
+        );
     }
 
     #[test]

@@ -115,9 +115,19 @@ pub fn render(ts: &TrafficSplit) -> Desired {
     }
 }
 
-/// Whether the live object already holds everything we would apply.
+/// Whether the live object already holds everything we would apply: the spec's fields we write
+/// (always the same ones), each equal. Istio's schemas keep unknown fields, so server-side apply
+/// leaves a field someone else added (`gateways`, `exportTo`, ...) in place; comparing the whole
+/// spec would then re-apply, and publish `Updated`, on every reconcile without ever matching.
 pub fn unchanged(live: &DynamicObject, desired: &DynamicObject) -> bool {
-    meta_matches(&live.metadata, &desired.metadata) && live.data.get("spec") == desired.data.get("spec")
+    let ours = |live_spec: &serde_json::Value| {
+        desired
+            .data
+            .get("spec")
+            .and_then(serde_json::Value::as_object)
+            .is_some_and(|want| want.iter().all(|(k, v)| live_spec.get(k) == Some(v)))
+    };
+    meta_matches(&live.metadata, &desired.metadata) && live.data.get("spec").is_some_and(ours)
 }
 
 pub async fn observe(owner: &Owner<'_>, desired: Desired) -> Result<ObservedPair, ChildError> {
@@ -191,6 +201,22 @@ mod tests {
     use super::*;
     use crate::controller::objects::ownership::controlled_by;
     use crate::controller::testing::fixtures::{UID, traffic_split};
+
+    #[test]
+    fn fields_someone_else_added_are_no_change_and_ours_are() {
+        let desired = render(&traffic_split()).virtual_service;
+        let mut live = desired.clone();
+        live.data["spec"]["gateways"] = serde_json::json!(["mesh", "infra/public"]);
+        assert!(
+            unchanged(&live, &desired),
+            "not ours: left alone, not re-applied each time"
+        );
+        live.data["spec"]["http"][0]["route"][0]["weight"] = serde_json::json!(50);
+        assert!(!unchanged(&live, &desired), "a weight of ours");
+        let mut no_spec = desired.clone();
+        no_spec.data = serde_json::json!({});
+        assert!(!unchanged(&no_spec, &desired));
+    }
 
     #[test]
     fn renders_subsets_and_weighted_routes() {
