@@ -89,15 +89,7 @@ async fn a_node_agent_in_a_cgroup_namespace_counts_only_its_nodes_opens() {
     let (_agent, mut logs) = spawn_with_env(
         &wrapper,
         &[("KUBECONFIG", kubeconfig.as_os_str())],
-        &[
-            "agent",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--kubernetes",
-            "on",
-            "--node-name",
-            "kt-node",
-        ],
+        &node_agent("kt-node"),
     );
     let addr = agent_ready(&mut logs).await;
 

@@ -134,19 +134,7 @@ async fn the_agents_count_of_a_canarys_failed_opens_rolls_it_back() {
     let env = [("KUBECONFIG", kubeconfig.as_os_str())];
 
     // The agent, attributing opens to those Pods.
-    let (_agent, mut agent_logs) = spawn_with_env(
-        &[],
-        &env,
-        &[
-            "agent",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--kubernetes",
-            "on",
-            "--node-name",
-            NODE,
-        ],
-    );
+    let (_agent, mut agent_logs) = spawn_with_env(&[], &env, &node_agent(NODE));
     let agent_addr = agent_ready(&mut agent_logs).await;
 
     // The workloads: v1 reads its files; v2 fails a third of its opens (the release's bug: a

@@ -173,6 +173,20 @@ pub fn standalone_agent<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// `splitscope agent` on an ephemeral port, attributing opens to the Pods of `node` (through
+/// the API server its KUBECONFIG names).
+pub fn node_agent(node: &str) -> Vec<&str> {
+    vec![
+        "agent",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--kubernetes",
+        "on",
+        "--node-name",
+        node,
+    ]
+}
+
 /// Like `spawn`, with the binary started by `wrapper` (e.g. `unshare …`).
 pub fn spawn_under(wrapper: &[&str], args: &[&str]) -> (GroupChild, Logs) {
     require_bpf();

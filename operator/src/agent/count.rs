@@ -379,6 +379,13 @@ mod tests {
             self.pods.replace(crate::agent::pods::PodIndex::build([&pod]));
         }
 
+        /// Three failed opens by `crashy` in `cgroup`, as a container that fails at start makes.
+        fn crash(&mut self, cgroup: u64) {
+            for _ in 0..3 {
+                self.open(cgroup, "crashy", -2);
+            }
+        }
+
         fn open(&mut self, cgroup_id: u64, comm: &str, ret: i64) {
             let mut head = sample_head(7, comm, ret);
             head.cgroup_id = cgroup_id;
@@ -413,9 +420,7 @@ mod tests {
         let mut node = Node::new("wait");
         let start = Instant::now();
         let cgroup = node.container_cgroup();
-        for _ in 0..3 {
-            node.open(cgroup, "crashy", -2);
-        }
+        node.crash(cgroup);
         node.counter.flush_at(start, false);
         let text = node.exported();
         assert!(
@@ -438,9 +443,7 @@ mod tests {
         let mut node = Node::new("giveup");
         let start = Instant::now();
         let cgroup = node.container_cgroup();
-        for _ in 0..3 {
-            node.open(cgroup, "crashy", -2);
-        }
+        node.crash(cgroup);
         let service = std::fs::metadata(node.root.join("system.slice")).unwrap().ino();
         node.open(service, "sshd", 3);
         node.counter.flush_at(start, false);
