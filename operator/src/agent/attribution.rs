@@ -43,7 +43,9 @@ impl Attributor {
     }
 
     pub fn attribute(&mut self, cgroup_id: u64) -> Attribution {
-        let Some(pods) = self.pods.clone() else {
+        // Standalone, or without a cgroup v2 tree to map ids with (warned at start-up): no pod
+        // will ever be found, so there is nothing to wait for.
+        let Some(pods) = self.pods.clone().filter(|_| self.cgroups.has_root()) else {
             return Attribution {
                 pod: PodRef::default(),
                 complete: true,

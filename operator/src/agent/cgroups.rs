@@ -55,6 +55,11 @@ impl CgroupPaths {
         }
     }
 
+    /// Whether there is a tree to look ids up in (no cgroup v2 mount: nothing will ever be found).
+    pub fn has_root(&self) -> bool {
+        self.root.is_some()
+    }
+
     /// The path of cgroup `id` relative to the cgroup v2 root (`/` for the root itself).
     /// `None` when the id is still unknown after a (rate-limited) rescan.
     pub fn path(&mut self, id: u64) -> Option<&str> {

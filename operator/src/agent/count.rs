@@ -463,6 +463,30 @@ mod tests {
         );
     }
 
+    /// Without a cgroup v2 tree no cgroup will ever be found: nothing is held.
+    #[test]
+    fn without_a_cgroup_tree_opens_count_at_once() {
+        let pods = std::sync::Arc::new(crate::agent::pods::PodDirectory::default());
+        let attributor = Attributor::new(CgroupPaths::new(None), Some(pods));
+        let mut counter = OpenCounter::new(AgentMetrics::new(100).unwrap(), attributor);
+        let mut head = sample_head(7, "crashy", -2);
+        head.cgroup_id = 4242;
+        counter.count(&OpenEvent::from_head(head));
+        counter.flush();
+        let mut out = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &counter.metrics().registry().gather(),
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(r#"{comm="crashy",container="",namespace="",pod="",result="ENOENT"} 1"#),
+            "{text}"
+        );
+    }
+
     /// More opens of a held key, before and after an attribution retry, all reach the Pod.
     #[test]
     fn every_open_of_a_held_key_reaches_its_pod() {
