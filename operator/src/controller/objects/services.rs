@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
 use super::ownership::{meta_matches, owned_meta};
-use crate::controller::api::trafficsplit::{TrafficSplit, backend_service_name};
+use crate::controller::api::trafficsplit::{FIELD_MANAGER, TrafficSplit, backend_service_name};
 
 /// Label on backend Services naming the backend.
 pub const BACKEND_LABEL: &str = "splitscope.dev/backend";
@@ -63,34 +63,72 @@ pub fn render(ts: &TrafficSplit) -> Vec<Service> {
 }
 
 /// Whether the live Service already holds everything we would apply.
+///
+/// Ports are a list keyed by (port, protocol) that server-side apply merges: a port someone else
+/// added stays whatever we apply, so it must not count as drift, or every reconcile would
+/// re-apply (and publish `Updated`) without ever matching. A port we applied earlier and no
+/// longer want does count: the next apply removes it. Which live ports are ours comes from the
+/// Service's managedFields; without them (an API server that keeps none) every live port must be
+/// one we want.
 pub fn unchanged(live: &Service, desired: &Service) -> bool {
     if !meta_matches(&live.metadata, &desired.metadata) {
         return false;
     }
+    let ours = applied_port_keys(&live.metadata);
     let (Some(live), Some(want)) = (live.spec.as_ref(), desired.spec.as_ref()) else {
         return false;
     };
-    let ports = |spec: &ServiceSpec| {
-        let mut ports: Vec<_> = spec
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    p.port,
-                    p.protocol.clone(),
-                    p.target_port.clone().map(|t| match t {
-                        IntOrString::Int(n) => n.to_string(),
-                        IntOrString::String(s) => s,
-                    }),
-                )
-            })
-            .collect();
-        ports.sort();
+    let mut wanted: Vec<_> = want.ports.iter().flatten().map(port_fields).collect();
+    wanted.sort();
+    let mut kept: Vec<_> = live
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| ours.as_ref().is_none_or(|keys| keys.contains(&port_key(p))))
+        .map(port_fields)
+        .collect();
+    kept.sort();
+    // Every port we want must be live as we want it, whoever added it since.
+    let all_live = wanted
+        .iter()
+        .all(|w| live.ports.iter().flatten().any(|p| port_fields(p) == *w));
+    live.selector == want.selector && all_live && kept.iter().all(|k| wanted.contains(k))
+}
+
+type PortFields = (Option<String>, i32, Option<String>, Option<String>);
+
+fn port_fields(p: &K8sServicePort) -> PortFields {
+    (
+        p.name.clone(),
+        p.port,
+        p.protocol.clone(),
+        p.target_port.clone().map(|t| match t {
+            IntOrString::Int(n) => n.to_string(),
+            IntOrString::String(s) => s,
+        }),
+    )
+}
+
+/// A port's merge key as managedFields spells it: `k:{"port":80,"protocol":"TCP"}`.
+fn port_key(p: &K8sServicePort) -> String {
+    let protocol = p.protocol.as_deref().unwrap_or("TCP");
+    format!("k:{{\"port\":{},\"protocol\":\"{protocol}\"}}", p.port)
+}
+
+/// The keys of the ports our field manager applied, from managedFields; `None` when the object
+/// carries no managedFields entry of ours.
+fn applied_port_keys(meta: &ObjectMeta) -> Option<Vec<String>> {
+    let entry =
+        meta.managed_fields.iter().flatten().find(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
+        })?;
+    let ports = entry.fields_v1.as_ref()?.0.pointer("/f:spec/f:ports")?;
+    Some(
         ports
-    };
-    live.selector == want.selector && ports(live) == ports(want)
+            .as_object()
+            .map(|o| o.keys().filter(|k| k.starts_with("k:")).cloned().collect())
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -148,6 +186,62 @@ mod tests {
             services[1].metadata.labels.as_ref().unwrap()[BACKEND_LABEL],
             "stable"
         );
+    }
+
+    /// The root Service as the API server returns it after our apply, with our managedFields and
+    /// a port someone else added with `kubectl edit`.
+    fn live_with_foreign_port() -> (Service, Service) {
+        let desired = render(&traffic_split()).remove(0);
+        let mut live = desired.clone();
+        live.metadata.managed_fields =
+            Some(vec![serde_json::from_value(serde_json::json!({
+            "manager": "splitscope", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}}}}},
+        }))
+        .unwrap()]);
+        live.spec
+            .as_mut()
+            .unwrap()
+            .ports
+            .as_mut()
+            .unwrap()
+            .push(K8sServicePort {
+                name: Some("debug".into()),
+                port: 9999,
+                protocol: Some("TCP".into()),
+                ..K8sServicePort::default()
+            });
+        (live, desired)
+    }
+
+    #[test]
+    fn a_port_someone_else_added_is_not_drift() {
+        let (live, desired) = live_with_foreign_port();
+        assert!(
+            unchanged(&live, &desired),
+            "applying cannot remove it: no re-apply each time"
+        );
+    }
+
+    #[test]
+    fn a_port_we_applied_and_no_longer_want_is_drift() {
+        let (mut live, desired) = live_with_foreign_port();
+        // The extra port is ours now (an earlier spec.ports had it): the next apply drops it.
+        let fields = &mut live.metadata.managed_fields.as_mut().unwrap()[0];
+        fields.fields_v1.as_mut().unwrap().0["f:spec"]["f:ports"]["k:{\"port\":9999,\"protocol\":\"TCP\"}"] =
+            serde_json::json!({".": {}});
+        assert!(!unchanged(&live, &desired));
+        // And without managedFields no live port can be told apart: every one must be wanted.
+        let (mut live, desired) = live_with_foreign_port();
+        live.metadata.managed_fields = None;
+        assert!(!unchanged(&live, &desired));
+    }
+
+    #[test]
+    fn one_of_our_ports_changed_by_someone_else_is_drift() {
+        let (mut live, desired) = live_with_foreign_port();
+        live.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].target_port = Some(IntOrString::Int(9090));
+        assert!(!unchanged(&live, &desired));
     }
 
     #[test]
