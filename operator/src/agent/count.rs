@@ -282,6 +282,18 @@ mod tests {
     use splitscope_probes::{OpenEvent, OpenEventRef};
     use std::os::unix::fs::MetadataExt;
 
+    /// What /metrics would serve.
+    fn exported(counter: &OpenCounter) -> String {
+        let mut out = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &counter.metrics().registry().gather(),
+            &mut out,
+        )
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn results_are_ok_or_errno_names() {
         assert_eq!(result_label(OpenResult::Fd(3)), "ok");
@@ -306,16 +318,6 @@ mod tests {
             counter.count(&OpenEventRef::new(&encode_compact(&sample_head(2, "cat", -2))).unwrap());
         }
         counter.count(&OpenEvent::from_full(sample(3, "ls", "/nope", -13)));
-        let exported = |counter: &OpenCounter| {
-            let mut out = Vec::new();
-            prometheus::Encoder::encode(
-                &prometheus::TextEncoder::new(),
-                &counter.metrics().registry().gather(),
-                &mut out,
-            )
-            .unwrap();
-            String::from_utf8(out).unwrap()
-        };
         // Counts reach the exported counters at the flush that follows each drain of the ring.
         let ls = r#"comm="ls",container="",namespace="",pod="",result="EACCES"}"#;
         assert!(exported(&counter).contains(&format!("{ls} 0")));
@@ -393,14 +395,7 @@ mod tests {
         }
 
         fn exported(&self) -> String {
-            let mut out = Vec::new();
-            prometheus::Encoder::encode(
-                &prometheus::TextEncoder::new(),
-                &self.counter.metrics().registry().gather(),
-                &mut out,
-            )
-            .unwrap();
-            String::from_utf8(out).unwrap()
+            exported(&self.counter)
         }
     }
 
@@ -473,14 +468,7 @@ mod tests {
         head.cgroup_id = 4242;
         counter.count(&OpenEvent::from_head(head));
         counter.flush();
-        let mut out = Vec::new();
-        prometheus::Encoder::encode(
-            &prometheus::TextEncoder::new(),
-            &counter.metrics().registry().gather(),
-            &mut out,
-        )
-        .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = exported(&counter);
         assert!(
             text.contains(r#"{comm="crashy",container="",namespace="",pod="",result="ENOENT"} 1"#),
             "{text}"
