@@ -215,10 +215,11 @@ impl OpenCounter {
     fn resolve(&mut self, key: Key, event: &impl OpenRecord, generation: u64) -> bool {
         let now = Instant::now();
         let attribution = self.attributor.attribute(key.cgroup_id);
+        let (complete, no_pod_yet) = (attribution.complete, unattributed(&attribution));
         let labels = OpenLabels {
-            namespace: attribution.pod.namespace.clone(),
-            pod: attribution.pod.pod.clone(),
-            container: attribution.pod.container.clone(),
+            namespace: attribution.pod.namespace,
+            pod: attribution.pod.pod,
+            container: attribution.pod.container,
             comm: String::from_utf8_lossy(event.comm()).into_owned(),
             result: result_label(event.result()),
         };
@@ -233,7 +234,7 @@ impl OpenCounter {
             }
             None => (0, None, false),
         };
-        let hold = unattributed(&attribution)
+        let hold = no_pod_yet
             && held_since.is_none_or(|since| now.saturating_duration_since(since) < HOLD_UNATTRIBUTED);
         let (counter, held) = if hold {
             let since = held_since.unwrap_or(now);
@@ -243,9 +244,9 @@ impl OpenCounter {
         };
         if self.cache.len() >= self.max_cache {
             // Keys are cheap to rebuild; a bound keeps a churn of comms and cgroups from growing
-            // memory without end. Their pending counts go out first, held ones included.
+            // memory without end. Their pending counts go out first, held ones included (every
+            // key with pending counts is on the dirty list).
             self.flush_at(now, true);
-            self.cache.values_mut().for_each(Entry::flush);
             self.cache.clear();
             dirty = false; // the flush emptied the list
         }
@@ -255,7 +256,7 @@ impl OpenCounter {
                 counter,
                 pending: 1 + carried,
                 generation,
-                complete: attribution.complete,
+                complete,
                 resolved_at: now,
                 held,
             },
@@ -456,6 +457,25 @@ mod tests {
             text.contains(r#"{comm="crashy",container="",namespace="",pod="",result="ENOENT"} 3"#),
             "{text}"
         );
+    }
+
+    /// A full cache is cleared, and no count is lost on the way: every key with counts not
+    /// flushed yet is flushed first.
+    #[test]
+    fn a_full_cache_is_cleared_without_losing_counts() {
+        let metrics = AgentMetrics::new(100).unwrap();
+        let mut counter = OpenCounter::new(metrics, Attributor::new(CgroupPaths::new(None), None));
+        counter.max_cache = 2;
+        for comm in ["a", "b", "a", "c", "b", "d"] {
+            counter.count(&OpenEvent::from_head(sample_head(1, comm, 3)));
+        }
+        counter.flush();
+        let text = exported(&counter);
+        for (comm, n) in [("a", 2), ("b", 2), ("c", 1), ("d", 1)] {
+            let series = format!(r#"{{comm="{comm}",container="",namespace="",pod="",result="ok"}} {n}"#);
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        assert!(text.contains("splitscope_probe_events_total 6"), "{text}");
     }
 
     /// Without a cgroup v2 tree no cgroup will ever be found: nothing is held.

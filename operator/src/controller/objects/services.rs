@@ -78,21 +78,18 @@ pub fn unchanged(live: &Service, desired: &Service) -> bool {
     let (Some(live), Some(want)) = (live.spec.as_ref(), desired.spec.as_ref()) else {
         return false;
     };
-    let mut wanted: Vec<_> = want.ports.iter().flatten().map(port_fields).collect();
-    wanted.sort();
-    let mut kept: Vec<_> = live
-        .ports
-        .iter()
-        .flatten()
-        .filter(|p| ours.as_ref().is_none_or(|keys| keys.contains(&port_key(p))))
-        .map(port_fields)
-        .collect();
-    kept.sort();
-    // Every port we want must be live as we want it, whoever added it since.
+    let wanted: Vec<PortFields> = want.ports.iter().flatten().map(port_fields).collect();
+    let live_ports: Vec<&K8sServicePort> = live.ports.iter().flatten().collect();
+    // Every port we want is live as we want it, whoever added it since; every live port of ours
+    // is still wanted.
     let all_live = wanted
         .iter()
-        .all(|w| live.ports.iter().flatten().any(|p| port_fields(p) == *w));
-    live.selector == want.selector && all_live && kept.iter().all(|k| wanted.contains(k))
+        .all(|w| live_ports.iter().any(|p| port_fields(p) == *w));
+    let ours_wanted = live_ports
+        .iter()
+        .filter(|p| ours.as_ref().is_none_or(|keys| keys.contains(&port_key(p))))
+        .all(|p| wanted.contains(&port_fields(p)));
+    live.selector == want.selector && all_live && ours_wanted
 }
 
 type PortFields = (Option<String>, i32, Option<String>, Option<String>);
