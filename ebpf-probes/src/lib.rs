@@ -9,6 +9,7 @@ pub mod errno;
 pub mod event;
 pub mod facts;
 pub mod filters;
+pub mod kretprobe_missed;
 pub mod loader;
 pub mod open_flags;
 pub mod plan;

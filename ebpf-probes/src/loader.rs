@@ -17,6 +17,7 @@ use crate::batch::BatchMap;
 use crate::event::{OpenEvent, RecordKind};
 use crate::facts::SystemFacts;
 use crate::filters::{FilterError, Filters};
+use crate::kretprobe_missed::{self, MissedCounter};
 use crate::plan::{self, AttachMode, Attacher, Attempt, Candidate, PlanError, SelfTest};
 use crate::preflight::{self, PreflightError};
 use crate::stream::EventStream;
@@ -145,6 +146,9 @@ pub struct AttachInfo {
     pub records: RecordKind,
     /// Whether comm and cgroup are read straight from the task (else through helpers).
     pub task_fields: bool,
+    /// Whether opens the kretprobe missed are read from the kernel and counted as dropped
+    /// (kprobe mode on Linux >= 6.7). Tracepoints miss none.
+    pub counts_kretprobe_misses: bool,
     /// Candidates tried before this one, and why they were left.
     pub attempts: Vec<Attempt>,
     /// Candidates not tried at all, and why.
@@ -216,6 +220,9 @@ struct Link {
     point: String,
     /// An entry point that only keeps arguments for the exit's full records.
     args_only: bool,
+    /// A kretprobe's count of the calls it missed (Linux >= 6.7). It holds the link too, so it
+    /// goes with it.
+    missed: Option<MissedCounter>,
 }
 
 /// A loaded, attached probe. Dropping it detaches every point and unloads the programs.
@@ -347,6 +354,7 @@ impl Probe {
             links = kept;
         }
         let points = links.iter().map(|l| l.point.clone()).collect();
+        let counts_kretprobe_misses = links.iter().any(|l| l.missed.is_some());
         for attempt in &attempts {
             tracing::warn!("left {attempt}");
         }
@@ -356,6 +364,7 @@ impl Probe {
             points,
             records,
             task_fields,
+            counts_kretprobe_misses,
             attempts,
             skipped: plan.skipped,
         };
@@ -391,9 +400,10 @@ impl Probe {
     }
 
     /// Records the kernel could not deliver (ring buffer full, or no room to keep an open's
-    /// arguments between entry and exit), summed over CPUs. Compact records lost with their
-    /// batch are counted by the event stream as it finds them missing: when a later batch of
-    /// the same CPU arrives, or a drain interval after it first missed them.
+    /// arguments between entry and exit), summed over CPUs, and the opens the kretprobe missed
+    /// where the kernel reports them (`AttachInfo::counts_kretprobe_misses`). Compact records
+    /// lost with their batch are counted by the event stream as it finds them missing: when a
+    /// later batch of the same CPU arrives, or a drain interval after it first missed them.
     pub fn dropped(&self) -> Result<u64, ProbeError> {
         let mut total = 0u64;
         for slot in 0..2u32 {
@@ -402,6 +412,13 @@ impl Probe {
                 source,
             })?;
             total = per_cpu.iter().fold(total, |acc, v| acc.wrapping_add(*v));
+        }
+        for counter in self.links.iter().filter_map(|l| l.missed.as_ref()) {
+            let missed = counter.missed().map_err(|source| ProbeError::ReadFile {
+                what: "the kretprobe's count of missed calls (bpf link info)",
+                source,
+            })?;
+            total = total.wrapping_add(missed);
         }
         Ok(total.wrapping_add(self.skipped.load(Ordering::Relaxed)))
     }
@@ -508,6 +525,33 @@ fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<Link>) {
     }
 }
 
+/// Where the kernel reports them (Linux >= 6.7), a reader of the opens the attached kretprobe
+/// misses. Its one link is found by the program's id among the kernel's links.
+fn missed_counter(kretprobe: &KProbe) -> Option<MissedCounter> {
+    if crate::facts::kernel_version().is_none_or(|v| v < kretprobe_missed::MIN_KERNEL) {
+        return None;
+    }
+    let found = kretprobe
+        .info()
+        .map_err(|e| e.to_string())
+        .and_then(|program| {
+            aya::programs::loaded_links()
+                .filter_map(Result::ok)
+                .find(|link| link.program_id() == program.id())
+                .ok_or_else(|| format!("no link of program {} among the kernel's links", program.id()))
+        })
+        .and_then(|link| MissedCounter::open(link.id()).map_err(|e| e.to_string()));
+    match found {
+        Ok(counter) => Some(counter),
+        Err(err) => {
+            tracing::warn!(
+                "cannot read the kretprobe's count of missed opens, so they are not counted as dropped: {err}"
+            );
+            None
+        }
+    }
+}
+
 /// Attaches to the running kernel and runs the self-test against the real ring buffer.
 struct KernelAttacher<'a> {
     ebpf: &'a mut Ebpf,
@@ -575,16 +619,19 @@ impl KernelAttacher<'_> {
             id: LinkId::Kprobe(id),
             point: format!("kprobe:{function}"),
             args_only: true,
+            missed: None,
         });
-        let id = self
-            .kprobe("kretprobe_open")?
+        let exit = self.kprobe("kretprobe_open")?;
+        let id = exit
             .attach(function, 0)
             .map_err(program_error(format!("kretprobe on {function}")))?;
+        let missed = missed_counter(exit);
         self.links.push(Link {
             program: "kretprobe_open",
             id: LinkId::Kprobe(id),
             point: format!("kretprobe:{function}"),
             args_only: false,
+            missed,
         });
         Ok(())
     }
@@ -604,6 +651,7 @@ impl KernelAttacher<'_> {
             id: LinkId::Tracepoint(id),
             point: format!("tracepoint:syscalls:{name}"),
             args_only,
+            missed: None,
         });
         Ok(())
     }

@@ -306,6 +306,11 @@ pub struct SelfTestArgs {
     /// How long the start-up self-test waits per candidate, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub self_test_ms: u64,
+
+    /// Then hold this many opens asleep in the kernel at once (readers of FIFOs), wake them,
+    /// and check that every open is reported or counted as dropped (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub asleep: usize,
 }
 
 /// Output format of `splitscope trace`.

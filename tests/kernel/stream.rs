@@ -312,3 +312,33 @@ async fn filenames_longer_than_the_buffer_are_cut_and_flagged() {
     assert!(e.filename_truncated());
     assert_eq!(e.result(), OpenResult::Errno(libc::ENAMETOOLONG));
 }
+
+/// Opens asleep in the kernel, many at once (FIFO readers waiting for their writers), are each
+/// one event: a tracepoint, unlike a kretprobe (whose limit `cargo xtask vm-test` checks in
+/// kprobe mode), follows any number of them. Run as `splitscope self-test --asleep`, which
+/// holds 64 opens asleep together, wakes them with 64 more, and fails unless its events are
+/// exactly its opens (those, and its reads of /proc while it waited).
+#[tokio::test]
+async fn opens_asleep_in_the_kernel_together_are_each_one_event() {
+    let (mut child, logs) = spawn(&["self-test", "--attach", "tracepoint", "--asleep", "64"]);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out),
+    )
+    .await
+    .expect("self-test --asleep did not finish within 60 s")
+    .unwrap();
+    exits_cleanly(&mut child, Duration::from_secs(10)).await;
+    logs.close().await;
+    assert!(
+        out.contains("asleep: 64 opens asleep at once, 64 to wake them"),
+        "{out}"
+    );
+    assert!(out.contains(" 0 dropped (mode=tracepoint"), "{out}");
+    assert!(
+        out.contains("asleep: every open reported or counted as dropped"),
+        "{out}"
+    );
+}

@@ -107,6 +107,21 @@ pub async fn load_probe(config: ProbeConfig) -> anyhow::Result<Probe> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "probe attached"
     );
+    if info.mode == "kprobe" {
+        let instances = splitscope_probes::kretprobe_missed::instances();
+        if info.counts_kretprobe_misses {
+            tracing::info!(
+                "the kretprobe follows {instances} opens at once; opens beyond that, asleep in the kernel \
+                 together, are counted in splitscope_probe_events_dropped_total"
+            );
+        } else {
+            tracing::warn!(
+                "the kretprobe follows {instances} opens at once, and this kernel (< 6.7) does not report \
+                 the ones it misses beyond that: they are neither counted nor dropped; --attach tracepoint \
+                 has no such limit"
+            );
+        }
+    }
     Ok(probe)
 }
 

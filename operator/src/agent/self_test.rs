@@ -15,6 +15,8 @@ use splitscope_probes::{EventStream, RecordKind, Syscall};
 
 use crate::cli::SelfTestArgs;
 
+mod asleep;
+
 const KINDS: [&str; 4] = ["open", "openat", "openat2", "creat"];
 
 /// How long a batch's count must stay put after reaching the expected number, so that an
@@ -98,7 +100,6 @@ pub async fn run(args: SelfTestArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
-    let _ = std::fs::remove_dir_all(&dir);
     for (key, n) in &expected {
         println!(
             "count: {key} = {} (expected {n})",
@@ -106,11 +107,18 @@ pub async fn run(args: SelfTestArgs) -> anyhow::Result<()> {
         );
     }
     let dropped = probe.dropped()?;
-    probe.detach();
     let want: u32 = expected.values().sum();
     if seen != expected || dropped != 0 {
+        let _ = std::fs::remove_dir_all(&dir);
         bail!("self-test: counts differ from the opens made (seen {seen:?}, dropped {dropped})");
     }
+    if args.asleep > 0 {
+        let result = asleep::check(&probe, &mut stream, &info, &dir, args.asleep).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    probe.detach();
     println!(
         "self-test: ok ({want} opens, each reported once, mode={} target={} records={})",
         info.mode,
