@@ -51,8 +51,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ControllerArgs {
-    /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(long, env = "SPLITSCOPE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (default: every address,
+    /// IPv6 and IPv4; IPv4 alone where the kernel has no IPv6).
+    #[arg(long, env = "SPLITSCOPE_METRICS_ADDR", default_value = "[::]:8080")]
     pub metrics_addr: SocketAddr,
 
     /// Watch TrafficSplits in this namespace only (default: all namespaces).
@@ -217,8 +218,9 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
-    /// Address of the HTTP server for /metrics and /healthz.
-    #[arg(long, env = "SPLITSCOPE_METRICS_ADDR", default_value = "0.0.0.0:9102")]
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (default: every address,
+    /// IPv6 and IPv4; IPv4 alone where the kernel has no IPv6).
+    #[arg(long, env = "SPLITSCOPE_METRICS_ADDR", default_value = "[::]:9102")]
     pub metrics_addr: SocketAddr,
 
     #[command(flatten)]
@@ -346,7 +348,7 @@ mod tests {
         let Command::Controller(args) = cli.command else {
             panic!("not the controller")
         };
-        assert_eq!(args.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(args.metrics_addr.to_string(), "[::]:8080");
         assert!(!args.no_leader_elect);
         assert_eq!(args.namespace, None);
     }
@@ -372,7 +374,7 @@ mod tests {
         let Command::Agent(args) = cli.command else {
             panic!("not the agent")
         };
-        assert_eq!(args.metrics_addr.to_string(), "0.0.0.0:9102");
+        assert_eq!(args.metrics_addr.to_string(), "[::]:9102");
         assert_eq!(args.probe.attach, AttachMode::Tracepoint);
         assert_eq!(args.probe.ring_size, 65536);
         assert_eq!(args.probe.filters.comm.as_deref(), Some("cat"));

@@ -54,6 +54,14 @@ impl Readiness {
     }
 }
 
+/// `0.0.0.0` on the same port, when binding the IPv6 unspecified address failed because the
+/// kernel has no IPv6 (booted with ipv6.disable=1, or built without it).
+fn ipv4_fallback(addr: SocketAddr, err: &std::io::Error) -> Option<SocketAddr> {
+    let no_ipv6 = matches!(err.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL));
+    (addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) && no_ipv6)
+        .then(|| SocketAddr::from(([0, 0, 0, 0], addr.port())))
+}
+
 #[derive(Clone)]
 struct AppState {
     registry: Registry,
@@ -67,10 +75,23 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
+    /// Binds `addr`. The default, `[::]`, takes IPv6 and IPv4 connections alike (Linux's
+    /// sockets are dual-stack unless net.ipv6.bindv6only is set), so kubelet's probes and the
+    /// scrapes reach it on single-stack IPv6 clusters too; on a kernel without IPv6 it binds
+    /// `0.0.0.0` instead.
     pub async fn bind(addr: SocketAddr) -> Result<Self, ServeError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(err) => match ipv4_fallback(addr, &err) {
+                Some(v4) => {
+                    tracing::info!(%addr, error = %err, "no IPv6 here: serving on {v4} instead");
+                    TcpListener::bind(v4)
+                        .await
+                        .map_err(|source| ServeError::Bind { addr: v4, source })?
+                }
+                None => return Err(ServeError::Bind { addr, source: err }),
+            },
+        };
         Ok(Self { listener })
     }
 
@@ -188,6 +209,44 @@ mod tests {
 
         shutdown.cancel();
         task.await.unwrap().unwrap();
+    }
+
+    /// The default address, `[::]`, answers over IPv4 and IPv6 alike (where this kernel has
+    /// IPv6 at all; without it the bind falls back to IPv4, which the next test covers).
+    #[tokio::test]
+    async fn the_unspecified_ipv6_address_serves_ipv4_and_ipv6() {
+        let server = MetricsServer::bind("[::]:0".parse().unwrap()).await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let readiness = Arc::new(Readiness::default());
+        let task = tokio::spawn(server.serve(Registry::new(), readiness, shutdown.clone()));
+        let v4 = get(SocketAddr::from(([127, 0, 0, 1], port)), "/healthz").await;
+        assert!(v4.starts_with("HTTP/1.1 200"), "over IPv4: {v4:?}");
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            let v6 = get(
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                "/healthz",
+            )
+            .await;
+            assert!(v6.starts_with("HTTP/1.1 200"), "over IPv6: {v6:?}");
+        } else {
+            eprintln!("no IPv6 loopback on this machine: only the IPv4 half is checked");
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn without_ipv6_the_unspecified_address_falls_back_to_ipv4() {
+        let no_ipv6 = std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT);
+        assert_eq!(
+            ipv4_fallback("[::]:9102".parse().unwrap(), &no_ipv6),
+            Some("0.0.0.0:9102".parse().unwrap())
+        );
+        // An address asked for by name is never swapped, nor is a busy port.
+        assert_eq!(ipv4_fallback("[::1]:9102".parse().unwrap(), &no_ipv6), None);
+        let busy = std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        assert_eq!(ipv4_fallback("[::]:9102".parse().unwrap(), &busy), None);
     }
 
     #[tokio::test]

@@ -358,11 +358,11 @@ fn agent_is_configured_for_its_node() {
         "ready once the probe is attached, not once the port answers"
     );
     assert!(
-        pod.tolerations.iter().flatten().any(|t| {
-            t.key.as_deref() == Some("node-role.kubernetes.io/control-plane")
-                && t.operator.as_deref() == Some("Exists")
-        }),
-        "runs on control-plane nodes too"
+        pod.tolerations
+            .iter()
+            .flatten()
+            .any(|t| { t.key.is_none() && t.effect.is_none() && t.operator.as_deref() == Some("Exists") }),
+        "runs on every node whatever its taints (control-plane, dedicated pools)"
     );
 }
 

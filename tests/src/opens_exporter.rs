@@ -76,7 +76,8 @@ impl OpensExporter {
     }
 
     /// From now on `pod` opens `ok` files successfully and fails `failed` opens with `errno`
-    /// every tick (0 and 0: the pod is idle; its series stay, flat).
+    /// every tick (0 and 0: the pod is idle; the series it has stay, flat). A result's series
+    /// is exported once its count is above 0, as the agent exports them.
     pub fn set_rate(&self, namespace: &str, pod: &str, ok: u64, failed: u64, errno: &str) {
         let mut c = lock(&self.counters);
         let key = (namespace.to_string(), pod.to_string());
@@ -104,7 +105,9 @@ async fn metrics(State(counters): State<Arc<Mutex<Counters>>>) -> String {
          # TYPE splitscope_file_opens_total counter\n",
     );
     for ((namespace, pod), by_result) in &c.totals {
-        for (result, n) in by_result {
+        // As the agent does: a series appears with its first open, so a canary that never
+        // failed an open has no failed-open series at all, not one at 0.
+        for (result, n) in by_result.iter().filter(|(_, n)| **n > 0) {
             out.push_str(&format!(
                 "splitscope_file_opens_total{{namespace=\"{namespace}\",pod=\"{pod}\",container=\"app\",comm=\"app\",result=\"{result}\"}} {n}\n"
             ));

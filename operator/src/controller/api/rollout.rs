@@ -316,6 +316,9 @@ pub enum PauseReason {
     /// A metric's consecutive errors passed `consecutiveErrorLimit`: resumes when a
     /// measurement succeeds again.
     AnalysisError,
+    /// The canary backend has no ready pods: it gets 0 % until it has, then the rollout goes on
+    /// at the weight of its step.
+    CanaryUnavailable,
 }
 
 impl PauseReason {
@@ -324,6 +327,7 @@ impl PauseReason {
             PauseReason::AwaitingPromotion => "AwaitingPromotion",
             PauseReason::NoData => "NoData",
             PauseReason::AnalysisError => "AnalysisError",
+            PauseReason::CanaryUnavailable => "CanaryUnavailable",
         }
     }
 }

@@ -105,15 +105,24 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
 
-    // 6. Apply what is missing or changed (a weight change only touches the route).
-    for o in &observed_services {
+    // 6. Apply what is missing or changed (a weight change only touches the route). New Services
+    // go before the route that sends traffic to them; Services that exist go after it, so that
+    // pods a changed selector brings in only get the weight the route now gives them: a canary
+    // pointed at a new version while the route still gave it its old share (a new rollout
+    // starts it at 0 %) would otherwise take that share until the route is written.
+    let (new_services, existing_services): (Vec<_>, Vec<_>) =
+        observed_services.iter().partition(|o| o.live.is_none());
+    for o in new_services {
+        service_api.apply_observed(&owner, o, false).await?;
+    }
+    let route_description = observed_route.apply(&owner).await?;
+    for o in existing_services {
         let unchanged = o
             .live
             .as_ref()
             .is_some_and(|live| services::unchanged(live, &o.desired));
         service_api.apply_observed(&owner, o, unchanged).await?;
     }
-    let route_description = observed_route.apply(&owner).await?;
 
     // 7. Prune: Services we control that the spec no longer wants (a removed backend, or the old
     // root after `spec.service` changed), and routes of other providers.

@@ -26,12 +26,21 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const CONFLICT_RETRY: Duration = Duration::from_secs(60);
 /// Retry while the provider's API is not served.
 pub const ROUTE_API_RETRY: Duration = Duration::from_secs(120);
+/// Retry of a rollout while the EndpointSlice cache has not had its first full list.
+pub const SLICES_WAIT: Duration = Duration::from_secs(1);
 
 /// Entry point for the Controller: finalizer bookkeeping, metrics, backoff reset.
 pub async fn reconcile(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let key = ObjectRef::from_obj(&*ts);
     let namespace = ts.namespace().ok_or_else(|| Error::NoNamespace(ts.name_any()))?;
+    // A rollout decides from its backends' EndpointSlices (which pods to measure, whether the
+    // canary has ready ones). Before the cache's first full list (a new leader's first moments)
+    // an empty cache would read as "no pods": the canary would lose its weight and a due
+    // measurement would find no data. So it waits for the list, deciding nothing.
+    if ts.spec.rollout.is_some() && ts.meta().deletion_timestamp.is_none() && !slices_synced(&ctx) {
+        return Ok(Action::requeue(SLICES_WAIT));
+    }
     let api: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = match fresh_enough(&api, ts).await {
         Ok(Some(ts)) => finalize(&api, ts, &ctx).await,
@@ -46,6 +55,15 @@ pub async fn reconcile(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Actio
         Err(_) => ctx.metrics.reconciled(started, ReconcileResult::Error),
     }
     result
+}
+
+/// Whether the EndpointSlice cache had its first full list (without waiting for it).
+fn slices_synced(ctx: &Context) -> bool {
+    use futures::FutureExt;
+    ctx.slices
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
 }
 
 async fn finalize(

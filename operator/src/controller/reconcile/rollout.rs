@@ -30,11 +30,12 @@ pub async fn decide(ts: &TrafficSplit, ctx: &Context) -> Result<Option<Decision>
         .find(|b| b.name == rollout.canary)
         .map(|b| b.labels.clone())
         .unwrap_or_default();
-    let plan = Plan::new(
+    let mut plan = Plan::new(
         rollout,
         revision(&canary_labels, rollout),
         pair_share(ts, rollout),
     )?;
+    plan.canary_ready = canary_ready(ts, ctx, rollout);
     let previous = ts.status.as_ref().and_then(|s| s.rollout.as_ref());
     let action = ts.annotations().get(ACTION_ANNOTATION).map(String::as_str);
     let mut engine = Engine::begin(&plan, previous, action, now().0);
@@ -82,6 +83,14 @@ fn pair_share(ts: &TrafficSplit, rollout: &Rollout) -> i32 {
         .filter(|b| b.name == rollout.stable || b.name == rollout.canary)
         .map(|b| b.weight)
         .sum()
+}
+
+/// Whether the canary's Service has a ready endpoint (the slice cache is synced: the reconcile
+/// waits for that before it decides a rollout).
+fn canary_ready(ts: &TrafficSplit, ctx: &Context, rollout: &Rollout) -> bool {
+    let namespace = ts.namespace().unwrap_or_default();
+    let service = backend_service_name(&ts.service_name(), &rollout.canary);
+    endpoints::ready_endpoints(&ctx.slices.state(), &namespace, &service).is_some_and(|n| n > 0)
 }
 
 /// What the analysis queries are about: the pair's pods from their Services' EndpointSlices.

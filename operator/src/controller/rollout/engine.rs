@@ -47,6 +47,10 @@ pub struct Plan {
     pub interval: Option<Duration>,
     /// Per step: the pause's duration (None for `setWeight` and for `pause: {}`).
     pauses: Vec<Option<Duration>>,
+    /// Whether the canary backend has a ready endpoint now. Without one, a share sent to it
+    /// would fail (a Gateway answers 503 for the weight of a backend with no endpoints), so the
+    /// canary gets 0 % and nothing advances until it has.
+    pub canary_ready: bool,
 }
 
 impl Plan {
@@ -73,6 +77,7 @@ impl Plan {
             pair_share,
             interval,
             pauses,
+            canary_ready: true,
         })
     }
 
@@ -152,8 +157,8 @@ pub struct Engine<'a> {
 
 impl<'a> Engine<'a> {
     /// Starts a new rollout (no status, or another revision) or resumes `previous`; handles
-    /// the annotation's action if it is one not handled yet; advances as far as the steps
-    /// allow without a new measurement.
+    /// the annotation's action if it is one not handled yet; unless a measurement is due,
+    /// advances as far as the steps allow without one.
     pub fn begin(
         plan: &'a Plan,
         previous: Option<&RolloutStatus>,
@@ -196,7 +201,12 @@ impl<'a> Engine<'a> {
             engine.status.last_action = Some(value.to_string());
             engine.act(value);
         }
-        engine.advance();
+        // A measurement due now judges the window that just ended, at the weight it had: it is
+        // taken first and `record` advances after it. Advancing first would change the weight
+        // and restart the window, and the end of a timed pause would never be judged.
+        if !engine.measurement_due() {
+            engine.advance();
+        }
         engine
     }
 
@@ -365,6 +375,20 @@ impl<'a> Engine<'a> {
     /// measurement at that weight, a timed pause once it elapsed (and the same holds), never a
     /// `pause: {}` (only a promotion leaves it).
     fn advance(&mut self) {
+        if self.status.phase.is_done() {
+            return;
+        }
+        if !self.plan.canary_ready {
+            if self.status.canary_weight > 0 {
+                self.set_canary(0);
+            }
+            return;
+        }
+        // Back from a spell without canary pods: the weight of the step it holds at.
+        let held = self.held_weight();
+        if self.status.canary_weight != held && self.current_step().is_some_and(|s| s.set_weight.is_none()) {
+            self.set_canary(held);
+        }
         while !self.status.phase.is_done() {
             let Some(step) = self.current_step() else {
                 self.succeed();
@@ -443,8 +467,8 @@ impl<'a> Engine<'a> {
             return;
         }
         let awaiting_promotion = self.current_pause_is_indefinite();
-        let hold = self.analysis_hold();
-        let (phase, pause_reason, message) = match (awaiting_promotion, hold) {
+        let hold = self.canary_hold().or_else(|| self.analysis_hold());
+        let (phase, pause_reason, message) = match (awaiting_promotion && self.plan.canary_ready, hold) {
             (true, hold) => {
                 let mut message = format!(
                     "waiting at step {} of {} (pause: {{}}) for `splitscope rollout promote`",
@@ -483,6 +507,21 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// A canary without ready pods holds the rollout, at 0 %.
+    fn canary_hold(&self) -> Option<(PauseReason, String)> {
+        (!self.plan.canary_ready).then(|| {
+            (
+                PauseReason::CanaryUnavailable,
+                format!(
+                    "backend {} has no ready pods: it gets 0% and step {} of {} waits until it has",
+                    self.plan.rollout.canary,
+                    self.step_number(),
+                    self.plan.steps()
+                ),
+            )
+        })
+    }
+
     /// Errors beyond the limit, else no data, hold the rollout (never roll it back).
     fn analysis_hold(&self) -> Option<(PauseReason, String)> {
         let limit = self.plan.consecutive_error_limit();
@@ -511,6 +550,21 @@ impl<'a> Engine<'a> {
                     ),
                 )
             })
+    }
+
+    /// The weight the steps up to the current one give the canary: the last `setWeight` before
+    /// it (0 before the first), within the pair's share.
+    fn held_weight(&self) -> i32 {
+        let upto = usize::try_from(self.status.step_index).unwrap_or(0);
+        self.plan
+            .rollout
+            .steps
+            .iter()
+            .take(upto)
+            .rev()
+            .find_map(|s| s.set_weight)
+            .unwrap_or(0)
+            .min(self.plan.pair_share)
     }
 
     fn analysis_passed_at_weight(&self) -> bool {

@@ -273,6 +273,59 @@ fn a_healthy_canary_promotes_through_every_step() {
 }
 
 #[test]
+fn the_last_window_of_a_timed_pause_is_judged_before_the_next_weight() {
+    let plan = plan();
+    let s0 = decide(&plan, None, None, at(0), None).status;
+    let d = step(&plan, &s0, 30, O::Success); // 10%, the 1m pause begins
+    let d = step(&plan, &d.status, 60, O::Failure); // tolerated (limit 1)
+    assert_eq!(d.status.phase, P::Progressing);
+    // 90s: the pause ends as a measurement falls due. The window 60s-90s ran at 10% and
+    // failed: the canary rolls back instead of going to 50%.
+    let d = step(&plan, &d.status, 90, O::Failure);
+    assert_eq!(d.status.phase, P::Failed, "{:?}", d.status);
+    assert_eq!(d.status.canary_weight, 0);
+    assert_eq!(d.status.metrics[0].last_measured_at, time(90));
+    assert!(!reasons(&d).contains(&"WeightStepped"), "{:?}", reasons(&d));
+}
+
+#[test]
+fn a_canary_without_ready_pods_gets_no_traffic_and_nothing_advances_until_it_has() {
+    let mut unready = plan();
+    unready.canary_ready = false;
+    let ready = plan();
+
+    // A new rollout whose canary has no ready pod yet: it stays at 0 %.
+    let d = decide(&unready, None, None, at(0), None);
+    assert_eq!((d.status.step_index, d.status.canary_weight), (0, 0));
+    assert_eq!(d.status.phase, P::Paused);
+    assert_eq!(d.status.pause_reason, Some(PauseReason::CanaryUnavailable));
+    assert!(!reasons(&d).contains(&"WeightStepped"), "{:?}", reasons(&d));
+    assert!(reasons(&d).contains(&"RolloutPaused"), "{:?}", reasons(&d));
+    // Its pods come: the first step's weight.
+    let d = decide(&ready, Some(&d.status), None, at(5), None);
+    assert_eq!(d.status.canary_weight, 10);
+    assert_eq!(d.status.phase, P::Progressing);
+
+    // In the 1m pause at 10 %, the canary loses its pods: 0 %, and the pause does not end.
+    let d = step(&ready, &d.status, 35, O::Success);
+    assert_eq!((d.status.step_index, d.status.canary_weight), (1, 10));
+    let gone = decide(&unready, Some(&d.status), None, at(40), None);
+    assert_eq!((gone.status.step_index, gone.status.canary_weight), (1, 0));
+    assert_eq!(gone.status.stable_weight, 100);
+    assert_eq!(gone.status.pause_reason, Some(PauseReason::CanaryUnavailable));
+    // Measurements go on (here a success, with no canary traffic to judge): nothing moves.
+    let still = step(&unready, &gone.status, 200, O::Success);
+    assert_eq!((still.status.step_index, still.status.canary_weight), (1, 0));
+    // Back: 10 % again, judged afresh at that weight before the pause may end.
+    let back = step(&ready, &still.status, 210, O::Success);
+    assert_eq!((back.status.step_index, back.status.canary_weight), (1, 10));
+    assert_eq!(back.status.metrics[0].successes_at_weight, 0);
+    assert_eq!(back.status.phase, P::Progressing);
+    let d = step(&ready, &back.status, 240, O::Success);
+    assert_eq!((d.status.step_index, d.status.canary_weight), (2, 50));
+}
+
+#[test]
 fn failures_up_to_the_limit_are_tolerated_one_more_rolls_back() {
     let plan = plan();
     let s0 = decide(&plan, None, None, at(0), None).status;

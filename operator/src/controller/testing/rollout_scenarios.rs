@@ -20,11 +20,12 @@ use super::fixtures::{
 };
 use super::mock_api::Expect;
 use super::scenarios::{
-    ROUTE_PATH, Run, Setup, TS_PATH, apply_route, assert_ssa, fresh_read, list_services, run, service_path,
+    ROUTE_PATH, Run, Setup, TS_PATH, apply_route, assert_ssa, fresh_read, list_services, run, run_with,
+    service_path,
 };
 use crate::controller::api::trafficsplit::TrafficSplit;
 use crate::controller::objects::services;
-use crate::controller::reconcile::RESYNC;
+use crate::controller::reconcile::{RESYNC, SLICES_WAIT};
 use crate::controller::routing::{self, RouteApis};
 
 /// The rollout's revision for the example's canary labels and `rollout()`, computed outside
@@ -181,11 +182,11 @@ pub struct PrometheusStub {
 
 impl PrometheusStub {
     pub async fn start(canary: f64, stable: f64) -> Self {
-        use axum::extract::Query;
+        use axum::extract::Form;
         use std::collections::HashMap;
         let queries = Arc::new(AtomicUsize::new(0));
         let counter = queries.clone();
-        let answer = move |Query(q): Query<HashMap<String, String>>| {
+        let answer = move |Form(q): Form<HashMap<String, String>>| {
             let counter = counter.clone();
             async move {
                 counter.fetch_add(1, Ordering::SeqCst);
@@ -195,7 +196,7 @@ impl PrometheusStub {
                     "result": [{"metric": {}, "value": [1_700_000_000.0, value.to_string()]}]}}))
             }
         };
-        let app = axum::Router::new().route("/api/v1/query", axum::routing::get(answer));
+        let app = axum::Router::new().route("/api/v1/query", axum::routing::post(answer));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -544,6 +545,29 @@ async fn a_restart_mid_step_writes_nothing_and_measures_nothing_before_it_is_due
         requeue.contains("20s") || requeue.contains("21s") || requeue.contains("19s"),
         "{requeue}"
     );
+}
+
+/// A new leader's first reconciles, before its EndpointSlice cache has had its first full list:
+/// the empty cache would read as "no pods" (the canary would lose its weight, the due
+/// measurement would find no data), so nothing is read, measured or written until it has.
+#[tokio::test]
+async fn a_rollout_waits_for_the_endpointslice_cache_before_it_decides() {
+    let (setup, prometheus) = RolloutScenario::Rollback.setup().await;
+    let run = run_with(
+        Setup {
+            script: vec![],
+            ..setup
+        },
+        false,
+    )
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(SLICES_WAIT));
+    assert!(
+        run.transcript.requests.is_empty(),
+        "{:?}",
+        run.transcript.requests
+    );
+    assert_eq!(prometheus.queries.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

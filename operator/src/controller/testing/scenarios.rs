@@ -531,11 +531,14 @@ impl Scenario {
                     Expect::new("GET", service_path("checkout-canary")).not_found(),
                     Expect::new("GET", ROUTE_PATH).not_found(),
                 ];
-                script.extend(apply_services());
+                // The new Services, the route, then the one that exists (adopted).
+                let [root, stable, canary] = apply_services().try_into().ok().unwrap();
+                script.extend([stable, canary]);
                 script.push(apply_route(json!([
                     ["checkout-stable", 80, 95],
                     ["checkout-canary", 80, 5]
                 ])));
+                script.push(root);
                 script.push(list_services(vec![]));
                 script.push(patch_status(pending_status()));
                 setup(base, gateway_only(), vec![], script)
@@ -640,6 +643,11 @@ impl Scenario {
 /// Runs one reconcile of `setup` against its scripted mock API, from a registry holding only the
 /// series the setup names.
 pub async fn run(setup: Setup) -> Run {
+    run_with(setup, true).await
+}
+
+/// `run`, with the EndpointSlice cache synced (its first full list done) or not yet.
+pub async fn run_with(setup: Setup, slices_synced: bool) -> Run {
     let Setup {
         ts,
         route_apis,
@@ -650,9 +658,15 @@ pub async fn run(setup: Setup) -> Run {
     } = setup;
     let (client, handle) = mock_api::client();
     let server = mock_api::serve(handle, script);
+    // The cache as the controller's watch leaves it after its first full list (a rollout waits
+    // for that list before it decides), or in the middle of it.
     let (store, mut writer) = reflector::store::<EndpointSlice>();
+    writer.apply_watcher_event(&watcher::Event::Init);
     for slice in slices {
-        writer.apply_watcher_event(&watcher::Event::Apply(slice));
+        writer.apply_watcher_event(&watcher::Event::InitApply(slice));
+    }
+    if slices_synced {
+        writer.apply_watcher_event(&watcher::Event::InitDone);
     }
     let metrics = Arc::new(Metrics::new().unwrap());
     if let Some((weights, ready)) = series {

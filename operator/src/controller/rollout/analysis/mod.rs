@@ -199,8 +199,10 @@ async fn measure_open_errors(
     )
 }
 
-/// `sum(increase(failed opens)) / sum(increase(all opens))` of `pods` over `interval`: NaN
-/// (no data) when the pods opened nothing in the window.
+/// `sum(increase(failed opens)) / sum(increase(all opens))` of `pods` over `interval`: no data
+/// when the pods opened nothing in the window. The agent makes a series with its first open, so
+/// pods that never failed one (with `errnos`, never with those) have no failed-open series:
+/// `or vector(0)` makes that a ratio of 0, not an empty result the rollout would hold on.
 pub fn failed_open_ratio(namespace: &str, pods: &[String], interval: Duration, errnos: &[String]) -> String {
     let window = duration::to_prometheus(interval);
     let selector = format!(
@@ -214,7 +216,7 @@ pub fn failed_open_ratio(namespace: &str, pods: &[String], interval: Duration, e
         format!("result=~\"{}\"", promql_escape(&errnos.join("|")))
     };
     format!(
-        "sum(increase({OPENS_METRIC}{{{selector},{failed}}}[{window}])) / sum(increase({OPENS_METRIC}{{{selector}}}[{window}]))"
+        "(sum(increase({OPENS_METRIC}{{{selector},{failed}}}[{window}])) or vector(0)) / sum(increase({OPENS_METRIC}{{{selector}}}[{window}]))"
     )
 }
 
@@ -402,7 +404,7 @@ mod tests {
         let pods = vec!["checkout-v2-abc".to_string(), "checkout.v2".to_string()];
         assert_eq!(
             failed_open_ratio("shop", &pods, Duration::from_secs(30), &[]),
-            r#"sum(increase(splitscope_file_opens_total{namespace="shop",pod=~"^(?:checkout-v2-abc|checkout\\.v2)$",result!="ok"}[30s])) / sum(increase(splitscope_file_opens_total{namespace="shop",pod=~"^(?:checkout-v2-abc|checkout\\.v2)$"}[30s]))"#
+            r#"(sum(increase(splitscope_file_opens_total{namespace="shop",pod=~"^(?:checkout-v2-abc|checkout\\.v2)$",result!="ok"}[30s])) or vector(0)) / sum(increase(splitscope_file_opens_total{namespace="shop",pod=~"^(?:checkout-v2-abc|checkout\\.v2)$"}[30s]))"#
         );
         let narrowed = failed_open_ratio(
             "shop",
@@ -452,9 +454,9 @@ mod tests {
     /// A Prometheus stand-in answering the two ratio queries: `canary` and `stable` are the
     /// values it returns (None = an empty vector).
     async fn stub(canary: Option<&'static str>, stable: Option<&'static str>) -> String {
-        use axum::extract::Query;
+        use axum::extract::Form;
         use std::collections::HashMap;
-        let answer = move |Query(q): Query<HashMap<String, String>>| async move {
+        let answer = move |Form(q): Form<HashMap<String, String>>| async move {
             let promql = q.get("query").cloned().unwrap_or_default();
             let value = if promql.contains("c-1") { canary } else { stable };
             let result = match value {
@@ -465,7 +467,7 @@ mod tests {
                 serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}}),
             )
         };
-        let app = axum::Router::new().route("/api/v1/query", axum::routing::get(answer));
+        let app = axum::Router::new().route("/api/v1/query", axum::routing::post(answer));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

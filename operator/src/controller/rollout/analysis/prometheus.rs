@@ -1,12 +1,14 @@
-//! Instant queries against the Prometheus HTTP API (`GET /api/v1/query`).
+//! Instant queries against the Prometheus HTTP API (`POST /api/v1/query`, the query form-encoded
+//! in the body: the built-in query names every pod twice, and a long pod list in a URL can pass
+//! a proxy's URL limit; Prometheus, Thanos and Mimir all take the form).
 //!
 //! Built on hyper-util's client with hyper-rustls, both already in the build through kube: the
-//! Prometheus client crates pull reqwest with another TLS stack (aws-lc), and one GET with a
+//! Prometheus client crates pull reqwest with another TLS stack (aws-lc), and one POST with a
 //! JSON answer needs nothing they add.
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -43,13 +45,17 @@ pub enum QueryError {
     Http { url: String, status: u16, body: String },
     #[error("Prometheus at {url} sent an answer that is not its API's JSON: {reason}")]
     Malformed { url: String, reason: String },
+    /// A partial answer (Thanos, Cortex and Mimir warn when a store did not answer): a value
+    /// from part of the data must not promote or roll back anything.
+    #[error("Prometheus answered with warnings, so the value may rest on part of the data: {}", .0.join("; "))]
+    Warnings(Vec<String>),
 }
 
 /// A client for any number of Prometheus servers (the address comes per query: each rollout
 /// may name its own).
 #[derive(Clone, Debug)]
 pub struct Prometheus {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Prometheus {
@@ -67,14 +73,26 @@ impl Prometheus {
 
     /// Runs `promql` as an instant query at the server's current time.
     pub async fn query(&self, base: &str, promql: &str) -> Result<QueryResult, QueryError> {
-        let url = query_url(base, promql)?;
+        let url = query_url(base)?;
         let uri: hyper::Uri = url.parse().map_err(|_| QueryError::BadUrl(base.to_string()))?;
         let shown = base.trim_end_matches('/').to_string();
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", promql)
+            .finish();
+        let post = hyper::Request::post(uri)
+            .header(hyper::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|_| QueryError::BadUrl(base.to_string()))?;
         let request = async {
-            let response = self.client.get(uri).await.map_err(|e| QueryError::Unreachable {
-                url: shown.clone(),
-                reason: error_chain(&e),
-            })?;
+            let response = self
+                .client
+                .request(post)
+                .await
+                .map_err(|e| QueryError::Unreachable {
+                    url: shown.clone(),
+                    reason: error_chain(&e),
+                })?;
             let status = response.status().as_u16();
             let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
                 .collect()
@@ -97,14 +115,13 @@ impl Prometheus {
     }
 }
 
-/// `<base>/api/v1/query?query=<promql>`, refusing anything but http(s).
-pub fn query_url(base: &str, promql: &str) -> Result<String, QueryError> {
+/// `<base>/api/v1/query`, refusing anything but http(s).
+pub fn query_url(base: &str) -> Result<String, QueryError> {
     let base = base.trim().trim_end_matches('/');
     if !(base.starts_with("http://") || base.starts_with("https://")) || base.contains(char::is_whitespace) {
         return Err(QueryError::BadUrl(base.to_string()));
     }
-    let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-    Ok(format!("{base}/api/v1/query?query={encoded}"))
+    Ok(format!("{base}/api/v1/query"))
 }
 
 #[derive(Deserialize)]
@@ -117,6 +134,8 @@ struct Answer {
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +174,9 @@ pub fn parse_answer(url: &str, status: u16, body: &[u8]) -> Result<QueryResult, 
             error_type: answer.error_type.unwrap_or_else(|| format!("HTTP {status}")),
             error: answer.error.unwrap_or_default(),
         });
+    }
+    if !answer.warnings.is_empty() {
+        return Err(QueryError::Warnings(answer.warnings));
     }
     let data = answer.data.ok_or_else(|| malformed("no data".into()))?;
     match data.result_type.as_str() {
@@ -210,14 +232,23 @@ mod tests {
     #[test]
     fn builds_the_query_url() {
         assert_eq!(
-            query_url("http://prometheus.monitoring:9090/", "sum(up{job=\"a b\"})").unwrap(),
-            "http://prometheus.monitoring:9090/api/v1/query?query=sum%28up%7Bjob%3D%22a+b%22%7D%29"
+            query_url("http://prometheus.monitoring:9090/").unwrap(),
+            "http://prometheus.monitoring:9090/api/v1/query"
         );
-        assert!(matches!(
-            query_url("prometheus:9090", "up"),
-            Err(QueryError::BadUrl(_))
-        ));
-        assert!(matches!(query_url("ftp://x", "up"), Err(QueryError::BadUrl(_))));
+        assert!(matches!(query_url("prometheus:9090"), Err(QueryError::BadUrl(_))));
+        assert!(matches!(query_url("ftp://x"), Err(QueryError::BadUrl(_))));
+    }
+
+    #[test]
+    fn an_answer_with_warnings_is_an_error_naming_them() {
+        let partial = br#"{"status":"success","warnings":["store 10.0.0.7:10901 did not answer"],
+            "data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.01"]}]}}"#;
+        let err = parse_answer("u", 200, partial).unwrap_err();
+        assert!(matches!(err, QueryError::Warnings(_)), "{err}");
+        assert!(
+            err.to_string().contains("store 10.0.0.7:10901 did not answer"),
+            "{err}"
+        );
     }
 
     #[test]
