@@ -152,6 +152,7 @@ async fn lead(
         backoff: backoff::ErrorBackoff::default(),
         prometheus: Prometheus::new().context("cannot set up the Prometheus client (TLS roots)")?,
         prometheus_url: args.prometheus_url,
+        term: stop.clone(),
     });
     watches::run(ctx, writer, args.namespace, readiness, stop, reconcile::reconcile).await;
     Ok(())

@@ -105,6 +105,14 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
 
+    // A reconcile that outlived its leadership term (its measurements can take a while) writes
+    // nothing: the new leader decides now, and a route written from this older decision would
+    // undo its rollback or abort until the route watch repaired it.
+    if ctx.term.is_cancelled() {
+        tracing::info!(trafficsplit = %owner.name, "the leadership term ended: writing nothing");
+        return Ok(Action::await_change());
+    }
+
     // 6. Apply what is missing or changed (a weight change only touches the route). New Services
     // go before the route that sends traffic to them; Services that exist go after it, so that
     // pods a changed selector brings in only get the weight the route now gives them: a canary

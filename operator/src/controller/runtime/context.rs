@@ -7,6 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
+use tokio_util::sync::CancellationToken;
 
 use super::backoff::ErrorBackoff;
 use super::metrics::Metrics;
@@ -26,6 +27,9 @@ pub struct Context {
     pub prometheus: Prometheus,
     /// `--prometheus-url`: where rollouts without `analysis.prometheus` measure.
     pub prometheus_url: Option<String>,
+    /// Cancelled when this leadership term ends (the lease lost, or shutdown). Reconciles
+    /// already running finish, but write nothing more once it is.
+    pub term: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -76,6 +76,10 @@ impl Expect {
         }
     }
 
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
     /// Replies 200 with the request's own body (what an apply returns, near enough).
     pub fn echo(mut self) -> Self {
         self.echo = true;

@@ -75,6 +75,7 @@ fn context(client: kube::Client) -> (Arc<Context>, reflector::store::Writer<Endp
         backoff: ErrorBackoff::default(),
         prometheus: Prometheus::new().unwrap(),
         prometheus_url: None,
+        term: tokio_util::sync::CancellationToken::new(),
     });
     (ctx, writer)
 }

@@ -559,6 +559,7 @@ async fn a_rollout_waits_for_the_endpointslice_cache_before_it_decides() {
             ..setup
         },
         false,
+        false,
     )
     .await;
     assert_eq!(run.result.unwrap(), Action::requeue(SLICES_WAIT));
@@ -568,6 +569,32 @@ async fn a_rollout_waits_for_the_endpointslice_cache_before_it_decides() {
         run.transcript.requests
     );
     assert_eq!(prometheus.queries.load(Ordering::SeqCst), 0);
+}
+
+/// A reconcile still running when its controller lost the lease: it read and measured, but
+/// writes neither the route nor the status (the new leader decides).
+#[tokio::test]
+async fn a_reconcile_that_outlived_its_leadership_term_writes_nothing() {
+    let (mut setup, prometheus) = RolloutScenario::Rollback.setup().await;
+    let reads: Vec<Expect> = std::mem::take(&mut setup.script)
+        .into_iter()
+        .take_while(|e| e.method() == "GET")
+        .collect();
+    assert!(!reads.is_empty());
+    let run = run_with(
+        Setup {
+            script: reads,
+            ..setup
+        },
+        true,
+        true,
+    )
+    .await;
+    assert_eq!(run.result.unwrap(), Action::await_change());
+    let writes = run.transcript.writes();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(run.transcript.events.is_empty());
+    assert!(prometheus.queries.load(Ordering::SeqCst) > 0, "it did measure");
 }
 
 #[tokio::test]

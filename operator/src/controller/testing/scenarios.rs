@@ -643,11 +643,12 @@ impl Scenario {
 /// Runs one reconcile of `setup` against its scripted mock API, from a registry holding only the
 /// series the setup names.
 pub async fn run(setup: Setup) -> Run {
-    run_with(setup, true).await
+    run_with(setup, true, false).await
 }
 
-/// `run`, with the EndpointSlice cache synced (its first full list done) or not yet.
-pub async fn run_with(setup: Setup, slices_synced: bool) -> Run {
+/// `run`, with the EndpointSlice cache synced (its first full list done) or not yet, and in a
+/// leadership term that goes on or has ended.
+pub async fn run_with(setup: Setup, slices_synced: bool, term_ended: bool) -> Run {
     let Setup {
         ts,
         route_apis,
@@ -681,6 +682,13 @@ pub async fn run_with(setup: Setup, slices_synced: bool) -> Run {
         backoff: ErrorBackoff::default(),
         prometheus: Prometheus::new().unwrap(),
         prometheus_url,
+        term: {
+            let term = tokio_util::sync::CancellationToken::new();
+            if term_ended {
+                term.cancel();
+            }
+            term
+        },
     });
     let result = tokio::time::timeout(Duration::from_secs(20), reconcile(Arc::new(ts), ctx))
         .await

@@ -53,8 +53,9 @@ pub async fn measure_all(
         .as_ref()
         .map(|p| p.address.as_str())
         .or(default_url);
-    let mut out = Vec::with_capacity(analysis.metrics.len());
-    for metric in &analysis.metrics {
+    // All at once: one after the other, a round of slow queries took metrics x 10 s (each
+    // query's timeout) and held a reconcile slot as long.
+    let rounds = analysis.metrics.iter().map(|metric| async move {
         let (outcome, value, message) = match url {
             None => (
                 MeasurementOutcome::Error,
@@ -63,14 +64,14 @@ pub async fn measure_all(
             ),
             Some(url) => measure(prometheus, url, metric, target).await,
         };
-        out.push(Measurement {
+        Measurement {
             metric: metric.name.clone(),
             outcome,
             value,
             message,
-        });
-    }
-    out
+        }
+    });
+    futures::future::join_all(rounds).await
 }
 
 async fn measure(
