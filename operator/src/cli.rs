@@ -76,6 +76,16 @@ pub struct ControllerArgs {
     /// names its own (`spec.rollout.analysis.prometheus.address`).
     #[arg(long, env = "SPLITSCOPE_PROMETHEUS_URL", value_name = "URL")]
     pub prometheus_url: Option<String>,
+
+    /// A bearer token for --prometheus-url, read from this file at every query (a projected
+    /// ServiceAccount token rotates). Sent to that URL only, never to an address a TrafficSplit
+    /// names.
+    #[arg(long, env = "SPLITSCOPE_PROMETHEUS_TOKEN_FILE", value_name = "PATH")]
+    pub prometheus_token_file: Option<std::path::PathBuf>,
+
+    /// PEM certificates trusted for https Prometheus servers, besides the system's roots.
+    #[arg(long, env = "SPLITSCOPE_PROMETHEUS_CA_FILE", value_name = "PATH")]
+    pub prometheus_ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

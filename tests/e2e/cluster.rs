@@ -129,6 +129,8 @@ impl RunningController {
             lease_namespace: None,
             lease_name: "splitscope-e2e".into(),
             prometheus_url: None,
+            prometheus_token_file: None,
+            prometheus_ca_file: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(splitscope::controller::run_until(args, stop.clone()));

@@ -62,6 +62,13 @@ pub async fn run_until(args: ControllerArgs, shutdown: CancellationToken) -> any
 pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Whatever way this returns, stop the metrics server with it.
     let _stop = shutdown.clone().drop_guard();
+    if args.prometheus_token_file.is_some() && args.prometheus_url.is_none() {
+        anyhow::bail!(
+            "--prometheus-token-file needs --prometheus-url: the token is sent to that address only"
+        );
+    }
+    // A bad --prometheus-ca-file is named at start, not at the first leadership term.
+    prometheus_client(&args)?;
     let metrics = Arc::new(Metrics::new()?);
     let readiness = Arc::new(Readiness::default());
     let server = MetricsServer::bind(args.metrics_addr).await?;
@@ -150,12 +157,23 @@ async fn lead(
         slices,
         route_apis,
         backoff: backoff::ErrorBackoff::default(),
-        prometheus: Prometheus::new().context("cannot set up the Prometheus client (TLS roots)")?,
+        prometheus: prometheus_client(&args)?,
         prometheus_url: args.prometheus_url,
         term: stop.clone(),
     });
     watches::run(ctx, writer, args.namespace, readiness, stop, reconcile::reconcile).await;
     Ok(())
+}
+
+/// The client rollouts measure with, as the flags configure it.
+fn prometheus_client(args: &ControllerArgs) -> anyhow::Result<Prometheus> {
+    Prometheus::configured(
+        args.prometheus_ca_file.as_deref(),
+        args.prometheus_url
+            .clone()
+            .zip(args.prometheus_token_file.clone()),
+    )
+    .context("cannot set up the Prometheus client")
 }
 
 /// Fails with the fix when the TrafficSplit CRD is not installed (a watch on it would only
@@ -208,6 +226,8 @@ mod tests {
             lease_namespace: None,
             lease_name: "splitscope-controller".into(),
             prometheus_url: None,
+            prometheus_token_file: None,
+            prometheus_ca_file: None,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(args, client, shutdown.clone()));
@@ -259,6 +279,8 @@ mod tests {
             lease_namespace: None,
             lease_name: "splitscope-controller".into(),
             prometheus_url: None,
+            prometheus_token_file: None,
+            prometheus_ca_file: None,
         };
         let err = serve(args, client, CancellationToken::new()).await.unwrap_err();
         let msg = format!("{err:#}");
@@ -267,5 +289,36 @@ mod tests {
             "{msg}"
         );
         server.await.unwrap();
+    }
+
+    /// A token without the one address it may go to, or an unreadable CA file, stops the
+    /// controller at start, before it asks the API server anything.
+    #[tokio::test]
+    async fn prometheus_credentials_that_cannot_work_are_named_at_start() {
+        let args = |token: Option<&str>, ca: Option<&str>| ControllerArgs {
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            namespace: None,
+            no_leader_elect: true,
+            lease_namespace: None,
+            lease_name: "splitscope-controller".into(),
+            prometheus_url: ca.map(|_| "https://prometheus.example:9090".to_string()),
+            prometheus_token_file: token.map(Into::into),
+            prometheus_ca_file: ca.map(Into::into),
+        };
+        for (args, want) in [
+            (
+                args(Some("/var/run/token"), None),
+                "--prometheus-token-file needs --prometheus-url",
+            ),
+            (
+                args(None, Some("/nonexistent/ca.pem")),
+                "--prometheus-ca-file /nonexistent/ca.pem",
+            ),
+        ] {
+            let (client, _handle) = mock_api::client();
+            let err = serve(args, client, CancellationToken::new()).await.unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(want), "{msg}");
+        }
     }
 }

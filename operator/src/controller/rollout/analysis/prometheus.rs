@@ -6,6 +6,10 @@
 //! Prometheus client crates pull reqwest with another TLS stack (aws-lc), and one POST with a
 //! JSON answer needs nothing they add.
 
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::pem::PemObject as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -45,6 +49,8 @@ pub enum QueryError {
     Http { url: String, status: u16, body: String },
     #[error("Prometheus at {url} sent an answer that is not its API's JSON: {reason}")]
     Malformed { url: String, reason: String },
+    #[error("cannot read the Prometheus bearer token from {path}: {reason}")]
+    Token { path: String, reason: String },
     /// A partial answer (Thanos, Cortex and Mimir warn when a store did not answer): a value
     /// from part of the data must not promote or roll back anything.
     #[error("Prometheus answered with warnings, so the value may rest on part of the data: {}", .0.join("; "))]
@@ -56,19 +62,86 @@ pub enum QueryError {
 #[derive(Clone, Debug)]
 pub struct Prometheus {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The controller's own Prometheus (`--prometheus-url`) and the file its bearer token is
+    /// read from: the token goes to that address only, never to one a TrafficSplit names.
+    token_for: Option<(String, PathBuf)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("--prometheus-ca-file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 impl Prometheus {
-    /// A client trusting the system's root certificates for https.
-    pub fn new() -> Result<Self, std::io::Error> {
+    /// A client trusting the system's root certificates for https, and sending no token.
+    pub fn new() -> Result<Self, SetupError> {
+        Self::configured(None, None)
+    }
+
+    /// A client trusting the system's roots and the PEM certificates in `ca_file`, sending the
+    /// bearer token in `token.1` (read at every query) to the address `token.0`.
+    pub fn configured(ca_file: Option<&Path>, token: Option<(String, PathBuf)>) -> Result<Self, SetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        if let Some(path) = ca_file {
+            let shown = path.display().to_string();
+            let ca_error = |reason: String| SetupError::CaFile {
+                path: shown.clone(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| ca_error(format!("not PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(ca_error("no certificate in it".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+            }
+        } else if added == 0 {
+            tracing::warn!("no system root certificates: an https Prometheus needs --prometheus-ca-file");
+        }
+        let tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .build();
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
+            token_for: token.map(|(url, path)| (url.trim().trim_end_matches('/').to_string(), path)),
         })
+    }
+
+    /// The bearer token to send to `base`, read now (a projected token rotates).
+    fn token(&self, base: &str) -> Result<Option<String>, QueryError> {
+        let Some((url, path)) = &self.token_for else {
+            return Ok(None);
+        };
+        if base.trim().trim_end_matches('/') != url {
+            return Ok(None);
+        }
+        let token = std::fs::read_to_string(path).map_err(|e| QueryError::Token {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(QueryError::Token {
+                path: path.display().to_string(),
+                reason: "the file is empty".into(),
+            });
+        }
+        Ok(Some(token.to_string()))
     }
 
     /// Runs `promql` as an instant query at the server's current time.
@@ -79,9 +152,13 @@ impl Prometheus {
         let form: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("query", promql)
             .finish();
-        let post = hyper::Request::post(uri)
+        let mut post = hyper::Request::post(uri)
             .header(hyper::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(hyper::header::ACCEPT, "application/json")
+            .header(hyper::header::ACCEPT, "application/json");
+        if let Some(token) = self.token(base)? {
+            post = post.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let post = post
             .body(Full::new(Bytes::from(form)))
             .map_err(|_| QueryError::BadUrl(base.to_string()))?;
         let request = async {
@@ -289,6 +366,90 @@ mod tests {
             parse_answer("u", 200, b"not json").unwrap_err(),
             QueryError::Malformed { .. }
         ));
+    }
+
+    /// A Prometheus stand-in answering, as the one number, whether the query came with
+    /// `Authorization: Bearer s3cret` (1) or without any Authorization (0).
+    async fn auth_echo() -> String {
+        let answer = |headers: axum::http::HeaderMap| async move {
+            let value = match headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap_or_default())
+            {
+                None => "0",
+                Some("Bearer s3cret") => "1",
+                Some(_) => "-1",
+            };
+            axum::Json(
+                serde_json::json!({"status": "success", "data": {"resultType": "vector",
+                "result": [{"metric": {}, "value": [1_700_000_000.0, value]}]}}),
+            )
+        };
+        let app = axum::Router::new().route("/api/v1/query", axum::routing::post(answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn one(result: Result<QueryResult, QueryError>) -> f64 {
+        match result.unwrap() {
+            QueryResult::Vector(v) => v[0].1,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bearer_token_goes_to_the_controllers_prometheus_only_read_at_each_query() {
+        let (ours, theirs) = (auth_echo().await, auth_echo().await);
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let prometheus = Prometheus::configured(None, Some((format!("{ours}/"), token.clone()))).unwrap();
+        assert_eq!(one(prometheus.query(&ours, "up").await), 1.0);
+        // An address a TrafficSplit names gets no token.
+        assert_eq!(one(prometheus.query(&theirs, "up").await), 0.0);
+        // A rotated token is read at the next query; a missing one is named.
+        std::fs::write(&token, "other").unwrap();
+        assert_eq!(one(prometheus.query(&ours, "up").await), -1.0);
+        std::fs::remove_file(&token).unwrap();
+        let err = prometheus.query(&ours, "up").await.unwrap_err();
+        assert!(matches!(err, QueryError::Token { .. }), "{err}");
+        assert!(err.to_string().contains(&token.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_is_read_and_a_bad_one_named() {
+        const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBjjCCATWgAwIBAgIURXZC6PuNwYeM1wxhPUEMbodgNWswCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSc3BsaXRzY29wZS10ZXN0LWNhMB4XDTI2MTIwMTIzNTgxMloX
+DTM2MTEyODIzNTgxMlowHTEbMBkGA1UEAwwSc3BsaXRzY29wZS10ZXN0LWNhMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFVniWxA6xVqrlL6itbDv+6OokyXl74hk
+WrZ+UEVNLtxXj0G7OMBfHt5pVTSVgfcBQnTcXyjfqU82KzeXMPKYeKNTMFEwHQYD
+VR0OBBYEFPH05/1YdsgZi4uJOPNX96I4JowKMB8GA1UdIwQYMBaAFPH05/1YdsgZ
+i4uJOPNX96I4JowKMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIg
+bwMeuc37uxeHNNvR6ZKJi2On41VIEVE8NWCYWYi0oK4CICflUgvTFO+ZylVgNlcS
+1NoSMD0YYyaIxd4APSBrwYpF
+-----END CERTIFICATE-----
+";
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, CA).unwrap();
+        Prometheus::configured(Some(&good), None).unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = Prometheus::configured(Some(&empty), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("empty.pem") && err.contains("no certificate"),
+            "{err}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let err = Prometheus::configured(Some(&missing), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.pem"), "{err}");
     }
 
     #[tokio::test]
