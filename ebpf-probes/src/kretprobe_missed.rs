@@ -7,15 +7,16 @@
 //! that count in the perf link's info (`bpf_link_info.perf_event.kprobe.missed`), which is how
 //! these opens reach the agent's drop counter instead of vanishing.
 //!
-//! aya 0.14 reads a link's info but keeps the perf-event part private, so the two bpf(2)
-//! commands are made here: BPF_LINK_GET_FD_BY_ID for a descriptor of the link, and
-//! BPF_OBJ_GET_INFO_BY_FD for its info.
+//! aya 0.14 reads a link's info but keeps the perf-event part and the link's descriptor private,
+//! so both are found here. The descriptor is aya's own, among this process's open files
+//! (`anon_inode:bpf_link`): asking the kernel for a link by id (BPF_LINK_GET_FD_BY_ID) needs
+//! CAP_SYS_ADMIN, which the agent's DaemonSet does not grant. The info comes from
+//! BPF_OBJ_GET_INFO_BY_FD, which needs only the descriptor.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_TYPE_PERF_EVENT: u32 = 7;
 const BPF_PERF_EVENT_KRETPROBE: u32 = 4;
 
@@ -55,14 +56,6 @@ struct InfoAttr {
     info: u64,
 }
 
-/// `union bpf_attr` for BPF_LINK_GET_FD_BY_ID (`link_id`, `next_id`, `open_flags`).
-#[repr(C)]
-struct GetFdAttr {
-    link_id: u32,
-    next_id: u32,
-    open_flags: u32,
-}
-
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, initialised repr(C) bpf_attr variant of the size passed.
     let ret = unsafe {
@@ -79,6 +72,17 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     Ok(ret)
 }
 
+fn info(fd: BorrowedFd<'_>) -> io::Result<PerfKprobeLinkInfo> {
+    let mut info = PerfKprobeLinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).map_err(|_| io::Error::other("negative descriptor"))?,
+        info_len: std::mem::size_of::<PerfKprobeLinkInfo>() as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info)
+}
+
 /// A descriptor of one kretprobe's perf link, to read its miss count from. It holds the link:
 /// drop it with the link's other owner, or the kretprobe stays attached.
 #[derive(Debug)]
@@ -87,45 +91,40 @@ pub struct MissedCounter {
 }
 
 impl MissedCounter {
-    /// Opens the link with this id (CAP_SYS_ADMIN) and checks that it is a kretprobe's.
-    pub fn open(link_id: u32) -> io::Result<Self> {
-        let mut attr = GetFdAttr {
-            link_id,
-            next_id: 0,
-            open_flags: 0,
-        };
-        let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut attr)?;
-        let fd =
-            i32::try_from(fd).map_err(|_| io::Error::other("bpf(2) returned an impossible descriptor"))?;
-        // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
-        let counter = Self {
-            link: unsafe { OwnedFd::from_raw_fd(fd) },
-        };
-        let info = counter.info()?;
-        if info.link_type != BPF_LINK_TYPE_PERF_EVENT || info.perf_event_type != BPF_PERF_EVENT_KRETPROBE {
-            return Err(io::Error::other(format!(
-                "link {link_id} is not a kretprobe's perf link (link type {}, perf event type {})",
-                info.link_type, info.perf_event_type
-            )));
+    /// The perf link of the kretprobe program `prog_id`, among this process's descriptors (a
+    /// copy of it: the caller's link keeps its own).
+    pub fn find(prog_id: u32) -> io::Result<Self> {
+        for entry in std::fs::read_dir("/proc/self/fd")? {
+            let entry = entry?;
+            let is_link = std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
+            let fd = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
+            let (true, Some(fd)) = (is_link, fd) else {
+                continue;
+            };
+            // SAFETY: `fd` is open in this process (listed just now) and only borrowed for the
+            // two calls below; the copy kept is owned.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let Ok(found) = info(borrowed) else {
+                continue; // closed meanwhile
+            };
+            if found.prog_id == prog_id
+                && found.link_type == BPF_LINK_TYPE_PERF_EVENT
+                && found.perf_event_type == BPF_PERF_EVENT_KRETPROBE
+            {
+                return Ok(Self {
+                    link: borrowed.try_clone_to_owned()?,
+                });
+            }
         }
-        Ok(counter)
-    }
-
-    fn info(&self) -> io::Result<PerfKprobeLinkInfo> {
-        let mut info = PerfKprobeLinkInfo::default();
-        let mut attr = InfoAttr {
-            bpf_fd: u32::try_from(self.link.as_raw_fd())
-                .map_err(|_| io::Error::other("negative descriptor"))?,
-            info_len: std::mem::size_of::<PerfKprobeLinkInfo>() as u32,
-            info: std::ptr::from_mut(&mut info) as u64,
-        };
-        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-        Ok(info)
+        Err(io::Error::other(format!(
+            "no kretprobe perf link of program {prog_id} among this process's descriptors"
+        )))
     }
 
     /// Calls the kretprobe missed since it was attached.
     pub fn missed(&self) -> io::Result<u64> {
-        Ok(self.info()?.missed)
+        Ok(info(self.link.as_fd())?.missed)
     }
 }
 
@@ -138,6 +137,10 @@ mod tests {
     fn the_mirror_has_the_kernels_offsets() {
         use aya_obj::generated::{bpf_attr, bpf_link_info};
         use std::mem::offset_of;
+        assert_eq!(
+            offset_of!(PerfKprobeLinkInfo, prog_id),
+            offset_of!(bpf_link_info, prog_id)
+        );
         assert_eq!(
             offset_of!(PerfKprobeLinkInfo, perf_event_type),
             offset_of!(bpf_link_info, __bindgen_anon_1.perf_event.type_)
@@ -165,24 +168,12 @@ mod tests {
         );
         assert_eq!(offset_of!(InfoAttr, info), offset_of!(bpf_attr, info.info));
         assert_eq!(
-            offset_of!(GetFdAttr, next_id),
-            offset_of!(bpf_attr, __bindgen_anon_6.next_id)
-        );
-        assert_eq!(
-            offset_of!(GetFdAttr, open_flags),
-            offset_of!(bpf_attr, __bindgen_anon_6.open_flags)
-        );
-        assert_eq!(
             BPF_PERF_EVENT_KRETPROBE,
             aya_obj::generated::bpf_perf_event_type::BPF_PERF_EVENT_KRETPROBE as u32
         );
         assert_eq!(
             BPF_LINK_TYPE_PERF_EVENT,
             aya_obj::generated::bpf_link_type::BPF_LINK_TYPE_PERF_EVENT as u32
-        );
-        assert_eq!(
-            BPF_LINK_GET_FD_BY_ID,
-            aya_obj::generated::bpf_cmd::BPF_LINK_GET_FD_BY_ID as libc::c_long
         );
         assert_eq!(
             BPF_OBJ_GET_INFO_BY_FD,

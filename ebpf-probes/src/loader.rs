@@ -176,10 +176,15 @@ pub enum ProbeError {
         source: aya::maps::MapError,
     },
     #[error(
-        "no attach point passed the start-up self-test (the probe must see its own test opens):\n  {}",
-        .attempts.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+        "no attach point passed the start-up self-test (the probe must see its own test opens):\n  {}{}",
+        .attempts.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "),
+        .hint.as_deref().map(|h| format!("\n{h}")).unwrap_or_default()
     )]
-    SelfTest { attempts: Vec<Attempt> },
+    SelfTest {
+        attempts: Vec<Attempt>,
+        /// What on this machine likely refused them.
+        hint: Option<String>,
+    },
     #[error("--cgroup {path}: cannot open it for the probe: {source}")]
     CgroupOpen {
         path: std::path::PathBuf,
@@ -345,7 +350,10 @@ impl Probe {
         let chosen = plan::choose(&plan, &mut attacher);
         let mut links = std::mem::take(&mut attacher.links);
         set_selftest(&mut ebpf, None)?;
-        let (candidate, attempts) = chosen.map_err(|attempts| ProbeError::SelfTest { attempts })?;
+        let (candidate, attempts) = chosen.map_err(|attempts| ProbeError::SelfTest {
+            attempts,
+            hint: preflight::perf_restriction(),
+        })?;
         if records == RecordKind::Compact {
             // Compact records are made at the exit alone; the entry points only served the
             // self-test's full records.
@@ -526,7 +534,7 @@ fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<Link>) {
 }
 
 /// Where the kernel reports them (Linux >= 6.7), a reader of the opens the attached kretprobe
-/// misses. Its one link is found by the program's id among the kernel's links.
+/// misses, from its link (found by the program's id among this process's descriptors).
 fn missed_counter(kretprobe: &KProbe) -> Option<MissedCounter> {
     if crate::facts::kernel_version().is_none_or(|v| v < kretprobe_missed::MIN_KERNEL) {
         return None;
@@ -534,13 +542,7 @@ fn missed_counter(kretprobe: &KProbe) -> Option<MissedCounter> {
     let found = kretprobe
         .info()
         .map_err(|e| e.to_string())
-        .and_then(|program| {
-            aya::programs::loaded_links()
-                .filter_map(Result::ok)
-                .find(|link| link.program_id() == program.id())
-                .ok_or_else(|| format!("no link of program {} among the kernel's links", program.id()))
-        })
-        .and_then(|link| MissedCounter::open(link.id()).map_err(|e| e.to_string()));
+        .and_then(|program| MissedCounter::find(program.id()).map_err(|e| e.to_string()));
     match found {
         Ok(counter) => Some(counter),
         Err(err) => {
@@ -565,12 +567,25 @@ struct KernelAttacher<'a> {
 enum AttachError {
     #[error("no program {0} in the object")]
     NoProgram(&'static str),
-    #[error("{what}: {source}")]
+    /// With the causes (aya's own message for a failed system call leaves out its errno).
+    #[error("{what}: {}", error_chain(source))]
     Program {
         what: String,
         #[source]
         source: aya::programs::ProgramError,
     },
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn program_error(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> AttachError {

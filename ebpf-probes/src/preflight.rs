@@ -44,6 +44,29 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// When perf_event_open(2) is likely refused here although the capabilities upstream Linux asks
+/// for are present: kernel.perf_event_paranoid above 2, which Debian's and Ubuntu's kernels
+/// (with their own patch; upstream stops at 2) read as "only with CAP_SYS_ADMIN". A hint for
+/// when attaching failed, not a check: upstream kernels accept CAP_PERFMON at any level.
+pub fn perf_restriction() -> Option<String> {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?;
+    perf_restriction_hint(
+        effective_capabilities().unwrap_or(0),
+        paranoid.trim().parse().ok()?,
+    )
+}
+
+fn perf_restriction_hint(cap_eff: u64, paranoid: i32) -> Option<String> {
+    (paranoid > 2 && cap_eff & (1u64 << CAP_SYS_ADMIN) == 0).then(|| {
+        format!(
+            "kernel.perf_event_paranoid is {paranoid} and this process lacks CAP_SYS_ADMIN: Debian's \
+             and Ubuntu's kernels then refuse perf_event_open(2), which attaching needs, even with \
+             CAP_PERFMON. Grant CAP_SYS_ADMIN (the agent's DaemonSet does), or set \
+             `sysctl kernel.perf_event_paranoid=2` on the node"
+        )
+    })
+}
+
 /// The capabilities missing from `cap_eff` for loading tracing programs, by name.
 pub fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
     let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
@@ -154,6 +177,18 @@ mod tests {
         assert_eq!(missing_capabilities(1 << CAP_BPF), vec!["CAP_PERFMON"]);
         assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
         assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
+    }
+
+    #[test]
+    fn names_a_perf_event_paranoid_above_2_without_cap_sys_admin() {
+        let pod = (1 << CAP_BPF) | (1 << CAP_PERFMON);
+        let hint = perf_restriction_hint(pod, 3).unwrap();
+        assert!(
+            hint.contains("perf_event_paranoid is 3") && hint.contains("CAP_SYS_ADMIN"),
+            "{hint}"
+        );
+        assert_eq!(perf_restriction_hint(pod, 2), None);
+        assert_eq!(perf_restriction_hint(pod | (1 << CAP_SYS_ADMIN), 4), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::kustomize::{KUSTOMIZATIONS, Rendered, render};
 
 /// The agent's capabilities, each justified in deploy/agent/daemonset.yaml.
-const AGENT_CAPABILITIES: &[&str] = &["BPF", "PERFMON"];
+const AGENT_CAPABILITIES: &[&str] = &["BPF", "PERFMON", "SYS_ADMIN"];
 
 /// The host paths the agent mounts, all read-only.
 const AGENT_HOST_PATHS: &[&str] = &[

@@ -72,17 +72,24 @@ const KERNELS: &[Kernel] = &[
 /// contain and text it must not.
 struct Step {
     name: &'static str,
+    /// What runs the binary, if not the guest's root shell itself (e.g. setpriv).
+    under: &'static str,
     args: &'static str,
     succeeds: bool,
     expect: &'static [&'static str],
     absent: &'static [&'static str],
 }
 
+/// Root with only the capabilities deploy/agent/daemonset.yaml adds, as the agent runs in a pod
+/// (a unit test below checks the two lists agree).
+const POD_CAPABILITIES: &str = "setpriv --bounding-set=-all,+bpf,+perfmon,+sys_admin --inh-caps=-all";
+
 const STEPS: &[Step] = &[
     // Auto mode picks the function the kernel really runs, and counts every open exactly from
     // compact records (the agent's): after the self-test only the kretprobe stays attached.
     Step {
         name: "auto",
+        under: "",
         args: "--attach auto --expect-mode kprobe --expect-target do_sys_openat2",
         succeeds: true,
         expect: &[
@@ -99,6 +106,7 @@ const STEPS: &[Step] = &[
     // Full records (`trace`'s) through the kprobe pair: the entry keeps each open's arguments.
     Step {
         name: "auto-full",
+        under: "",
         args: "--attach auto --records full --expect-mode kprobe --expect-target do_sys_openat2",
         succeeds: true,
         expect: &[
@@ -115,6 +123,7 @@ const STEPS: &[Step] = &[
     // fires, and the self-test says so instead of reporting nothing forever.
     Step {
         name: "kprobe-do_sys_open",
+        under: "",
         args: "--attach kprobe --kprobe-target do_sys_open",
         succeeds: false,
         expect: &["kprobe do_sys_open: attached but never fired", "inlined"],
@@ -123,6 +132,7 @@ const STEPS: &[Step] = &[
     // Auto told to start at do_sys_open detects the silence and moves on to do_sys_openat2.
     Step {
         name: "auto-from-do_sys_open",
+        under: "",
         args: "--attach auto --kprobe-target do_sys_open --expect-target do_sys_openat2",
         succeeds: true,
         expect: &[
@@ -134,9 +144,11 @@ const STEPS: &[Step] = &[
     },
     // More opens asleep in the kernel at once than the kretprobe has instances for (10 in a
     // 2-CPU guest): each is reported or, where the kernel reports the kretprobe's misses
-    // (Linux >= 6.7), counted as dropped. What each kernel must show is in KERNELS.
+    // (Linux >= 6.7), counted as dropped. What each kernel must show is in KERNELS. Run with
+    // only the capabilities the agent's DaemonSet grants, which the misses must be read with.
     Step {
         name: "kprobe-asleep",
+        under: POD_CAPABILITIES,
         args: "--attach kprobe --expect-target do_sys_openat2 --asleep 32",
         succeeds: true,
         expect: &[
@@ -145,10 +157,24 @@ const STEPS: &[Step] = &[
         ],
         absent: &[],
     },
+    // Without CAP_SYS_ADMIN Debian's kernels (kernel.perf_event_paranoid 3, their patch) refuse
+    // perf_event_open to CAP_PERFMON alone: nothing attaches, and the error names the sysctl.
+    Step {
+        name: "without-cap-sys-admin",
+        under: "setpriv --bounding-set=-all,+bpf,+perfmon --inh-caps=-all",
+        args: "--attach auto",
+        succeeds: false,
+        expect: &[
+            "Permission denied",
+            "kernel.perf_event_paranoid is 3 and this process lacks CAP_SYS_ADMIN",
+        ],
+        absent: &[],
+    },
     // The tracepoint fallback on these kernels too (saved-register arguments on 6.1 and 6.12),
     // which follows any number of opens asleep at once.
     Step {
         name: "tracepoint",
+        under: "",
         args: "--attach tracepoint --expect-mode tracepoint --asleep 32",
         succeeds: true,
         expect: &[
@@ -547,8 +573,9 @@ fn build_initramfs(modules: &Path, binary: &Path, out: &Path, staging: &Path) ->
     for step in STEPS {
         writeln!(
             steps,
-            "echo '=== BEGIN {name}'; {binary} self-test {args} 2>&1; echo \"=== END {name} rc=$?\"",
+            "echo '=== BEGIN {name}'; {under} {binary} self-test {args} 2>&1; echo \"=== END {name} rc=$?\"",
             name = step.name,
+            under = step.under,
             args = step.args
         )?;
     }
@@ -818,6 +845,31 @@ mod tests {
         );
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
         assert_eq!(tail("a", 5), "a");
+    }
+
+    #[test]
+    fn the_pod_capabilities_are_the_daemonsets() {
+        let manifest = std::fs::read_to_string(root().join("deploy/agent/daemonset.yaml")).unwrap();
+        let added = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("add: ["))
+            .and_then(|l| l.strip_suffix(']'))
+            .expect("the agent's capabilities.add");
+        let mut from_manifest: Vec<String> = added
+            .split(',')
+            .map(|c| c.trim().trim_matches('"').to_lowercase())
+            .collect();
+        let bounding = POD_CAPABILITIES
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("--bounding-set=-all,"))
+            .unwrap();
+        let mut from_step: Vec<String> = bounding
+            .split(',')
+            .map(|c| c.trim_start_matches('+').to_string())
+            .collect();
+        from_manifest.sort();
+        from_step.sort();
+        assert_eq!(from_step, from_manifest);
     }
 
     #[test]

@@ -116,6 +116,14 @@ pub async fn check(
     let kretprobe = info.mode == "kprobe";
     if reported + missed < opens {
         let lost = opens - reported - missed;
+        let reported_by_kernel =
+            splitscope_probes::facts::kernel_version().is_some_and(|v| v >= kretprobe_missed::MIN_KERNEL);
+        if kretprobe && !info.counts_kretprobe_misses && reported_by_kernel {
+            bail!(
+                "self-test --asleep: {lost} of {opens} opens were lost, and this kernel reports the \
+                 kretprobe's misses, but they could not be read (see the warning above)"
+            );
+        }
         if kretprobe && !info.counts_kretprobe_misses {
             // Known and documented: before Linux 6.7 the kernel keeps the count to itself.
             println!(
