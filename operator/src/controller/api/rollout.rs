@@ -268,6 +268,11 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_METRICS))]
     pub metrics: Vec<MetricStatus>,
+
+    /// The canary backend's labels when this rollout started. After it succeeded, the next one
+    /// starts only once the stable backend selects these (the version now carrying the traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,6 +324,10 @@ pub enum PauseReason {
     /// The canary backend has no ready pods: it gets 0 % until it has, then the rollout goes on
     /// at the weight of its step.
     CanaryUnavailable,
+    /// A new version was asked for after a rollout succeeded, but the stable backend does not
+    /// select the version that succeeded: the canary keeps that version and its weight until
+    /// it does, then the new rollout starts.
+    StableNotPromoted,
 }
 
 impl PauseReason {
@@ -328,6 +337,7 @@ impl PauseReason {
             PauseReason::NoData => "NoData",
             PauseReason::AnalysisError => "AnalysisError",
             PauseReason::CanaryUnavailable => "CanaryUnavailable",
+            PauseReason::StableNotPromoted => "StableNotPromoted",
         }
     }
 }

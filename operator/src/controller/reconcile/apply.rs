@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 use super::report::{StatusWrite, observation, write_status};
 use super::rollout;
 use super::{CONFLICT_RETRY, RESYNC, ROUTE_API_RETRY};
-use crate::controller::api::trafficsplit::{Phase, TrafficSplit};
+use crate::controller::api::trafficsplit::{Phase, TrafficSplit, backend_service_name};
 use crate::controller::api::validate::validate;
 use crate::controller::events::{self, reason as event_reason};
 use crate::controller::objects::children::{self, Owner};
@@ -113,24 +113,43 @@ pub async fn apply(ts: Arc<TrafficSplit>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::await_change());
     }
 
-    // 6. Apply what is missing or changed (a weight change only touches the route). New Services
-    // go before the route that sends traffic to them; Services that exist go after it, so that
-    // pods a changed selector brings in only get the weight the route now gives them: a canary
-    // pointed at a new version while the route still gave it its old share (a new rollout
-    // starts it at 0 %) would otherwise take that share until the route is written.
-    let (new_services, existing_services): (Vec<_>, Vec<_>) =
-        observed_services.iter().partition(|o| o.live.is_none());
-    for o in new_services {
-        service_api.apply_observed(&owner, o, false).await?;
-    }
-    let route_description = observed_route.apply(&owner).await?;
-    for o in existing_services {
-        let unchanged = o
-            .live
+    // 6. Apply what is missing or changed (a weight change only touches the route). The
+    // Services go before the route that sends traffic to them, except those of backends whose
+    // weight goes down (from what the status says the route last had): their new selector
+    // waits until the route has taken their old share away. A new rollout takes the share the
+    // last one gave its canary; pointed at the next version meanwhile, the canary would
+    // otherwise hand that whole share to the new version until the route is written.
+    let last_applied = |name: &str| {
+        ts.status
             .as_ref()
-            .is_some_and(|live| services::unchanged(live, &o.desired));
-        service_api.apply_observed(&owner, o, unchanged).await?;
-    }
+            .and_then(|s| s.backends.iter().find(|b| b.service == name))
+            .map(|b| b.weight)
+    };
+    let shrinking: Vec<String> = spec
+        .spec
+        .backends
+        .iter()
+        .map(|b| (b.weight, backend_service_name(&spec.service_name(), &b.name)))
+        .filter(|(weight, service)| last_applied(service).is_some_and(|before| *weight < before))
+        .map(|(_, service)| service)
+        .collect();
+    let (after_route, before_route): (Vec<_>, Vec<_>) = observed_services
+        .iter()
+        .partition(|o| o.live.is_some() && shrinking.contains(&o.desired.name_any()));
+    let apply_services = |batch: Vec<_>| async {
+        for o in batch {
+            let o: &children::Observed<_> = o;
+            let unchanged = o
+                .live
+                .as_ref()
+                .is_some_and(|live| services::unchanged(live, &o.desired));
+            service_api.apply_observed(&owner, o, unchanged).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    apply_services(before_route).await?;
+    let route_description = observed_route.apply(&owner).await?;
+    apply_services(after_route).await?;
 
     // 7. Prune: Services we control that the spec no longer wants (a removed backend, or the old
     // root after `spec.service` changed), and routes of other providers.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use crate::controller::api::duration::InvalidDuration;
-use crate::controller::api::rollout::{ACTION_ANNOTATION, Rollout, RolloutStatus};
+use crate::controller::api::rollout::{ACTION_ANNOTATION, PauseReason, Rollout, RolloutStatus};
 use crate::controller::api::trafficsplit::{TrafficSplit, backend_service_name};
 use crate::controller::rollout::analysis::{self, BackendPods, Target};
 use crate::controller::rollout::engine::{Decision, Engine, Plan};
@@ -23,19 +23,23 @@ pub async fn decide(ts: &TrafficSplit, ctx: &Context) -> Result<Option<Decision>
     let Some(rollout) = &ts.spec.rollout else {
         return Ok(None);
     };
-    let canary_labels = ts
-        .spec
-        .backends
-        .iter()
-        .find(|b| b.name == rollout.canary)
-        .map(|b| b.labels.clone())
-        .unwrap_or_default();
+    let labels_of = |name: &str| {
+        ts.spec
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.labels.clone())
+            .unwrap_or_default()
+    };
+    let canary_labels = labels_of(&rollout.canary);
     let mut plan = Plan::new(
         rollout,
         revision(&canary_labels, rollout),
         pair_share(ts, rollout),
     )?;
     plan.canary_ready = canary_ready(ts, ctx, rollout);
+    plan.canary_labels = canary_labels;
+    plan.stable_labels = labels_of(&rollout.stable);
     let previous = ts.status.as_ref().and_then(|s| s.rollout.as_ref());
     let action = ts.annotations().get(ACTION_ANNOTATION).map(String::as_str);
     let mut engine = Engine::begin(&plan, previous, action, now().0);
@@ -60,13 +64,21 @@ pub async fn decide(ts: &TrafficSplit, ctx: &Context) -> Result<Option<Decision>
 }
 
 /// The TrafficSplit with the pair's weights as `rollout` has them (the spec's otherwise): what
-/// is rendered into the route and reported in the status.
+/// is rendered into the route and reported in the status. While a new rollout waits for the
+/// stable to select the version that succeeded, the canary keeps that version's labels too.
 pub fn weighted(ts: &TrafficSplit, rollout: Option<&RolloutStatus>) -> TrafficSplit {
     let mut out = ts.clone();
     if let (Some(spec), Some(status)) = (&ts.spec.rollout, rollout) {
+        let held_labels = status
+            .canary_labels
+            .as_ref()
+            .filter(|_| status.pause_reason == Some(PauseReason::StableNotPromoted));
         for b in &mut out.spec.backends {
             if b.name == spec.canary {
                 b.weight = status.canary_weight;
+                if let Some(labels) = held_labels {
+                    b.labels = labels.clone();
+                }
             } else if b.name == spec.stable {
                 b.weight = status.stable_weight;
             }
@@ -113,5 +125,55 @@ fn target(ts: &TrafficSplit, ctx: &Context, rollout: &Rollout, interval: Duratio
         name: ts.name_any(),
         service,
         interval,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::api::rollout::{RolloutPhase, RolloutStep};
+    use crate::controller::testing::fixtures::traffic_split;
+
+    /// While the next version waits for the stable, the canary is rendered with the labels of
+    /// the version that succeeded (its Service keeps selecting those pods), and with its weight.
+    #[test]
+    fn a_held_rollout_keeps_the_canarys_labels_and_weight() {
+        let mut ts = traffic_split();
+        ts.spec.rollout = Some(Rollout {
+            stable: "stable".into(),
+            canary: "canary".into(),
+            steps: vec![RolloutStep {
+                set_weight: Some(100),
+                pause: None,
+            }],
+            analysis: None,
+        });
+        ts.spec.backends[1].labels = [("version".to_string(), "v3".to_string())].into();
+        let status = RolloutStatus {
+            phase: RolloutPhase::Paused,
+            revision: "rev2".into(),
+            step_index: 1,
+            step_started_at: None,
+            canary_weight: 100,
+            stable_weight: 0,
+            weight_changed_at: None,
+            pause_reason: Some(PauseReason::StableNotPromoted),
+            message: None,
+            last_action: None,
+            metrics: vec![],
+            canary_labels: Some([("version".to_string(), "v2".to_string())].into()),
+        };
+        let held = weighted(&ts, Some(&status));
+        let canary = &held.spec.backends[1];
+        assert_eq!(
+            (canary.weight, canary.labels.get("version").map(String::as_str)),
+            (100, Some("v2"))
+        );
+        // Not held: the spec's labels.
+        let mut succeeded = status.clone();
+        succeeded.pause_reason = None;
+        succeeded.phase = RolloutPhase::Succeeded;
+        let canary = &weighted(&ts, Some(&succeeded)).spec.backends[1];
+        assert_eq!(canary.labels.get("version").map(String::as_str), Some("v3"));
     }
 }

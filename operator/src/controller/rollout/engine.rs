@@ -47,6 +47,9 @@ pub struct Plan {
     pub interval: Option<Duration>,
     /// Per step: the pause's duration (None for `setWeight` and for `pause: {}`).
     pauses: Vec<Option<Duration>>,
+    /// The canary's and the stable's labels in the spec now.
+    pub canary_labels: std::collections::BTreeMap<String, String>,
+    pub stable_labels: std::collections::BTreeMap<String, String>,
     /// Whether the canary backend has a ready endpoint now. Without one, a share sent to it
     /// would fail (a Gateway answers 503 for the weight of a backend with no endpoints), so the
     /// canary gets 0 % and nothing advances until it has.
@@ -77,6 +80,8 @@ impl Plan {
             pair_share,
             interval,
             pauses,
+            canary_labels: Default::default(),
+            stable_labels: Default::default(),
             canary_ready: true,
         })
     }
@@ -153,6 +158,9 @@ pub struct Engine<'a> {
     counted: Vec<Measurement>,
     /// The phase and pause reason before this reconcile (for the RolloutPaused event).
     before: Option<(RolloutPhase, Option<PauseReason>)>,
+    /// Holding the previous rollout's outcome until the stable selects its version: nothing
+    /// else happens.
+    guarded: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -166,6 +174,11 @@ impl<'a> Engine<'a> {
         now: Timestamp,
     ) -> Self {
         let resumed = previous.filter(|p| p.revision == plan.revision);
+        if resumed.is_none()
+            && let Some(held) = previous.filter(|p| stable_not_promoted(plan, p))
+        {
+            return Self::hold_for_the_stable(plan, held, now);
+        }
         let mut engine = Self {
             plan,
             now,
@@ -176,6 +189,7 @@ impl<'a> Engine<'a> {
             events: Vec::new(),
             counted: Vec::new(),
             before: resumed.map(|p| (p.phase, p.pause_reason)),
+            guarded: false,
         };
         if resumed.is_none() {
             let canary = &plan.rollout.canary;
@@ -210,9 +224,49 @@ impl<'a> Engine<'a> {
         engine
     }
 
+    /// A new revision after a rollout that succeeded, while the stable backend does not select
+    /// the version that carries the traffic now: starting would send the pair's share to the
+    /// stable's older version at once (and the canary's Service to the new one). So the
+    /// previous rollout's weights and its canary labels stay (`weighted` renders the canary with
+    /// them) until the stable is pointed at that version.
+    fn hold_for_the_stable(plan: &'a Plan, previous: &RolloutStatus, now: Timestamp) -> Self {
+        let mut status = previous.clone();
+        let labels = previous.canary_labels.clone().unwrap_or_default();
+        let message = format!(
+            "a new rollout of backend {canary} waits: backend {stable} must first select the version \
+             that succeeded and now takes the canary's {weight}% ({labels}); point {stable} at those \
+             labels, and the new rollout starts from it",
+            canary = plan.rollout.canary,
+            stable = plan.rollout.stable,
+            weight = previous.canary_weight,
+            labels = labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let newly = previous.pause_reason != Some(PauseReason::StableNotPromoted);
+        status.phase = RolloutPhase::Paused;
+        status.pause_reason = Some(PauseReason::StableNotPromoted);
+        status.message = Some(message.clone());
+        let mut engine = Self {
+            plan,
+            now,
+            status,
+            events: Vec::new(),
+            counted: Vec::new(),
+            before: Some((previous.phase, previous.pause_reason)),
+            guarded: true,
+        };
+        if newly {
+            engine.event(reason::PAUSED, true, message);
+        }
+        engine
+    }
+
     /// Whether one measurement of every metric is due now.
     pub fn measurement_due(&self) -> bool {
-        self.next_measurement().is_some_and(|at| at <= self.now)
+        !self.guarded && self.next_measurement().is_some_and(|at| at <= self.now)
     }
 
     /// Records one measurement of every metric, then rolls back or advances.
@@ -274,6 +328,15 @@ impl<'a> Engine<'a> {
 
     /// The status to write, the Events, and when to look again.
     pub fn finish(mut self) -> Decision {
+        if self.guarded {
+            // Only a change of the spec (the stable's labels) lifts it.
+            return Decision {
+                status: self.status,
+                events: self.events,
+                counted: Vec::new(),
+                requeue_after: None,
+            };
+        }
         self.settle_phase();
         let requeue_after = self.requeue_after();
         Decision {
@@ -655,6 +718,20 @@ impl<'a> Engine<'a> {
 }
 
 /// A rollout at its start: step 1, canary at 0, every count zero.
+/// Whether `previous` succeeded with the canary carrying traffic (or is already held for this),
+/// and the stable does not select the canary labels it succeeded with. Statuses from before
+/// the labels were recorded are never held.
+fn stable_not_promoted(plan: &Plan, previous: &RolloutStatus) -> bool {
+    let succeeded = previous.phase == RolloutPhase::Succeeded
+        || previous.pause_reason == Some(PauseReason::StableNotPromoted);
+    succeeded
+        && previous.canary_weight > 0
+        && previous
+            .canary_labels
+            .as_ref()
+            .is_some_and(|labels| *labels != plan.stable_labels)
+}
+
 fn fresh(plan: &Plan, now: Timestamp, last_action: Option<String>) -> RolloutStatus {
     RolloutStatus {
         phase: RolloutPhase::Progressing,
@@ -667,6 +744,7 @@ fn fresh(plan: &Plan, now: Timestamp, last_action: Option<String>) -> RolloutSta
         pause_reason: None,
         message: None,
         last_action,
+        canary_labels: Some(plan.canary_labels.clone()),
         metrics: plan
             .rollout
             .analysis

@@ -156,6 +156,7 @@ fn a_new_rollout_starts_at_0_and_steps_to_its_first_weight() {
             message: Some("step 1 of 5 (setWeight 10): canary at 10%".into()),
             last_action: None,
             metrics: vec![MetricStatus::new("open-errors"), MetricStatus::new("http-5xx")],
+            canary_labels: Some(Default::default()),
         }
     );
     assert_eq!(reasons(&d), ["RolloutStarted", "WeightStepped"]);
@@ -323,6 +324,82 @@ fn a_canary_without_ready_pods_gets_no_traffic_and_nothing_advances_until_it_has
     assert_eq!(back.status.phase, P::Progressing);
     let d = step(&ready, &back.status, 240, O::Success);
     assert_eq!((d.status.step_index, d.status.canary_weight), (2, 50));
+}
+
+/// `labels` as a BTreeMap.
+fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_next_version_waits_until_the_stable_selects_the_one_that_succeeded() {
+    // v2 succeeded at 100 %: the canary carries the pair; the stable still selects v1.
+    let mut v2 = plan();
+    v2.canary_labels = labels(&[("version", "v2")]);
+    v2.stable_labels = labels(&[("version", "v1")]);
+    let started = decide(&v2, None, None, at(0), None).status;
+    assert_eq!(started.canary_labels, Some(labels(&[("version", "v2")])));
+    let done = decide(&v2, Some(&started), Some("promote-full@1"), at(5), None).status;
+    assert_eq!((done.phase, done.canary_weight), (P::Succeeded, 100));
+
+    // The canary is pointed at v3 first: the new rollout waits, v2 keeps its 100 %.
+    let mut v3 = plan_of(rollout());
+    v3.revision = "rev3".into();
+    v3.canary_labels = labels(&[("version", "v3")]);
+    v3.stable_labels = labels(&[("version", "v1")]);
+    let held = decide(&v3, Some(&done), None, at(10), None);
+    assert_eq!(held.status.phase, P::Paused);
+    assert_eq!(held.status.pause_reason, Some(PauseReason::StableNotPromoted));
+    assert_eq!((held.status.canary_weight, held.status.stable_weight), (100, 0));
+    assert_eq!(held.status.revision, "rev1", "the new rollout has not started");
+    assert_eq!(held.status.canary_labels, Some(labels(&[("version", "v2")])));
+    assert_eq!(reasons(&held), ["RolloutPaused"]);
+    assert!(
+        held.status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("version=v2")
+    );
+    assert_eq!(held.requeue_after, None, "only a spec change lifts it");
+    // Looked at again, still held, no second Event.
+    let again = decide(&v3, Some(&held.status), None, at(20), None);
+    assert_eq!(again.status.pause_reason, Some(PauseReason::StableNotPromoted));
+    assert!(again.events.is_empty());
+
+    // The stable now selects v2: the new rollout starts from it, the canary (v3) at 0 %.
+    v3.stable_labels = labels(&[("version", "v2")]);
+    let d = decide(&v3, Some(&again.status), None, at(30), None);
+    assert_eq!(d.status.revision, "rev3");
+    assert_eq!(d.status.phase, P::Progressing);
+    assert_eq!((d.status.step_index, d.status.canary_weight), (0, 10));
+    assert_eq!(d.status.canary_labels, Some(labels(&[("version", "v3")])));
+}
+
+#[test]
+fn a_new_version_after_a_failed_or_unrecorded_rollout_starts_at_once() {
+    let mut v3 = plan();
+    v3.revision = "rev3".into();
+    v3.canary_labels = labels(&[("version", "v3")]);
+    v3.stable_labels = labels(&[("version", "v1")]);
+    // After a rollback the canary carries nothing: nothing to keep.
+    let mut failed = decide(&plan(), None, None, at(0), None).status;
+    failed.phase = P::Failed;
+    failed.canary_weight = 0;
+    failed.canary_labels = Some(labels(&[("version", "v2")]));
+    assert_eq!(
+        decide(&v3, Some(&failed), None, at(5), None).status.revision,
+        "rev3"
+    );
+    // A status written before the labels were recorded is not held.
+    let mut old = failed.clone();
+    old.phase = P::Succeeded;
+    old.canary_weight = 100;
+    old.canary_labels = None;
+    assert_eq!(decide(&v3, Some(&old), None, at(5), None).status.revision, "rev3");
 }
 
 #[test]

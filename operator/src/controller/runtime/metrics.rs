@@ -332,6 +332,7 @@ mod tests {
             message: None,
             last_action: None,
             metrics: vec![MetricStatus::new("open-errors"), MetricStatus::new("http-5xx")],
+            canary_labels: None,
         };
         m.set_rollout("shop", "checkout", Some(&rollout));
         m.measured(

@@ -173,7 +173,7 @@ async fn an_orphaned_root_service_with_our_labels_is_adopted() {
     run.result.unwrap();
     assert_eq!(
         run.transcript.event_reasons(),
-        ["Created", "Created", "Created", "Adopted"]
+        ["Adopted", "Created", "Created", "Created"]
     );
 }
 

@@ -20,8 +20,8 @@ use super::fixtures::{
 };
 use super::mock_api::Expect;
 use super::scenarios::{
-    ROUTE_PATH, Run, Setup, TS_PATH, apply_route, assert_ssa, fresh_read, list_services, run, run_with,
-    service_path,
+    ROUTE_PATH, Run, Setup, TS_PATH, apply_route, apply_service, assert_ssa, fresh_read, list_services, run,
+    run_with, service_path,
 };
 use crate::controller::api::trafficsplit::TrafficSplit;
 use crate::controller::objects::services;
@@ -95,6 +95,7 @@ fn progress(phase: &str, step: i32, canary: i32, times: (&str, &str), message: &
         "weightChangedAt": times.1,
         "message": message,
         "metrics": [metric],
+        "canaryLabels": {"version": "v2"},
     });
     if phase == "Paused" {
         v["pauseReason"] = json!("AwaitingPromotion");
@@ -225,10 +226,17 @@ pub enum RolloutScenario {
     /// Handed a cached copy from before our own rollback's status write (mid-step at 50 %):
     /// the fresh read finds the rollback, and the route stays with the stable.
     StaleCachedCopy,
+    /// v2 succeeded at 100 %; the canary is pointed at v3 while the stable still selects v1:
+    /// the new rollout waits, and neither the canary's Service nor the route changes.
+    NextVersionBeforeStable,
+    /// Then the stable is pointed at v2: the new rollout starts. The stable's Service takes v2
+    /// before the route gives it the pair, the canary's takes v3 only after the route has
+    /// taken the canary from 100 % to its first step's 10 %.
+    NextVersionStarts,
 }
 
 impl RolloutScenario {
-    pub const ALL: [RolloutScenario; 8] = [
+    pub const ALL: [RolloutScenario; 10] = [
         RolloutScenario::Start,
         RolloutScenario::StepAfterSuccess,
         RolloutScenario::Rollback,
@@ -237,6 +245,8 @@ impl RolloutScenario {
         RolloutScenario::RestartMidStep,
         RolloutScenario::LostToNewerStatus,
         RolloutScenario::StaleCachedCopy,
+        RolloutScenario::NextVersionBeforeStable,
+        RolloutScenario::NextVersionStarts,
     ];
 
     /// The setup, and the Prometheus stand-in it measures against.
@@ -398,6 +408,71 @@ impl RolloutScenario {
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
                            "message": "Operation cannot be fulfilled on trafficsplits.splitscope.dev \"checkout\": the object has been modified"}),
                 ));
+                (setup(ts, script, &healthy), healthy)
+            }
+            RolloutScenario::NextVersionBeforeStable => {
+                let (since, changed) = (ago(100), ago(60));
+                let succeeded = progress(
+                    "Succeeded",
+                    4,
+                    100,
+                    (&since, &changed),
+                    "all 4 steps done: canary canary at 100%, stable stable at 0%",
+                    open_errors([3, 0, 0, 0, 0], 1, None),
+                );
+                let mut handed = rolled_out(None);
+                handed.spec.backends[1].labels = [("version".to_string(), "v3".to_string())].into();
+                let ts = with_rollout_status(handed, settled(0, 100, succeeded.clone()));
+                let mut held = succeeded;
+                held["phase"] = json!("Paused");
+                held["pauseReason"] = json!("StableNotPromoted");
+                held["message"] = json!(
+                    "a new rollout of backend canary waits: backend stable must first select the version \
+                     that succeeded and now takes the canary's 100% (version=v2); point stable at those \
+                     labels, and the new rollout starts from it"
+                );
+                // The live Services and route are the v2 rollout's: nothing to apply.
+                let mut script = reads(0, 100);
+                script.push(list(0, 100));
+                script.push(patch_status_guarded(settled(0, 100, held)));
+                (setup(ts, script, &healthy), healthy)
+            }
+            RolloutScenario::NextVersionStarts => {
+                let (since, changed) = (ago(100), ago(60));
+                let mut held = progress(
+                    "Paused",
+                    4,
+                    100,
+                    (&since, &changed),
+                    "held",
+                    open_errors([3, 0, 0, 0, 0], 1, None),
+                );
+                held["pauseReason"] = json!("StableNotPromoted");
+                let mut handed = rolled_out(None);
+                let v = |version: &str| [("version".to_string(), version.to_string())].into();
+                handed.spec.backends[0].labels = v("v2");
+                handed.spec.backends[1].labels = v("v3");
+                let rollout = handed.spec.rollout.clone().unwrap();
+                let ts = with_rollout_status(handed, settled(0, 100, held));
+                let mut started = at_10(NOW);
+                started["revision"] =
+                    json!(crate::controller::rollout::revision::revision(&v("v3"), &rollout));
+                started["canaryLabels"] = json!({"version": "v3"});
+                let mut script = reads(0, 100);
+                script.push(apply_service(
+                    "checkout-stable",
+                    json!({"app": "checkout", "version": "v2"}),
+                ));
+                script.push(apply_route(json!([
+                    ["checkout-stable", 80, 90],
+                    ["checkout-canary", 80, 10]
+                ])));
+                script.push(apply_service(
+                    "checkout-canary",
+                    json!({"app": "checkout", "version": "v3"}),
+                ));
+                script.push(list(90, 10));
+                script.push(patch_status_guarded(settled(90, 10, started)));
                 (setup(ts, script, &healthy), healthy)
             }
             RolloutScenario::StaleCachedCopy => {
@@ -569,6 +644,31 @@ async fn a_rollout_waits_for_the_endpointslice_cache_before_it_decides() {
         run.transcript.requests
     );
     assert_eq!(prometheus.queries.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_next_version_waits_for_the_stable_and_the_canary_keeps_serving_the_one_that_succeeded() {
+    let (run, prometheus) = RolloutScenario::NextVersionBeforeStable.run().await;
+    let action = run.result.unwrap();
+    let writes = run.transcript.writes();
+    assert_eq!(
+        writes,
+        [
+            "PATCH /apis/splitscope.dev/v1alpha1/namespaces/shop/trafficsplits/checkout/status?&force=true&fieldManager=splitscope"
+        ],
+        "no Service and no route written"
+    );
+    assert_eq!(run.transcript.event_reasons(), ["RolloutPaused"]);
+    assert_eq!(prometheus.queries.load(Ordering::SeqCst), 0);
+    assert_eq!(action, Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn once_the_stable_selects_it_the_next_version_starts_without_handing_it_the_old_share() {
+    let (run, _) = RolloutScenario::NextVersionStarts.run().await;
+    run.result.unwrap();
+    let reasons = run.transcript.event_reasons();
+    assert!(reasons.iter().any(|r| r == "RolloutStarted"), "{reasons:?}");
 }
 
 /// A reconcile still running when its controller lost the lease: it read and measured, but

@@ -531,14 +531,11 @@ impl Scenario {
                     Expect::new("GET", service_path("checkout-canary")).not_found(),
                     Expect::new("GET", ROUTE_PATH).not_found(),
                 ];
-                // The new Services, the route, then the one that exists (adopted).
-                let [root, stable, canary] = apply_services().try_into().ok().unwrap();
-                script.extend([stable, canary]);
+                script.extend(apply_services());
                 script.push(apply_route(json!([
                     ["checkout-stable", 80, 95],
                     ["checkout-canary", 80, 5]
                 ])));
-                script.push(root);
                 script.push(list_services(vec![]));
                 script.push(patch_status(pending_status()));
                 setup(base, gateway_only(), vec![], script)
