@@ -168,7 +168,8 @@ impl Prometheus {
                 .await
                 .map_err(|e| QueryError::Unreachable {
                     url: shown.clone(),
-                    reason: error_chain(&e),
+                    // With its causes: hyper's own message is only "client error".
+                    reason: format!("{:#}", anyhow::Error::new(e)),
                 })?;
             let status = response.status().as_u16();
             let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
@@ -288,18 +289,6 @@ fn parse_value(v: &str) -> f64 {
 fn labels(metric: &std::collections::BTreeMap<String, String>) -> String {
     let parts: Vec<String> = metric.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", parts.join(","))
-}
-
-/// The error and its causes on one line (hyper's own message is only "client error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
