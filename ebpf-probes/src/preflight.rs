@@ -45,8 +45,8 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
 }
 
 /// When perf_event_open(2) is likely refused here although the capabilities upstream Linux asks
-/// for are present: kernel.perf_event_paranoid above 2, which Debian's and Ubuntu's kernels
-/// (with their own patch; upstream stops at 2) read as "only with CAP_SYS_ADMIN". A hint for
+/// for are present: kernel.perf_event_paranoid above 2, which Debian's kernels (and others with
+/// its patch; Ubuntu's has one; upstream stops at 2) read as "only with CAP_SYS_ADMIN". A hint for
 /// when attaching failed, not a check: upstream kernels accept CAP_PERFMON at any level.
 pub fn perf_restriction() -> Option<String> {
     let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?;
@@ -60,8 +60,8 @@ fn perf_restriction_hint(cap_eff: u64, paranoid: i32) -> Option<String> {
     (paranoid > 2 && cap_eff & (1u64 << CAP_SYS_ADMIN) == 0).then(|| {
         format!(
             "kernel.perf_event_paranoid is {paranoid} and this process lacks CAP_SYS_ADMIN: Debian's \
-             and Ubuntu's kernels then refuse perf_event_open(2), which attaching needs, even with \
-             CAP_PERFMON. Grant CAP_SYS_ADMIN (the agent's DaemonSet does), or set \
+             kernels (and others with its patch) then refuse perf_event_open(2), which attaching \
+             needs, even with CAP_PERFMON. Grant CAP_SYS_ADMIN (the agent's DaemonSet does), or set \
              `sysctl kernel.perf_event_paranoid=2` on the node"
         )
     })
