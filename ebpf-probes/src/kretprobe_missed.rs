@@ -21,7 +21,12 @@ const BPF_LINK_TYPE_PERF_EVENT: u32 = 7;
 const BPF_PERF_EVENT_KRETPROBE: u32 = 4;
 
 /// The kernel first reports the count in Linux 6.7; before, the field stays zero.
-pub const MIN_KERNEL: (u32, u32) = (6, 7);
+const MIN_KERNEL: (u32, u32) = (6, 7);
+
+/// Whether the running kernel reports a kretprobe's misses (Linux >= 6.7).
+pub fn reported_by_kernel() -> bool {
+    crate::facts::kernel_version().is_some_and(|v| v >= MIN_KERNEL)
+}
 
 /// How many calls of its function a kretprobe attached through the perf PMU follows at once:
 /// the kernel's default of max(10, 2 × possible CPUs), which the PMU gives no way to raise.

@@ -536,7 +536,7 @@ fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<Link>) {
 /// Where the kernel reports them (Linux >= 6.7), a reader of the opens the attached kretprobe
 /// misses, from its link (found by the program's id among this process's descriptors).
 fn missed_counter(kretprobe: &KProbe) -> Option<MissedCounter> {
-    if crate::facts::kernel_version().is_none_or(|v| v < kretprobe_missed::MIN_KERNEL) {
+    if !kretprobe_missed::reported_by_kernel() {
         return None;
     }
     let found = kretprobe

@@ -25,8 +25,9 @@ pub enum Set {
 
 const BUILD: &[&str] = &["clang", "llvm", "libbpf-dev"];
 const EBPF_EXTRA: &[&str] = &["bpftool"];
-/// qemu, an initramfs (busybox, cpio, gzip), module dependencies (kmod) and unpacking Debian's
-/// .ko.xz modules (xz-utils).
+/// qemu, an initramfs (busybox, cpio, gzip), module dependencies (kmod), unpacking Debian's
+/// .ko.xz modules (xz-utils), and setpriv (util-linux) for the steps that run with only the
+/// agent's capabilities.
 const VM: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -34,6 +35,7 @@ const VM: &[&str] = &[
     "kmod",
     "xz-utils",
     "gzip",
+    "util-linux",
 ];
 const BENCH: &[&str] = &["bpftrace", "libbpf-tools"];
 const TEST_EXTRA: &[&str] = &["prometheus"];

@@ -118,7 +118,7 @@ impl Prometheus {
             .build();
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
-            token_for: token.map(|(url, path)| (url.trim().trim_end_matches('/').to_string(), path)),
+            token_for: token.map(|(url, path)| (base_url(&url).to_string(), path)),
         })
     }
 
@@ -127,7 +127,7 @@ impl Prometheus {
         let Some((url, path)) = &self.token_for else {
             return Ok(None);
         };
-        if base.trim().trim_end_matches('/') != url {
+        if base_url(base) != url {
             return Ok(None);
         }
         let token = std::fs::read_to_string(path).map_err(|e| QueryError::Token {
@@ -148,7 +148,7 @@ impl Prometheus {
     pub async fn query(&self, base: &str, promql: &str) -> Result<QueryResult, QueryError> {
         let url = query_url(base)?;
         let uri: hyper::Uri = url.parse().map_err(|_| QueryError::BadUrl(base.to_string()))?;
-        let shown = base.trim_end_matches('/').to_string();
+        let shown = base_url(base).to_string();
         let form: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("query", promql)
             .finish();
@@ -193,9 +193,14 @@ impl Prometheus {
     }
 }
 
+/// A Prometheus address as queries, messages and the token's address compare it.
+fn base_url(base: &str) -> &str {
+    base.trim().trim_end_matches('/')
+}
+
 /// `<base>/api/v1/query`, refusing anything but http(s).
 pub fn query_url(base: &str) -> Result<String, QueryError> {
-    let base = base.trim().trim_end_matches('/');
+    let base = base_url(base);
     if !(base.starts_with("http://") || base.starts_with("https://")) || base.contains(char::is_whitespace) {
         return Err(QueryError::BadUrl(base.to_string()));
     }
