@@ -722,3 +722,75 @@ async fn a_rollout_steps_the_route_is_promoted_aborted_retried_and_removed() {
     .await;
     controller.stop().await;
 }
+
+/// A canary backend whose labels select no pod: it gets 0 % while the rollout waits
+/// (`CanaryUnavailable`), and once `progressDeadline` has passed the rollout fails, the route
+/// goes back to the stable alone, and a `RolledBack` warning names the deadline.
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG, e.g. kind): cargo test -p splitscope-tests --test e2e -- --ignored"]
+async fn a_canary_without_ready_pods_past_its_progress_deadline_is_rolled_back() {
+    let client = cluster::client().await;
+    install_crds();
+    let ns = TestNamespace::create(&client, "deadline").await;
+    let controller = RunningController::start(&ns.name);
+    pod(
+        &client,
+        &ns.name,
+        "stable-0",
+        &[("app", "checkout"), ("version", "v1")],
+    )
+    .await;
+    let mut object = example(&ns.name);
+    object["spec"]["backends"][0]["weight"] = json!(100);
+    object["spec"]["backends"][1]["weight"] = json!(0);
+    object["spec"]["rollout"] = json!({
+        "stable": "stable",
+        "canary": "canary",
+        "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}],
+        "progressDeadline": "10s",
+    });
+    create_ts(&client, &ns.name, object).await.unwrap();
+
+    let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &ns.name);
+    let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns.name);
+    let failed = eventually("the rollout to fail on its progressDeadline", || async {
+        let r = api.get("checkout").await.ok()?.status?.rollout?;
+        (r.phase.as_str() == "Failed").then_some(r)
+    })
+    .await;
+    assert_eq!((failed.canary_weight, failed.stable_weight), (0, 100));
+    let message = failed.message.unwrap_or_default();
+    assert!(
+        message.contains("backend canary had no ready pod for 10s") && message.contains("progressDeadline"),
+        "{message}"
+    );
+    assert_eq!(failed.canary_unavailable_since, None);
+    let want = vec![
+        ("checkout-stable".to_string(), Some(100)),
+        ("checkout-canary".to_string(), Some(0)),
+    ];
+    eventually("the route at 100/0", || async {
+        (route_weights(&routes.get("checkout").await.ok()?) == want).then_some(())
+    })
+    .await;
+    // Events are published after the status is written: wait for them too.
+    let seen = eventually("a RolledBack warning naming the progressDeadline", || async {
+        let seen = events(&client, &ns.name).await;
+        seen.iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("RolledBack")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains("progressDeadline"))
+            })
+            .then_some(seen)
+    })
+    .await;
+    // It waited at 0 % first, with a warning saying why.
+    assert!(
+        seen.iter().any(|e| e.reason.as_deref() == Some("RolloutPaused")
+            && e.note.as_deref().is_some_and(|n| n.contains("has no ready pods"))),
+        "{:?}",
+        reasons(&seen)
+    );
+    controller.stop().await;
+}

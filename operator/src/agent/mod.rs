@@ -115,10 +115,15 @@ pub async fn load_probe(config: ProbeConfig) -> anyhow::Result<Probe> {
                  together, are counted in splitscope_probe_events_dropped_total"
             );
         } else {
+            // On >= 6.7 the loader has already warned why reading the count failed.
+            let why = if splitscope_probes::kretprobe_missed::reported_by_kernel() {
+                "the kernel's count of the ones it misses beyond that could not be read"
+            } else {
+                "this kernel (< 6.7) does not report the ones it misses beyond that"
+            };
             tracing::warn!(
-                "the kretprobe follows {instances} opens at once, and this kernel (< 6.7) does not report \
-                 the ones it misses beyond that: they are neither counted nor dropped; --attach tracepoint \
-                 has no such limit"
+                "the kretprobe follows {instances} opens at once, and {why}: they are neither counted nor \
+                 dropped; --attach tracepoint has no such limit"
             );
         }
     }

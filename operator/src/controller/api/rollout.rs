@@ -29,6 +29,10 @@ pub const ACTION_ANNOTATION: &str = "splitscope.dev/rollout-action";
 /// Moves the canary's weight step by step, measuring at every step, rolling back on failures.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.progressDeadline) || duration(self.progressDeadline) >= duration('1s')")
+        .message("spec.rollout.progressDeadline must be at least 1s"),
+)]
 pub struct Rollout {
     /// Backend that gets the traffic back on rollback or abort.
     #[schemars(length(min = 1, max = MAX_LABEL_LENGTH), regex(pattern = DNS_1123_LABEL))]
@@ -45,6 +49,14 @@ pub struct Rollout {
     /// What is measured at every step; without it, steps advance on their pauses alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+
+    /// How long the canary backend may go without a ready pod while the rollout runs (a Go
+    /// duration, at least 1s); beyond that the rollout fails and rolls back, as a progress
+    /// deadline does in Flagger and Argo Rollouts. Absent: the rollout waits at 0%
+    /// (`CanaryUnavailable`) until the canary has a ready pod or is aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_DURATION_LENGTH), regex(pattern = GO_DURATION))]
+    pub progress_deadline: Option<String>,
 }
 
 /// One step: exactly one of `setWeight` and `pause`.
@@ -256,6 +268,11 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_reason: Option<PauseReason>,
 
+    /// Since when the canary backend has had no ready pod, while it has none: what
+    /// `progressDeadline` is counted from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_unavailable_since: Option<Time>,
+
     /// What happened last, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -322,7 +339,7 @@ pub enum PauseReason {
     /// measurement succeeds again.
     AnalysisError,
     /// The canary backend has no ready pods: it gets 0 % until it has, then the rollout goes on
-    /// at the weight of its step.
+    /// at the weight of its step (or, after `progressDeadline`, it fails and rolls back).
     CanaryUnavailable,
     /// A new version was asked for after a rollout succeeded, but the stable backend does not
     /// select the version that succeeded: the canary keeps that version and its weight until

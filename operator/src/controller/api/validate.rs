@@ -365,6 +365,15 @@ fn check_rollout(errs: &mut Errors, ts: &TrafficSplit) {
             errs.add(format!("{at}.pause.duration"), why);
         }
     }
+    if let Some(d) = rollout.progress_deadline.as_deref() {
+        match go_duration(d) {
+            Err(why) => errs.add(format!("{at}.progressDeadline"), why),
+            Ok(d) if d < std::time::Duration::from_secs(1) => {
+                errs.add(format!("{at}.progressDeadline"), "must be at least 1s");
+            }
+            Ok(_) => {}
+        }
+    }
     if let Some(analysis) = &rollout.analysis {
         check_analysis(errs, analysis);
     }

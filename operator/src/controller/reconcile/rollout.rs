@@ -147,6 +147,7 @@ mod tests {
                 pause: None,
             }],
             analysis: None,
+            progress_deadline: None,
         });
         ts.spec.backends[1].labels = [("version".to_string(), "v3".to_string())].into();
         let status = RolloutStatus {
@@ -158,6 +159,7 @@ mod tests {
             stable_weight: 0,
             weight_changed_at: None,
             pause_reason: Some(PauseReason::StableNotPromoted),
+            canary_unavailable_since: None,
             message: None,
             last_action: None,
             metrics: vec![],

@@ -45,6 +45,8 @@ pub struct Plan {
     pub pair_share: i32,
     /// Time between measurements (None without analysis).
     pub interval: Option<Duration>,
+    /// How long the canary may go without a ready pod before the rollout fails.
+    pub progress_deadline: Option<Duration>,
     /// Per step: the pause's duration (None for `setWeight` and for `pause: {}`).
     pauses: Vec<Option<Duration>>,
     /// The canary's and the stable's labels in the spec now.
@@ -63,6 +65,11 @@ impl Plan {
             .as_ref()
             .map(|a| duration::parse(&a.interval))
             .transpose()?;
+        let progress_deadline = rollout
+            .progress_deadline
+            .as_deref()
+            .map(duration::parse)
+            .transpose()?;
         let pauses = rollout
             .steps
             .iter()
@@ -79,6 +86,7 @@ impl Plan {
             revision,
             pair_share,
             interval,
+            progress_deadline,
             pauses,
             canary_labels: Default::default(),
             stable_labels: Default::default(),
@@ -215,6 +223,7 @@ impl<'a> Engine<'a> {
             engine.status.last_action = Some(value.to_string());
             engine.act(value);
         }
+        engine.note_canary_availability();
         // A measurement due now judges the window that just ended, at the weight it had: it is
         // taken first and `record` advances after it. Advancing first would change the weight
         // and restart the window, and the end of a timed pause would never be judged.
@@ -445,6 +454,19 @@ impl<'a> Engine<'a> {
             if self.status.canary_weight > 0 {
                 self.set_canary(0);
             }
+            if let Some((deadline, since)) = self.progress_deadline_passed() {
+                let message = format!(
+                    "rolled back at step {} of {}: backend {} had no ready pod for {deadline} (since {since}), \
+                     its progressDeadline; canary {} at 0%, stable {} at {}%",
+                    self.step_number(),
+                    self.plan.steps(),
+                    self.plan.rollout.canary,
+                    self.plan.rollout.canary,
+                    self.plan.rollout.stable,
+                    self.plan.pair_share
+                );
+                self.fail(message);
+            }
             return;
         }
         // Back from a spell without canary pods: the weight of the step it holds at.
@@ -507,9 +529,6 @@ impl<'a> Engine<'a> {
     }
 
     fn roll_back(&mut self, why: &str) {
-        self.set_canary(0);
-        self.status.phase = RolloutPhase::Failed;
-        self.status.pause_reason = None;
         let message = format!(
             "rolled back at step {} of {}: {why} failed beyond failureLimit {}; canary {} at 0%, stable {} at {}%",
             self.step_number(),
@@ -519,8 +538,43 @@ impl<'a> Engine<'a> {
             self.plan.rollout.stable,
             self.plan.pair_share
         );
+        self.fail(message);
+    }
+
+    /// Failed: the canary back to 0 %, the stable at the pair's share.
+    fn fail(&mut self, message: String) {
+        self.set_canary(0);
+        self.status.phase = RolloutPhase::Failed;
+        self.status.pause_reason = None;
+        self.status.canary_unavailable_since = None;
         self.status.message = Some(message.clone());
         self.event(reason::ROLLED_BACK, true, message);
+    }
+
+    /// Keeps `canaryUnavailableSince` while the canary has no ready pod and the rollout runs
+    /// (a restart or a new leader goes on counting from it), and clears it otherwise.
+    fn note_canary_availability(&mut self) {
+        if self.plan.canary_ready || self.status.phase.is_done() {
+            self.status.canary_unavailable_since = None;
+        } else if self.status.canary_unavailable_since.is_none() {
+            self.status.canary_unavailable_since = Some(Time(self.now));
+        }
+    }
+
+    /// When the canary, without a ready pod since `canaryUnavailableSince`, passes
+    /// `progressDeadline` (None without either).
+    fn progress_deadline_end(&self) -> Option<Timestamp> {
+        let deadline = self.plan.progress_deadline?;
+        let since = self.status.canary_unavailable_since.as_ref()?.0;
+        Some(add(since, deadline))
+    }
+
+    /// Once that time has come: the deadline as the spec writes it, and since when.
+    fn progress_deadline_passed(&self) -> Option<(&'a str, Timestamp)> {
+        let end = self.progress_deadline_end()?;
+        let since = self.status.canary_unavailable_since.as_ref()?.0;
+        let plan: &'a Plan = self.plan;
+        (self.now >= end).then(|| (plan.rollout.progress_deadline.as_deref().unwrap_or("?"), since))
     }
 
     /// Progressing or Paused (and why), once the steps have moved; a RolloutPaused Event when
@@ -573,15 +627,19 @@ impl<'a> Engine<'a> {
     /// A canary without ready pods holds the rollout, at 0 %.
     fn canary_hold(&self) -> Option<(PauseReason, String)> {
         (!self.plan.canary_ready).then(|| {
-            (
-                PauseReason::CanaryUnavailable,
-                format!(
-                    "backend {} has no ready pods: it gets 0% and step {} of {} waits until it has",
-                    self.plan.rollout.canary,
-                    self.step_number(),
-                    self.plan.steps()
-                ),
-            )
+            let mut message = format!(
+                "backend {} has no ready pods: it gets 0% and step {} of {} waits until it has",
+                self.plan.rollout.canary,
+                self.step_number(),
+                self.plan.steps()
+            );
+            if let (Some(end), Some(deadline)) = (
+                self.progress_deadline_end(),
+                self.plan.rollout.progress_deadline.as_deref(),
+            ) {
+                message.push_str(&format!(", or rolls back at {end} (progressDeadline {deadline})"));
+            }
+            (PauseReason::CanaryUnavailable, message)
         })
     }
 
@@ -707,7 +765,10 @@ impl<'a> Engine<'a> {
         if self.status.phase.is_done() {
             return None;
         }
-        let next = [self.next_measurement(), self.pause_end()]
+        let deadline = (!self.plan.canary_ready)
+            .then(|| self.progress_deadline_end())
+            .flatten();
+        let next = [self.next_measurement(), self.pause_end(), deadline]
             .into_iter()
             .flatten()
             .min()?;
@@ -742,6 +803,7 @@ fn fresh(plan: &Plan, now: Timestamp, last_action: Option<String>) -> RolloutSta
         stable_weight: plan.pair_share,
         weight_changed_at: Some(Time(now)),
         pause_reason: None,
+        canary_unavailable_since: None,
         message: None,
         last_action,
         canary_labels: Some(plan.canary_labels.clone()),

@@ -97,6 +97,7 @@ fn rollout() -> Rollout {
             prometheus: None,
             metrics: metrics(),
         }),
+        progress_deadline: None,
     }
 }
 
@@ -153,6 +154,7 @@ fn a_new_rollout_starts_at_0_and_steps_to_its_first_weight() {
             stable_weight: 90,
             weight_changed_at: time(0),
             pause_reason: None,
+            canary_unavailable_since: None,
             message: Some("step 1 of 5 (setWeight 10): canary at 10%".into()),
             last_action: None,
             metrics: vec![MetricStatus::new("open-errors"), MetricStatus::new("http-5xx")],
@@ -324,6 +326,81 @@ fn a_canary_without_ready_pods_gets_no_traffic_and_nothing_advances_until_it_has
     assert_eq!(back.status.phase, P::Progressing);
     let d = step(&ready, &back.status, 240, O::Success);
     assert_eq!((d.status.step_index, d.status.canary_weight), (2, 50));
+}
+
+#[test]
+fn a_canary_without_ready_pods_past_its_progress_deadline_rolls_back() {
+    let with_deadline = |ready: bool| {
+        let mut rollout = rollout();
+        rollout.progress_deadline = Some("5m".into());
+        let mut plan = plan_of(rollout);
+        plan.canary_ready = ready;
+        plan
+    };
+    let (unready, ready) = (with_deadline(false), with_deadline(true));
+
+    // At 10 %, the canary loses its pods at 20s: 0 %, and the clock starts.
+    let d = decide(&ready, None, None, at(0), None);
+    let gone = step(&unready, &d.status, 20, O::Success);
+    assert_eq!(gone.status.canary_unavailable_since, time(20));
+    assert_eq!(gone.status.pause_reason, Some(PauseReason::CanaryUnavailable));
+    let message = gone.status.message.clone().unwrap_or_default();
+    assert!(message.contains("progressDeadline 5m"), "{message}");
+    // A reconcile before the deadline (measurements go on) keeps the first time it was seen.
+    let waiting = step(&unready, &gone.status, 200, O::Success);
+    assert_eq!(waiting.status.canary_unavailable_since, time(20));
+    assert_eq!(waiting.status.phase, P::Paused);
+    assert!(
+        waiting
+            .requeue_after
+            .is_some_and(|r| r <= Duration::from_secs(120)),
+        "looks again by the deadline (320s): {:?}",
+        waiting.requeue_after
+    );
+    // Pods back before the deadline: the clock is cleared, the step goes on.
+    let back = step(&ready, &waiting.status, 250, O::Success);
+    assert_eq!(back.status.canary_unavailable_since, None);
+    assert_eq!(
+        (back.status.phase, back.status.canary_weight),
+        (P::Progressing, 10)
+    );
+    // Gone again: a fresh five minutes, counted from 400s, not from 20s.
+    let again = step(&unready, &back.status, 400, O::Success);
+    assert_eq!(again.status.canary_unavailable_since, time(400));
+    let before = step(&unready, &again.status, 699, O::Success);
+    assert_eq!(before.status.phase, P::Paused);
+    // At the deadline: Failed, the canary at 0 % and the stable at the pair's share.
+    let failed = step(&unready, &before.status, 700, O::Success);
+    assert_eq!(failed.status.phase, P::Failed);
+    assert_eq!(
+        (failed.status.canary_weight, failed.status.stable_weight),
+        (0, 100)
+    );
+    assert_eq!(failed.status.pause_reason, None);
+    assert_eq!(failed.status.canary_unavailable_since, None);
+    assert_eq!(reasons(&failed), ["RolledBack"]);
+    let message = failed.status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("backend canary had no ready pod for 5m") && message.contains("progressDeadline"),
+        "{message}"
+    );
+    assert!(failed.events[0].warning);
+    assert_eq!(failed.requeue_after, None);
+    // Retried while it still has none: a new clock from the retry.
+    let retried = decide(&unready, Some(&failed.status), Some("retry"), at(800), None);
+    assert_eq!(retried.status.phase, P::Paused);
+    assert_eq!(retried.status.canary_unavailable_since, time(800));
+
+    // Without a progressDeadline it waits however long it takes.
+    let mut forever = plan();
+    forever.canary_ready = false;
+    let d = decide(&forever, None, None, at(0), None);
+    let d = decide(&forever, Some(&d.status), None, at(86_400), None);
+    assert_eq!(
+        (d.status.phase, d.status.pause_reason),
+        (P::Paused, Some(PauseReason::CanaryUnavailable))
+    );
+    assert_eq!(d.status.canary_unavailable_since, time(0));
 }
 
 /// `labels` as a BTreeMap.

@@ -72,6 +72,7 @@ mod tests {
                 },
             ],
             analysis: None,
+            progress_deadline: None,
         }
     }
 

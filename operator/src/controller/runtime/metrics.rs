@@ -329,6 +329,7 @@ mod tests {
             stable_weight: 90,
             weight_changed_at: None,
             pause_reason: None,
+            canary_unavailable_since: None,
             message: None,
             last_action: None,
             metrics: vec![MetricStatus::new("open-errors"), MetricStatus::new("http-5xx")],

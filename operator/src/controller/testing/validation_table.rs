@@ -322,6 +322,30 @@ fn table() -> Vec<Row> {
             "spec.rollout.steps[0].setWeight",
             "spec.rollout.steps[0].setWeight",
         ),
+        valid("a rollout with a progressDeadline", |o| {
+            with_rollout(o);
+            o["spec"]["rollout"]["progressDeadline"] = json!("10m");
+        }),
+        row(
+            "a progressDeadline of one day (not a Go duration)",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["progressDeadline"] = json!("1d");
+            },
+            OpenApi,
+            "spec.rollout.progressDeadline",
+            "spec.rollout.progressDeadline",
+        ),
+        row(
+            "a progressDeadline under one second",
+            |o| {
+                with_rollout(o);
+                o["spec"]["rollout"]["progressDeadline"] = json!("900ms");
+            },
+            Cel,
+            "spec.rollout.progressDeadline",
+            "spec.rollout.progressDeadline",
+        ),
         row(
             "a pause of one day (not a Go duration)",
             |o| {
