@@ -132,6 +132,19 @@ async fn ready_example(client: &Client, ns: &str) -> TrafficSplit {
     .await
 }
 
+/// The example at 100/0 with `rollout`, a stable pod, and a canary pod when `canary_pod`.
+async fn create_rollout(client: &Client, ns: &str, rollout: Value, canary_pod: bool) {
+    pod(client, ns, "stable-0", &[("app", "checkout"), ("version", "v1")]).await;
+    if canary_pod {
+        pod(client, ns, "canary-0", &[("app", "checkout"), ("version", "v2")]).await;
+    }
+    let mut object = example(ns);
+    object["spec"]["backends"][0]["weight"] = json!(100);
+    object["spec"]["backends"][1]["weight"] = json!(0);
+    object["spec"]["rollout"] = rollout;
+    create_ts(client, ns, object).await.unwrap();
+}
+
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster (KUBECONFIG, e.g. kind): cargo test -p splitscope-tests --test e2e -- --ignored"]
 async fn creates_services_and_a_95_5_httproute_with_a_truthful_status_and_events() {
@@ -604,29 +617,12 @@ async fn a_rollout_steps_the_route_is_promoted_aborted_retried_and_removed() {
     install_crds();
     let ns = TestNamespace::create(&client, "rollout").await;
     let controller = RunningController::start(&ns.name);
-    pod(
-        &client,
-        &ns.name,
-        "stable-0",
-        &[("app", "checkout"), ("version", "v1")],
-    )
-    .await;
-    pod(
-        &client,
-        &ns.name,
-        "canary-0",
-        &[("app", "checkout"), ("version", "v2")],
-    )
-    .await;
-    let mut object = example(&ns.name);
-    object["spec"]["backends"][0]["weight"] = json!(100);
-    object["spec"]["backends"][1]["weight"] = json!(0);
-    object["spec"]["rollout"] = json!({
+    let rollout = json!({
         "stable": "stable",
         "canary": "canary",
         "steps": [{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}],
     });
-    create_ts(&client, &ns.name, object).await.unwrap();
+    create_rollout(&client, &ns.name, rollout, true).await;
 
     let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &ns.name);
     let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns.name);
@@ -733,23 +729,13 @@ async fn a_canary_without_ready_pods_past_its_progress_deadline_is_rolled_back()
     install_crds();
     let ns = TestNamespace::create(&client, "deadline").await;
     let controller = RunningController::start(&ns.name);
-    pod(
-        &client,
-        &ns.name,
-        "stable-0",
-        &[("app", "checkout"), ("version", "v1")],
-    )
-    .await;
-    let mut object = example(&ns.name);
-    object["spec"]["backends"][0]["weight"] = json!(100);
-    object["spec"]["backends"][1]["weight"] = json!(0);
-    object["spec"]["rollout"] = json!({
+    let rollout = json!({
         "stable": "stable",
         "canary": "canary",
         "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}],
         "progressDeadline": "10s",
     });
-    create_ts(&client, &ns.name, object).await.unwrap();
+    create_rollout(&client, &ns.name, rollout, false).await;
 
     let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &ns.name);
     let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns.name);
