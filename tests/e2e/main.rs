@@ -719,9 +719,10 @@ async fn a_rollout_steps_the_route_is_promoted_aborted_retried_and_removed() {
     controller.stop().await;
 }
 
-/// A canary backend whose labels select no pod: it gets 0 % while the rollout waits
-/// (`CanaryUnavailable`), and once `progressDeadline` has passed the rollout fails, the route
-/// goes back to the stable alone, and a `RolledBack` warning names the deadline.
+/// A canary that loses its pod mid-rollout gets 0 % while the rollout waits
+/// (`CanaryUnavailable`); once `progressDeadline` has passed the rollout fails, with a
+/// `RolledBack` warning naming the deadline, and a canary pod that comes back afterwards gets no
+/// traffic (without the deadline it would get its step's 20 % again).
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster (KUBECONFIG, e.g. kind): cargo test -p splitscope-tests --test e2e -- --ignored"]
 async fn a_canary_without_ready_pods_past_its_progress_deadline_is_rolled_back() {
@@ -735,10 +736,27 @@ async fn a_canary_without_ready_pods_past_its_progress_deadline_is_rolled_back()
         "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}],
         "progressDeadline": "10s",
     });
-    create_rollout(&client, &ns.name, rollout, false).await;
+    create_rollout(&client, &ns.name, rollout, true).await;
 
     let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &ns.name);
     let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns.name);
+    let route_is = |stable: i32, canary: i32| {
+        let routes = routes.clone();
+        let want = vec![
+            ("checkout-stable".to_string(), Some(stable)),
+            ("checkout-canary".to_string(), Some(canary)),
+        ];
+        async move { (route_weights(&routes.get("checkout").await.ok()?) == want).then_some(()) }
+    };
+    eventually("the rollout to wait at 20% for a promotion", || async {
+        let r = api.get("checkout").await.ok()?.status?.rollout?;
+        (r.phase.as_str() == "Paused" && r.canary_weight == 20).then_some(())
+    })
+    .await;
+    eventually("the route at 80/20", || route_is(80, 20)).await;
+
+    // The canary's only pod goes: 0 % at once, Failed once it has been gone for 10s.
+    delete_and_wait(&Api::<Pod>::namespaced(client.clone(), &ns.name), "canary-0").await;
     let failed = eventually("the rollout to fail on its progressDeadline", || async {
         let r = api.get("checkout").await.ok()?.status?.rollout?;
         (r.phase.as_str() == "Failed").then_some(r)
@@ -751,14 +769,7 @@ async fn a_canary_without_ready_pods_past_its_progress_deadline_is_rolled_back()
         "{message}"
     );
     assert_eq!(failed.canary_unavailable_since, None);
-    let want = vec![
-        ("checkout-stable".to_string(), Some(100)),
-        ("checkout-canary".to_string(), Some(0)),
-    ];
-    eventually("the route at 100/0", || async {
-        (route_weights(&routes.get("checkout").await.ok()?) == want).then_some(())
-    })
-    .await;
+    eventually("the route at 100/0", || route_is(100, 0)).await;
     // Events are published after the status is written: wait for them too.
     let seen = eventually("a RolledBack warning naming the progressDeadline", || async {
         let seen = events(&client, &ns.name).await;
@@ -771,12 +782,39 @@ async fn a_canary_without_ready_pods_past_its_progress_deadline_is_rolled_back()
             .then_some(seen)
     })
     .await;
-    // It waited at 0 % first, with a warning saying why.
+    // Before that it waited at 0 %, with a warning saying why.
     assert!(
         seen.iter().any(|e| e.reason.as_deref() == Some("RolloutPaused")
+            && e.type_.as_deref() == Some("Warning")
             && e.note.as_deref().is_some_and(|n| n.contains("has no ready pods"))),
         "{:?}",
         reasons(&seen)
     );
+
+    // A canary pod again: the failed rollout keeps it at 0 %.
+    pod(
+        &client,
+        &ns.name,
+        "canary-1",
+        &[("app", "checkout"), ("version", "v2")],
+    )
+    .await;
+    let ts = eventually("the canary pod to be a ready endpoint", || async {
+        let ts = api.get("checkout").await.ok()?;
+        let ready = ts
+            .status
+            .as_ref()?
+            .backends
+            .iter()
+            .any(|b| b.name == "canary" && b.ready_endpoints == 1);
+        ready.then_some(ts)
+    })
+    .await;
+    let rollout = ts.status.and_then(|s| s.rollout);
+    assert_eq!(
+        rollout.map(|r| (r.phase.as_str(), r.canary_weight)),
+        Some(("Failed", 0))
+    );
+    eventually("the route still at 100/0", || route_is(100, 0)).await;
     controller.stop().await;
 }

@@ -51,9 +51,9 @@ pub struct Rollout {
     pub analysis: Option<Analysis>,
 
     /// How long the canary backend may go without a ready pod while the rollout runs (a Go
-    /// duration, at least 1s); beyond that the rollout fails and rolls back, as a progress
-    /// deadline does in Flagger and Argo Rollouts. Absent: the rollout waits at 0%
-    /// (`CanaryUnavailable`) until the canary has a ready pod or is aborted.
+    /// duration, at least 1s); then the rollout fails and rolls back, as Flagger's progress
+    /// deadline does. Absent: the rollout waits at 0% (`CanaryUnavailable`) until the canary has
+    /// a ready pod or is aborted. Not part of the revision: changing it restarts nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = MAX_DURATION_LENGTH), regex(pattern = GO_DURATION))]
     pub progress_deadline: Option<String>,
@@ -243,7 +243,8 @@ pub struct RolloutStatus {
     /// Progressing, Paused, Succeeded, Failed or Aborted.
     pub phase: RolloutPhase,
 
-    /// Hash of the canary backend's labels and `spec.rollout`: a new value starts a new rollout.
+    /// Hash of the canary backend's labels and `spec.rollout` (but `progressDeadline`): a new
+    /// value starts a new rollout.
     pub revision: String,
 
     /// Index of the current step (the number of steps once done).

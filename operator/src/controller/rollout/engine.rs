@@ -469,9 +469,10 @@ impl<'a> Engine<'a> {
             }
             return;
         }
-        // Back from a spell without canary pods: the weight of the step it holds at.
+        // Back from a spell without canary pods: the weight of the step it holds at, or, promoted
+        // past the last step meanwhile, the final weight.
         let held = self.held_weight();
-        if self.status.canary_weight != held && self.current_step().is_some_and(|s| s.set_weight.is_none()) {
+        if self.status.canary_weight != held && self.current_step().is_none_or(|s| s.set_weight.is_none()) {
             self.set_canary(held);
         }
         while !self.status.phase.is_done() {
@@ -768,7 +769,10 @@ impl<'a> Engine<'a> {
         let deadline = (!self.plan.canary_ready)
             .then(|| self.progress_deadline_end())
             .flatten();
-        let next = [self.next_measurement(), self.pause_end(), deadline]
+        // A pause that has ended waits for a measurement or for canary pods, not for itself:
+        // looking again at once would only repeat this decision.
+        let pause_end = self.pause_end().filter(|end| *end > self.now);
+        let next = [self.next_measurement(), pause_end, deadline]
             .into_iter()
             .flatten()
             .min()?;

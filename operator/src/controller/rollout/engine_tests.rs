@@ -319,6 +319,8 @@ fn a_canary_without_ready_pods_gets_no_traffic_and_nothing_advances_until_it_has
     // Measurements go on (here a success, with no canary traffic to judge): nothing moves.
     let still = step(&unready, &gone.status, 200, O::Success);
     assert_eq!((still.status.step_index, still.status.canary_weight), (1, 0));
+    // The pause ended at 95: it looks again at the next measurement, not every second.
+    assert_eq!(still.requeue_after, Some(Duration::from_secs(30)));
     // Back: 10 % again, judged afresh at that weight before the pause may end.
     let back = step(&ready, &still.status, 210, O::Success);
     assert_eq!((back.status.step_index, back.status.canary_weight), (1, 10));
@@ -350,15 +352,11 @@ fn a_canary_without_ready_pods_past_its_progress_deadline_rolls_back() {
     let waiting = step(&unready, &gone.status, 200, O::Success);
     assert_eq!(waiting.status.canary_unavailable_since, time(20));
     assert_eq!(waiting.status.phase, P::Paused);
-    assert!(
-        waiting
-            .requeue_after
-            .is_some_and(|r| r <= Duration::from_secs(120)),
-        "looks again by the deadline (320s): {:?}",
-        waiting.requeue_after
-    );
+    // Measured at 310, next at 340: it looks again at the deadline, 320.
+    let later = step(&unready, &waiting.status, 310, O::Success);
+    assert_eq!(later.requeue_after, Some(Duration::from_secs(10)));
     // Pods back before the deadline: the clock is cleared, the step goes on.
-    let back = step(&ready, &waiting.status, 250, O::Success);
+    let back = step(&ready, &later.status, 315, O::Success);
     assert_eq!(back.status.canary_unavailable_since, None);
     assert_eq!(
         (back.status.phase, back.status.canary_weight),
@@ -401,6 +399,27 @@ fn a_canary_without_ready_pods_past_its_progress_deadline_rolls_back() {
         (P::Paused, Some(PauseReason::CanaryUnavailable))
     );
     assert_eq!(d.status.canary_unavailable_since, time(0));
+}
+
+#[test]
+fn promoted_to_the_end_without_canary_pods_succeeds_at_the_final_weight_once_they_are_back() {
+    let mut unready = plan();
+    unready.canary_ready = false;
+    let ready = plan();
+    let d = decide(&ready, None, None, at(0), None);
+    let gone = decide(&unready, Some(&d.status), None, at(5), None);
+    let promoted = decide(&unready, Some(&gone.status), Some("promote-full"), at(6), None);
+    assert_eq!(
+        (promoted.status.phase, promoted.status.canary_weight),
+        (P::Paused, 0)
+    );
+    assert_eq!(promoted.status.pause_reason, Some(PauseReason::CanaryUnavailable));
+    let back = decide(&ready, Some(&promoted.status), None, at(7), None);
+    assert_eq!(
+        (back.status.phase, back.status.canary_weight),
+        (P::Succeeded, 100)
+    );
+    assert_eq!(back.status.stable_weight, 0);
 }
 
 /// `labels` as a BTreeMap.

@@ -1,5 +1,7 @@
 //! The rollout's revision: a hash of what defines it — the canary backend's labels (which pods
-//! are the canary) and `spec.rollout`. A new value starts a new rollout; the same value resumes.
+//! are the canary) and `spec.rollout` but its `progressDeadline` (a limit on waiting, not a part
+//! of what is rolled out: setting it on a rollout held at `CanaryUnavailable` must not restart
+//! it). A new value starts a new rollout; the same value resumes.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,10 @@ use crate::controller::api::rollout::Rollout;
 /// labels and the rollout. Stable across controller versions and restarts, unlike std's hasher,
 /// whose output may change between Rust releases.
 pub fn revision(canary_labels: &BTreeMap<String, String>, rollout: &Rollout) -> String {
+    let rollout = Rollout {
+        progress_deadline: None,
+        ..rollout.clone()
+    };
     let mut canonical = String::new();
     write_canonical(
         &json!({"canaryLabels": canary_labels, "rollout": rollout}),
@@ -90,6 +96,14 @@ mod tests {
         let mut other = rollout();
         other.steps[0].set_weight = Some(20);
         assert_ne!(revision(&labels, &other), base);
+
+        let mut deadline = rollout();
+        deadline.progress_deadline = Some("10m".into());
+        assert_eq!(
+            revision(&labels, &deadline),
+            base,
+            "progressDeadline is not part of it"
+        );
     }
 
     /// Pinned: a controller upgrade must not restart every rollout in flight. The value is the
