@@ -420,6 +420,14 @@ impl<'a> Engine<'a> {
                 ));
                 self.event(reason::ACTION_IGNORED, true, note);
             }
+            Action::Promote if self.current_step().is_none() => {
+                // Promoted to the end while the canary had no ready pod: it succeeds once it has.
+                let note = ignored(format!(
+                    "every step is done; the rollout succeeds once backend {} has a ready pod",
+                    self.plan.rollout.canary
+                ));
+                self.event(reason::ACTION_IGNORED, true, note);
+            }
             Action::Promote => {
                 let note = format!(
                     "promoted past step {} of {} ({})",

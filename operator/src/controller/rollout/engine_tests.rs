@@ -414,7 +414,11 @@ fn promoted_to_the_end_without_canary_pods_succeeds_at_the_final_weight_once_the
         (P::Paused, 0)
     );
     assert_eq!(promoted.status.pause_reason, Some(PauseReason::CanaryUnavailable));
-    let back = decide(&ready, Some(&promoted.status), None, at(7), None);
+    // Nothing left to promote past: ignored, and the step stays at the end.
+    let again = decide(&unready, Some(&promoted.status), Some("promote"), at(6), None);
+    assert_eq!(again.status.step_index, 5);
+    assert_eq!(reasons(&again), ["RolloutActionIgnored"]);
+    let back = decide(&ready, Some(&again.status), None, at(7), None);
     assert_eq!(
         (back.status.phase, back.status.canary_weight),
         (P::Succeeded, 100)
@@ -809,4 +813,142 @@ fn values_are_written_plainly() {
     assert_eq!(format_value(-0.0000001), "0");
     assert_eq!(format_value(f64::NAN), "NaN");
     assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+}
+
+mod any_sequence {
+    //! Random sequences of reconciles — time passing, the canary's pods coming and going,
+    //! measurements of every outcome, people's actions — against what must hold after each.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Reconcile {
+        wait: i64,
+        ready: bool,
+        outcome: O,
+        action: Option<&'static str>,
+    }
+
+    fn reconcile() -> impl Strategy<Value = Reconcile> {
+        let outcome = prop_oneof![
+            6 => Just(O::Success),
+            1 => Just(O::Failure),
+            1 => Just(O::NoData),
+            1 => Just(O::Error),
+        ];
+        let action = prop_oneof![
+            12 => Just(None),
+            1 => Just(Some("promote")),
+            1 => Just(Some("promote-full")),
+            1 => Just(Some("abort")),
+            1 => Just(Some("retry")),
+        ];
+        (1i64..=90, prop::bool::weighted(0.8), outcome, action).prop_map(|(wait, ready, outcome, action)| {
+            Reconcile {
+                wait,
+                ready,
+                outcome,
+                action,
+            }
+        })
+    }
+
+    /// The example's rollout, with or without analysis and a progress deadline, sharing 100 or
+    /// 60 (a third backend keeps the rest).
+    fn plans(analysis: bool, deadline: bool, share: i32) -> (Plan, Plan) {
+        let mut rollout = rollout();
+        if !analysis {
+            rollout.analysis = None;
+        }
+        if deadline {
+            rollout.progress_deadline = Some("2m".into());
+        }
+        let ready = Plan::new(&rollout, "rev1".into(), share).unwrap();
+        let mut unready = ready.clone();
+        unready.canary_ready = false;
+        (ready, unready)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn every_decision_keeps_the_rollouts_invariants(
+            analysis in any::<bool>(),
+            deadline in any::<bool>(),
+            share in prop_oneof![Just(100), Just(60)],
+            run in prop::collection::vec(reconcile(), 1..60),
+        ) {
+            let (ready, unready) = plans(analysis, deadline, share);
+            let mut status: Option<RolloutStatus> = None;
+            let mut now = 0;
+            for (i, r) in run.iter().enumerate() {
+                now += r.wait;
+                let plan = if r.ready { &ready } else { &unready };
+                let action = r.action.map(|a| format!("{a}@{i}"));
+                let mut engine = Engine::begin(plan, status.as_ref(), action.as_deref(), at(now));
+                if engine.measurement_due() {
+                    engine.record(round(r.outcome));
+                }
+                let d = engine.finish();
+                let s = &d.status;
+                let context = format!("reconcile {i} at {now}s ({r:?}): {s:?}");
+
+                prop_assert_eq!(s.canary_weight + s.stable_weight, share, "{}", context);
+                prop_assert!((0..=share).contains(&s.canary_weight), "{}", context);
+                prop_assert!((0..=5).contains(&s.step_index), "{}", context);
+                if matches!(s.phase, P::Failed | P::Aborted) || (!r.ready && !s.phase.is_done()) {
+                    prop_assert_eq!(s.canary_weight, 0, "{}", context);
+                }
+                let newly_succeeded = s.phase == P::Succeeded
+                    && status.as_ref().is_none_or(|p| p.phase != P::Succeeded);
+                if newly_succeeded {
+                    prop_assert!(r.ready, "{}", context);
+                    prop_assert_eq!(s.canary_weight, share, "{}", context);
+                    // Nobody promoted anything: the final weight was judged healthy.
+                    if run[..=i].iter().all(|r| r.action.is_none()) {
+                        prop_assert!(s.metrics.iter().all(|m| m.successes_at_weight > 0), "{}", context);
+                    }
+                }
+                let newly = |phase: P| s.phase == phase && status.as_ref().is_none_or(|p| p.phase != phase);
+                if newly(P::Failed) {
+                    let message = s.message.as_deref().unwrap_or_default();
+                    if message.contains("progressDeadline") {
+                        prop_assert!(deadline && !r.ready, "{}", context);
+                    } else {
+                        // Only failures beyond failureLimit (1) roll back; errors and no data never.
+                        prop_assert!(s.metrics.iter().any(|m| m.failures > 1), "{}", context);
+                        prop_assert_eq!(r.outcome, O::Failure, "{}", context);
+                    }
+                }
+                if newly(P::Aborted) {
+                    prop_assert_eq!(r.action, Some("abort"), "{}", context);
+                }
+                prop_assert_eq!(s.canary_unavailable_since.is_some(), !r.ready && !s.phase.is_done(), "{}", context);
+                // Nothing to look again for: done, or (without analysis) waiting for a person or
+                // for canary pods (their EndpointSlices are watched) with no deadline.
+                let waits_on_the_world = !analysis
+                    && match s.pause_reason {
+                        Some(PauseReason::AwaitingPromotion) => true,
+                        Some(PauseReason::CanaryUnavailable) => !deadline,
+                        _ => false,
+                    };
+                match d.requeue_after {
+                    None => prop_assert!(s.phase.is_done() || waits_on_the_world, "{}", context),
+                    Some(after) => prop_assert!(after >= MIN_REQUEUE && !s.phase.is_done(), "{}", context),
+                }
+
+                // Deciding again at the same moment, with nothing new, changes nothing.
+                let again = Engine::begin(plan, Some(s), action.as_deref(), at(now));
+                prop_assert!(!again.measurement_due(), "{}", context);
+                let again = again.finish();
+                prop_assert_eq!(&again.status, s, "{}", context);
+                prop_assert!(again.events.is_empty(), "{:?} after {}", again.events, context);
+
+                status = Some(d.status);
+            }
+        }
+    }
 }
