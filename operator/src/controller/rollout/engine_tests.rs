@@ -829,6 +829,17 @@ mod any_sequence {
         ready: bool,
         outcome: O,
         action: Option<&'static str>,
+        edit: Edit,
+    }
+
+    /// A change of the spec before the reconcile.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Edit {
+        None,
+        /// The canary backend pointed at the next version (a new revision).
+        NextVersion,
+        /// The stable backend pointed at the version the last rollout took the canary to.
+        PromoteStable,
     }
 
     fn reconcile() -> impl Strategy<Value = Reconcile> {
@@ -845,19 +856,26 @@ mod any_sequence {
             1 => Just(Some("abort")),
             1 => Just(Some("retry")),
         ];
-        (1i64..=90, prop::bool::weighted(0.8), outcome, action).prop_map(|(wait, ready, outcome, action)| {
-            Reconcile {
+        let edit = prop_oneof![
+            14 => Just(Edit::None),
+            1 => Just(Edit::NextVersion),
+            1 => Just(Edit::PromoteStable),
+        ];
+        (1i64..=90, prop::bool::weighted(0.8), outcome, action, edit).prop_map(
+            |(wait, ready, outcome, action, edit)| Reconcile {
                 wait,
                 ready,
                 outcome,
                 action,
-            }
-        })
+                edit,
+            },
+        )
     }
 
     /// The example's rollout, with or without analysis and a progress deadline, sharing 100 or
-    /// 60 (a third backend keeps the rest).
-    fn plans(analysis: bool, deadline: bool, share: i32) -> (Plan, Plan) {
+    /// 60 (a third backend keeps the rest), of the canary at `canary` and the stable at `stable`
+    /// (versions), its canary with or without a ready pod.
+    fn plan(analysis: bool, deadline: bool, share: i32, canary: u32, stable: u32, ready: bool) -> Plan {
         let mut rollout = rollout();
         if !analysis {
             rollout.analysis = None;
@@ -865,10 +883,11 @@ mod any_sequence {
         if deadline {
             rollout.progress_deadline = Some("2m".into());
         }
-        let ready = Plan::new(&rollout, "rev1".into(), share).unwrap();
-        let mut unready = ready.clone();
-        unready.canary_ready = false;
-        (ready, unready)
+        let mut plan = Plan::new(&rollout, format!("rev{canary}"), share).unwrap();
+        plan.canary_labels = labels(&[("version", &format!("v{canary}"))]);
+        plan.stable_labels = labels(&[("version", &format!("v{stable}"))]);
+        plan.canary_ready = ready;
+        plan
     }
 
     proptest! {
@@ -881,38 +900,78 @@ mod any_sequence {
             share in prop_oneof![Just(100), Just(60)],
             run in prop::collection::vec(reconcile(), 1..60),
         ) {
-            let (ready, unready) = plans(analysis, deadline, share);
+            let (mut canary, mut stable) = (2, 1);
+            // The annotation stays until someone sets another value, as on a real object.
+            let mut annotation: Option<String> = None;
             let mut status: Option<RolloutStatus> = None;
             let mut now = 0;
             for (i, r) in run.iter().enumerate() {
                 now += r.wait;
-                let plan = if r.ready { &ready } else { &unready };
-                let action = r.action.map(|a| format!("{a}@{i}"));
+                match r.edit {
+                    Edit::None => {}
+                    Edit::NextVersion => canary += 1,
+                    Edit::PromoteStable => {
+                        if let Some(version) = status
+                            .as_ref()
+                            .and_then(|s| s.canary_labels.as_ref())
+                            .and_then(|l| l.get("version"))
+                            .and_then(|v| v.trim_start_matches('v').parse().ok())
+                        {
+                            stable = version;
+                        }
+                    }
+                }
+                let plan = &plan(analysis, deadline, share, canary, stable, r.ready);
+                if let Some(a) = r.action {
+                    annotation = Some(format!("{a}@{i}"));
+                }
+                let action = annotation.clone();
                 let mut engine = Engine::begin(plan, status.as_ref(), action.as_deref(), at(now));
                 if engine.measurement_due() {
                     engine.record(round(r.outcome));
                 }
                 let d = engine.finish();
                 let s = &d.status;
-                let context = format!("reconcile {i} at {now}s ({r:?}): {s:?}");
+                let context = format!("reconcile {i} at {now}s ({r:?}), canary v{canary} stable v{stable}: {s:?}");
+                let previous = status.as_ref();
+
+                // A new version waits while the last one succeeded with traffic and the stable
+                // does not select it; then nothing moves, and nothing else starts.
+                let must_hold = previous.is_some_and(|p| {
+                    p.revision != plan.revision
+                        && (p.phase == P::Succeeded || p.pause_reason == Some(PauseReason::StableNotPromoted))
+                        && p.canary_weight > 0
+                        && p.canary_labels.as_ref().is_some_and(|l| *l != plan.stable_labels)
+                });
+                let held = s.pause_reason == Some(PauseReason::StableNotPromoted);
+                prop_assert_eq!(held, must_hold, "{}", context);
+                if held {
+                    let p = previous.expect("held only after a rollout");
+                    prop_assert_eq!(&s.revision, &p.revision, "{}", context);
+                    prop_assert_eq!((s.canary_weight, &s.canary_labels), (p.canary_weight, &p.canary_labels), "{}", context);
+                    prop_assert_eq!(d.requeue_after, None, "{}", context);
+                    prop_assert!(d.counted.is_empty(), "{}", context);
+                } else {
+                    prop_assert_eq!(&s.revision, &plan.revision, "{}", context);
+                }
 
                 prop_assert_eq!(s.canary_weight + s.stable_weight, share, "{}", context);
                 prop_assert!((0..=share).contains(&s.canary_weight), "{}", context);
                 prop_assert!((0..=5).contains(&s.step_index), "{}", context);
-                if matches!(s.phase, P::Failed | P::Aborted) || (!r.ready && !s.phase.is_done()) {
+                if matches!(s.phase, P::Failed | P::Aborted) || (!r.ready && !s.phase.is_done() && !held) {
                     prop_assert_eq!(s.canary_weight, 0, "{}", context);
                 }
                 let newly_succeeded = s.phase == P::Succeeded
-                    && status.as_ref().is_none_or(|p| p.phase != P::Succeeded);
+                    && previous.is_none_or(|p| p.phase != P::Succeeded || p.revision != s.revision);
                 if newly_succeeded {
                     prop_assert!(r.ready, "{}", context);
                     prop_assert_eq!(s.canary_weight, share, "{}", context);
                     // Nobody promoted anything: the final weight was judged healthy.
-                    if run[..=i].iter().all(|r| r.action.is_none()) {
+                    if run[..=i].iter().all(|r| r.action.is_none() && r.edit == Edit::None) {
                         prop_assert!(s.metrics.iter().all(|m| m.successes_at_weight > 0), "{}", context);
                     }
                 }
-                let newly = |phase: P| s.phase == phase && status.as_ref().is_none_or(|p| p.phase != phase);
+                let newly = |phase: P| s.phase == phase && previous.is_none_or(|p| p.phase != phase || p.revision != s.revision);
                 if newly(P::Failed) {
                     let message = s.message.as_deref().unwrap_or_default();
                     if message.contains("progressDeadline") {
@@ -924,13 +983,15 @@ mod any_sequence {
                     }
                 }
                 if newly(P::Aborted) {
-                    prop_assert_eq!(r.action, Some("abort"), "{}", context);
+                    prop_assert!(annotation.as_deref().is_some_and(|a| a.starts_with("abort@")), "{}", context);
                 }
-                prop_assert_eq!(s.canary_unavailable_since.is_some(), !r.ready && !s.phase.is_done(), "{}", context);
+                if !held {
+                    prop_assert_eq!(s.canary_unavailable_since.is_some(), !r.ready && !s.phase.is_done(), "{}", context);
+                }
                 // Nothing to look again for: done, or (without analysis) waiting for a person or
                 // for canary pods (their EndpointSlices are watched) with no deadline.
-                let waits_on_the_world = !analysis
-                    && match s.pause_reason {
+                let waits_on_the_world = held
+                    || !analysis && match s.pause_reason {
                         Some(PauseReason::AwaitingPromotion) => true,
                         Some(PauseReason::CanaryUnavailable) => !deadline,
                         _ => false,
