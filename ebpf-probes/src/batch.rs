@@ -29,9 +29,19 @@ const REC_END: usize = REC_AT + BATCH_LEN * COMPACT_RECORD_SIZE;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Cursor {
     next: u64,
-    /// `next` when an in-place read last found records older than the intact ones not handed
-    /// out: their full batch was still on its way into the ring, or it was lost.
-    waiting_at: Option<u64>,
+    /// Set when an in-place read found records older than the intact ones not handed out:
+    /// their full batch was still on its way into the ring, or it was lost.
+    waiting: Option<Waiting>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiting {
+    /// `next` then.
+    at: u64,
+    /// The CPU's `seq` then: every batch ending at or below it was full by that read, so a
+    /// drain interval later it has come through the ring or was lost. Batches filled since may
+    /// still be on their way.
+    written: u64,
 }
 
 /// One cursor per possible CPU, and the records skipped so far.
@@ -54,10 +64,7 @@ impl Cursors {
         Self {
             cpus: next
                 .into_iter()
-                .map(|next| Cursor {
-                    next,
-                    waiting_at: None,
-                })
+                .map(|next| Cursor { next, waiting: None })
                 .collect(),
             skipped,
         }
@@ -83,7 +90,7 @@ impl Cursors {
         let start = cursor.next.max(end.saturating_sub(LEN));
         let skipped = start - cursor.next;
         cursor.next = cursor.next.max(end);
-        cursor.waiting_at = None;
+        cursor.waiting = None;
         self.skipped.fetch_add(skipped, Ordering::Relaxed);
         Some(start..end.max(start))
     }
@@ -94,22 +101,29 @@ impl Cursors {
     /// Records numbered `settled - BATCH_LEN` and older may have been rewritten during the read;
     /// they are in full batches that come through the ring. When records between the cursor and
     /// the intact ones are still missing at the next read (a drain interval later, with the ring
-    /// drained in between), their batch was lost, and the cursor skips to the intact ones.
+    /// drained in between), the batches among them that were full at the first read were lost:
+    /// the cursor skips them. Those filled since may still come; it waits for them in turn.
     pub fn take_in_place(&mut self, cpu: usize, written: u64, settled: u64) -> Range<u64> {
         let Some(cursor) = self.cpus.get_mut(cpu) else {
             return 0..0;
         };
         let oldest_intact = settled.saturating_sub(LEN - 1);
         if cursor.next < oldest_intact {
-            if cursor.waiting_at != Some(cursor.next) {
-                cursor.waiting_at = Some(cursor.next);
+            if let Some(waiting) = cursor.waiting.filter(|w| w.at == cursor.next) {
+                let lost_up_to = (waiting.written / LEN * LEN).clamp(cursor.next, oldest_intact);
+                self.skipped
+                    .fetch_add(lost_up_to - cursor.next, Ordering::Relaxed);
+                cursor.next = lost_up_to;
+            }
+            if cursor.next < oldest_intact {
+                cursor.waiting = Some(Waiting {
+                    at: cursor.next,
+                    written,
+                });
                 return 0..0;
             }
-            let skipped = oldest_intact - cursor.next;
-            cursor.next = oldest_intact;
-            self.skipped.fetch_add(skipped, Ordering::Relaxed);
         }
-        cursor.waiting_at = None;
+        cursor.waiting = None;
         let start = cursor.next;
         let end = written.max(start);
         cursor.next = end;
@@ -355,6 +369,23 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_filled_during_a_slow_in_place_read_is_not_skipped_with_a_lost_one() {
+        let mut c = Cursors::new(1);
+        for end in [32, 64, 96, 128, 160] {
+            assert_eq!(pids(&mut c, &batch_bytes(0, end)).len(), 32);
+        }
+        // The batch 160..192 is lost. A read finds 161..192 intact but 160 missing: wait.
+        assert_eq!(c.take_in_place(0, 192, 192), 0..0);
+        // Still missing a drain interval later, while the CPU fills 192..224 during the copy:
+        // 160..192 were lost (full by the first read), but record 192 is on its way in the batch
+        // 192..224 (its slot is not intact: it waits for that batch).
+        assert_eq!(c.take_in_place(0, 192, 224), 0..0);
+        assert_eq!(c.skipped(), 32);
+        assert_eq!(pids(&mut c, &batch_bytes(0, 224)), (192..224).collect::<Vec<_>>());
+        assert_eq!(c.skipped(), 32);
+    }
+
+    #[test]
     fn a_stream_starts_with_the_records_written_after_it_was_made() {
         // CPU 0 had written 40 records before: the batch 0..32 still in the ring and 32..40
         // are neither handed out nor counted as lost.
@@ -374,5 +405,126 @@ mod tests {
             0
         );
         assert_eq!(errors, vec![Some(DecodeError::BatchCpu { cpu: 7, cpus: 2 })]);
+    }
+}
+
+#[cfg(test)]
+mod any_interleaving {
+    //! One CPU writing records and putting full batches into the ring (some lost: the ring was
+    //! full), and a reader draining the ring then reading in place while the CPU goes on
+    //! writing, interleaved at random: every record is handed out once or counted as skipped,
+    //! never both, never twice, and only the records of lost batches are skipped.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The CPU writes this many records; a full batch goes into the ring unless `lost`.
+        Write { records: u64, lost: bool },
+        /// The reader drains the ring, then reads in place while the CPU writes `during`
+        /// more records (if an in-place read is due).
+        Read { in_place: bool, during: u64 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (1u64..80, prop::bool::weighted(0.2)).prop_map(|(records, lost)| Step::Write { records, lost }),
+            (any::<bool>(), prop_oneof![3 => Just(0u64), 1 => 1u64..80])
+                .prop_map(|(in_place, during)| Step::Read { in_place, during }),
+        ]
+    }
+
+    /// The CPU: records written, full batches in the ring (their end), lost batches.
+    #[derive(Default)]
+    struct Writer {
+        written: u64,
+        ring: std::collections::VecDeque<u64>,
+        lost: std::collections::BTreeSet<u64>,
+    }
+
+    impl Writer {
+        fn write(&mut self, records: u64, lost: bool) {
+            for _ in 0..records {
+                self.written += 1;
+                if self.written.is_multiple_of(LEN) {
+                    if lost {
+                        self.lost.insert(self.written / LEN - 1);
+                    } else {
+                        self.ring.push_back(self.written);
+                    }
+                }
+            }
+        }
+    }
+
+    struct Reader {
+        cursors: Cursors,
+        handed: Vec<u64>,
+    }
+
+    impl Reader {
+        fn hand(&mut self, range: Range<u64>) {
+            self.handed.extend(range);
+        }
+
+        fn drain(&mut self, w: &mut Writer) {
+            while let Some(end) = w.ring.pop_front() {
+                let range = self.cursors.take_full(0, end).unwrap_or(0..0);
+                self.hand(range);
+            }
+        }
+
+        /// An in-place read; returns the records written when it began.
+        fn in_place(&mut self, w: &mut Writer, during: u64) -> u64 {
+            let written = w.written;
+            w.write(during, false);
+            let range = self.cursors.take_in_place(0, written, w.written);
+            self.hand(range);
+            written
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_record_is_handed_out_once_or_skipped_with_its_lost_batch(
+            steps in prop::collection::vec(step(), 1..80),
+        ) {
+            let mut w = Writer::default();
+            let mut r = Reader { cursors: Cursors::new(1), handed: Vec::new() };
+            for s in &steps {
+                match *s {
+                    Step::Write { records, lost } => w.write(records, lost),
+                    Step::Read { in_place, during } => {
+                        r.drain(&mut w);
+                        if in_place {
+                            let before = r.handed.len();
+                            let written = r.in_place(&mut w, during);
+                            // Only records complete before the read began.
+                            prop_assert!(r.handed[before..].iter().all(|&seq| seq < written));
+                        } else {
+                            w.write(during, false);
+                        }
+                    }
+                }
+            }
+            // Quiet at the end: the ring drained, and two in-place reads a drain interval apart.
+            for _ in 0..2 {
+                r.drain(&mut w);
+                r.in_place(&mut w, 0);
+            }
+
+            let mut seen = std::collections::BTreeSet::new();
+            for &seq in &r.handed {
+                prop_assert!(seen.insert(seq), "record {} handed out twice", seq);
+                prop_assert!(seq < w.written);
+            }
+            let skipped: Vec<u64> = (0..w.written).filter(|seq| !seen.contains(seq)).collect();
+            prop_assert_eq!(skipped.len() as u64, r.cursors.skipped(), "skipped: {:?}", skipped);
+            for seq in &skipped {
+                prop_assert!(w.lost.contains(&(seq / LEN)), "record {} skipped, its batch was not lost", seq);
+            }
+        }
     }
 }
