@@ -495,6 +495,81 @@ mod tests {
         );
     }
 
+    mod any_sequence {
+        //! Random opens from a pod's container, a system service and an unknown cgroup, with
+        //! flushes, the Pod coming and going and a tiny cache: no open is ever lost or counted
+        //! twice.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Open { cgroup: u8, comm: u8, failed: bool },
+            Flush { after_ms: u64 },
+            PodArrives,
+            PodGoes,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                8 => (0u8..3, 0u8..3, any::<bool>()).prop_map(|(cgroup, comm, failed)| Step::Open { cgroup, comm, failed }),
+                3 => (0u64..3000).prop_map(|after_ms| Step::Flush { after_ms }),
+                1 => Just(Step::PodArrives),
+                1 => Just(Step::PodGoes),
+            ]
+        }
+
+        /// The sum of every `splitscope_file_opens_total` series.
+        fn opens_exported(text: &str) -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with("splitscope_file_opens_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn every_open_is_counted_once(
+                max_cache in prop_oneof![Just(2usize), Just(3), Just(65_536)],
+                steps in prop::collection::vec(step(), 1..80),
+            ) {
+                let mut node = Node::new("any");
+                node.counter.max_cache = max_cache;
+                let container = node.container_cgroup();
+                let service = std::fs::metadata(node.root.join("system.slice")).unwrap().ino();
+                let mut now = Instant::now();
+                let mut opens = 0u64;
+                for s in &steps {
+                    match *s {
+                        Step::Open { cgroup, comm, failed } => {
+                            let cgroup = [container, service, 987_654_321][usize::from(cgroup)];
+                            node.open(cgroup, ["a", "b", "crashy"][usize::from(comm)], if failed { -2 } else { 3 });
+                            opens += 1;
+                        }
+                        Step::Flush { after_ms } => {
+                            now += Duration::from_millis(after_ms);
+                            node.counter.flush_at(now, false);
+                            // Never more than was opened, whatever is still held.
+                            prop_assert!(opens_exported(&node.exported()) <= opens);
+                        }
+                        Step::PodArrives => node.pod_arrives(),
+                        Step::PodGoes => node.pods.replace(crate::agent::pods::PodIndex::build([])),
+                    }
+                }
+                // Quiet for longer than the hold: everything held is counted, pod or not.
+                node.counter.flush_at(now + HOLD_UNATTRIBUTED * 2, false);
+                let text = node.exported();
+                prop_assert_eq!(opens_exported(&text), opens, "{}", text);
+                let events = format!("splitscope_probe_events_total {opens}");
+                prop_assert!(text.contains(&events), "{}", text);
+            }
+        }
+    }
+
     /// More opens of a held key, before and after an attribution retry, all reach the Pod.
     #[test]
     fn every_open_of_a_held_key_reaches_its_pod() {
