@@ -185,7 +185,7 @@ impl<'a> Engine<'a> {
         if resumed.is_none()
             && let Some(held) = previous.filter(|p| stable_not_promoted(plan, p))
         {
-            return Self::hold_for_the_stable(plan, held, now);
+            return Self::hold_for_the_stable(plan, held, action, now);
         }
         let mut engine = Self {
             plan,
@@ -238,9 +238,23 @@ impl<'a> Engine<'a> {
     /// stable's older version at once (and the canary's Service to the new one). So the
     /// previous rollout's weights and its canary labels stay (`weighted` renders the canary with
     /// them) until the stable is pointed at that version.
-    fn hold_for_the_stable(plan: &'a Plan, previous: &RolloutStatus, now: Timestamp) -> Self {
+    ///
+    /// A request made meanwhile is answered at once (`--wait` gets its answer) and not kept for
+    /// the new rollout: a `promote` sent now would otherwise skip its first step unjudged later.
+    fn hold_for_the_stable(
+        plan: &'a Plan,
+        previous: &RolloutStatus,
+        action: Option<&str>,
+        now: Timestamp,
+    ) -> Self {
         let mut status = previous.clone();
-        let labels = previous.canary_labels.clone().unwrap_or_default();
+        let labels = previous
+            .canary_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let message = format!(
             "a new rollout of backend {canary} waits: backend {stable} must first select the version \
              that succeeded and now takes the canary's {weight}% ({labels}); point {stable} at those \
@@ -248,11 +262,6 @@ impl<'a> Engine<'a> {
             canary = plan.rollout.canary,
             stable = plan.rollout.stable,
             weight = previous.canary_weight,
-            labels = labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
         );
         let newly = previous.pause_reason != Some(PauseReason::StableNotPromoted);
         status.phase = RolloutPhase::Paused;
@@ -269,6 +278,22 @@ impl<'a> Engine<'a> {
         };
         if newly {
             engine.event(reason::PAUSED, true, message);
+        }
+        if let Some(value) = action
+            && engine.status.last_action.as_deref() != Some(value)
+        {
+            engine.status.last_action = Some(value.to_string());
+            let note = match action::parse(value) {
+                Err(unknown) => unknown.to_string(),
+                Ok(action) => format!(
+                    "{action} ignored: the new rollout of backend {canary} has not started; it starts \
+                     once backend {stable} selects the version that succeeded ({labels}). To keep that \
+                     version without a new rollout, point {canary} back at those labels",
+                    canary = plan.rollout.canary,
+                    stable = plan.rollout.stable,
+                ),
+            };
+            engine.event(reason::ACTION_IGNORED, true, note);
         }
         engine
     }

@@ -469,10 +469,26 @@ fn the_next_version_waits_until_the_stable_selects_the_one_that_succeeded() {
     let again = decide(&v3, Some(&held.status), None, at(20), None);
     assert_eq!(again.status.pause_reason, Some(PauseReason::StableNotPromoted));
     assert!(again.events.is_empty());
+    // A promote meanwhile is answered at once, and not kept for the new rollout (where it
+    // would skip the first step unjudged).
+    let asked = decide(&v3, Some(&again.status), Some("promote@2"), at(25), None);
+    assert_eq!(asked.status.last_action.as_deref(), Some("promote@2"));
+    assert_eq!(reasons(&asked), ["RolloutActionIgnored"]);
+    assert!(
+        asked.events[0].note.contains("has not started"),
+        "{}",
+        asked.events[0].note
+    );
+    assert_eq!(
+        (asked.status.canary_weight, &asked.status.revision),
+        (100, &"rev1".to_string())
+    );
+    let again = decide(&v3, Some(&asked.status), Some("promote@2"), at(28), None);
+    assert!(again.events.is_empty(), "handled once");
 
     // The stable now selects v2: the new rollout starts from it, the canary (v3) at 0 %.
     v3.stable_labels = labels(&[("version", "v2")]);
-    let d = decide(&v3, Some(&again.status), None, at(30), None);
+    let d = decide(&v3, Some(&again.status), Some("promote@2"), at(30), None);
     assert_eq!(d.status.revision, "rev3");
     assert_eq!(d.status.phase, P::Progressing);
     assert_eq!((d.status.step_index, d.status.canary_weight), (0, 10));
@@ -944,6 +960,9 @@ mod any_sequence {
                         && p.canary_labels.as_ref().is_some_and(|l| *l != plan.stable_labels)
                 });
                 let held = s.pause_reason == Some(PauseReason::StableNotPromoted);
+                // A request is handled by the first reconcile that sees it, whatever the phase,
+                // so `splitscope rollout … --wait` always gets an answer.
+                prop_assert_eq!(&s.last_action, &annotation, "{}", context);
                 prop_assert_eq!(held, must_hold, "{}", context);
                 if held {
                     let p = previous.expect("held only after a rollout");
