@@ -977,6 +977,24 @@ mod any_sequence {
                 prop_assert_eq!(s.canary_weight + s.stable_weight, share, "{}", context);
                 prop_assert!((0..=share).contains(&s.canary_weight), "{}", context);
                 prop_assert!((0..=5).contains(&s.step_index), "{}", context);
+                if let Some(p) = previous.filter(|p| p.revision == s.revision) {
+                    // A measurement judges a window that saw one weight only.
+                    if !d.counted.is_empty() {
+                        let since = p.weight_changed_at.as_ref().map(|t| t.0);
+                        prop_assert!(
+                            since.is_some_and(|t| add(t, Duration::from_secs(30)) <= at(now)),
+                            "measured less than an interval after the weight changed: {}", context
+                        );
+                    }
+                    // A weight change restarts the window; a step change its clock.
+                    if s.canary_weight != p.canary_weight {
+                        prop_assert_eq!(s.weight_changed_at.as_ref().map(|t| t.0), Some(at(now)), "{}", context);
+                        prop_assert!(s.metrics.iter().all(|m| m.successes_at_weight == 0), "{}", context);
+                    }
+                    if s.step_index != p.step_index {
+                        prop_assert_eq!(s.step_started_at.as_ref().map(|t| t.0), Some(at(now)), "{}", context);
+                    }
+                }
                 if matches!(s.phase, P::Failed | P::Aborted) || (!r.ready && !s.phase.is_done() && !held) {
                     prop_assert_eq!(s.canary_weight, 0, "{}", context);
                 }
