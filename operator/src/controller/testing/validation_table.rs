@@ -622,3 +622,156 @@ fn the_schema_its_cel_rules_and_the_controller_agree_on_every_row() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+mod any_spec {
+    //! Random TrafficSplits assembled from valid and invalid pieces (backends, weights, routing,
+    //! rollout steps, durations, analysis): the API server's layers (schema after defaulting,
+    //! CEL) accept exactly what the controller accepts. The controller-only rules (label keys,
+    //! names, template variables, targetPort names) are left out of the pieces: the table
+    //! covers them.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn name() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just("stable"), Just("canary"), Just("b3"), Just("Bad_Name")]
+    }
+
+    fn backend() -> impl Strategy<Value = Value> {
+        (
+            name(),
+            prop_oneof![Just("v1"), Just("v2"), Just("v3")],
+            prop_oneof![4 => 0i32..50, 1 => prop_oneof![Just(-5), Just(101)]],
+        )
+            .prop_map(|(name, version, weight)| json!({"name": name, "labels": {"version": version}, "weight": weight}))
+    }
+
+    /// Valid pieces are drawn more often than invalid ones, so that whole valid rollouts occur
+    /// and each invalid piece is often the only one.
+    fn duration() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            4 => prop_oneof![Just("1m"), Just("30s"), Just("1h30m"), Just("1.5h"), Just("2s")],
+            1 => prop_oneof![Just("500ms"), Just("0s"), Just("1d"), Just("")],
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => prop_oneof![Just(0), Just(5), Just(10)].prop_map(|w| json!({"setWeight": w})),
+            1 => prop_oneof![Just(-1), Just(60), Just(101)].prop_map(|w| json!({"setWeight": w})),
+            2 => duration().prop_map(|d| json!({"pause": {"duration": d}})),
+            1 => Just(json!({"pause": {}})),
+            1 => prop_oneof![Just(json!({"setWeight": 10, "pause": {}})), Just(json!({}))],
+        ]
+    }
+
+    fn metric(i: usize) -> impl Strategy<Value = Value> {
+        let name = ["m0", "m1", "m2"][i];
+        prop_oneof![
+            3 => (0.0f64..1.0).prop_map(move |m| json!({"name": name, "openErrors": {"maxIncrease": m}})),
+            3 => Just(json!({"name": name, "query": "sum(x)", "thresholdRange": {"max": 1}})),
+            1 => Just(json!({"name": name, "openErrors": {"maxIncrease": 0.1, "errnos": ["EACCES", "ENOENT"]}})),
+            1 => prop_oneof![
+                Just(json!({"name": name, "openErrors": {"maxIncrease": 1.5}})),
+                Just(json!({"name": name, "openErrors": {"maxIncrease": 0.1, "errnos": ["enoent"]}})),
+                Just(json!({"name": name, "query": "sum(x)", "thresholdRange": {"min": 2, "max": 1}})),
+                Just(json!({"name": name, "query": "sum(x)"})),
+                Just(json!({"name": name, "query": "sum(x)", "thresholdRange": {"max": 1}, "openErrors": {"maxIncrease": 0.1}})),
+                Just(json!({"name": "m0", "query": "sum(x)", "thresholdRange": {"max": 1}})),
+                Just(json!({"name": "Bad_Name", "query": "sum(x)", "thresholdRange": {"max": 1}})),
+            ],
+        ]
+    }
+
+    fn analysis() -> impl Strategy<Value = Value> {
+        (
+            duration(),
+            prop_oneof![4 => 0i32..3, 1 => Just(-1)],
+            (
+                metric(0),
+                metric(1),
+                metric(2),
+                prop_oneof![6 => 1usize..4, 1 => Just(0)],
+            ),
+        )
+            .prop_map(|(interval, limit, (m0, m1, m2, n))| {
+                let metrics: Vec<Value> = [m0, m1, m2].into_iter().take(n).collect();
+                json!({"interval": interval, "failureLimit": limit, "metrics": metrics})
+            })
+    }
+
+    fn rollout() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![4 => Just("stable"), 1 => name()],
+            prop_oneof![4 => Just("canary"), 1 => name()],
+            prop_oneof![6 => prop::collection::vec(step(), 1..4), 1 => Just(Vec::new())],
+            prop::option::of(duration()),
+            prop::option::of(analysis()),
+        )
+            .prop_map(|(stable, canary, steps, deadline, analysis)| {
+                let mut r = json!({"stable": stable, "canary": canary, "steps": steps});
+                if let Some(d) = deadline {
+                    r["progressDeadline"] = json!(d);
+                }
+                if let Some(a) = analysis {
+                    r["analysis"] = a;
+                }
+                r
+            })
+    }
+
+    fn spec() -> impl Strategy<Value = Value> {
+        (
+            prop::collection::vec(backend(), 1..4),
+            prop_oneof![3 => Just("GatewayAPI"), 3 => Just("Istio"), 1 => Just("None")],
+            any::<bool>(),
+            prop::option::of(rollout()),
+            prop::bool::weighted(0.8),
+        )
+            .prop_map(|(mut backends, provider, parent, rollout, tidy)| {
+                // Mostly unique names and weights that sum to 100, so that the rules behind
+                // those are reached too.
+                if tidy {
+                    for (b, name) in backends.iter_mut().zip(["stable", "canary", "b3"]) {
+                        b["name"] = json!(name);
+                    }
+                    let others: i64 = backends.iter().skip(1).filter_map(|b| b["weight"].as_i64()).sum();
+                    backends[0]["weight"] = json!((100 - others).clamp(0, 100));
+                }
+                let mut o = example();
+                o["spec"]["backends"] = json!(backends);
+                o["spec"]["routing"] = json!({"provider": provider});
+                if parent {
+                    o["spec"]["routing"]["parentRefs"] = json!([{"name": "gw"}]);
+                }
+                if let Some(r) = rollout {
+                    o["spec"]["rollout"] = r;
+                }
+                o
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_api_server_and_the_controller_accept_the_same_specs(mut object in spec()) {
+            let crd = serde_json::to_value(TrafficSplit::crd()).unwrap();
+            let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            apply_defaults(schema, &mut object);
+            let openapi = check_openapi(schema, &object);
+            let cel = if openapi.is_empty() { check_cel(schema, &object) } else { Vec::new() };
+            let api_accepts = openapi.is_empty() && cel.is_empty();
+            let controller = serde_json::from_value::<TrafficSplit>(object.clone())
+                .map_err(|e| vec![format!("does not deserialize: {e}")])
+                .and_then(|ts| validate(&ts).map_err(|e| e.0.into_iter().map(|f| format!("{}: {}", f.field, f.message)).collect()));
+            prop_assert_eq!(
+                api_accepts,
+                controller.is_ok(),
+                "schema {:?}, CEL {:?}, controller {:?} for {}",
+                openapi, cel, controller.err(), object["spec"]
+            );
+        }
+    }
+}
