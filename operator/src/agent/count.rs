@@ -354,12 +354,16 @@ mod tests {
 
     impl Node {
         fn new(name: &str) -> Self {
+            Self::with_max_series(name, 100)
+        }
+
+        fn with_max_series(name: &str, max_series: usize) -> Self {
             let root = std::env::temp_dir().join(format!("splitscope-count-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&root);
             std::fs::create_dir_all(root.join("system.slice")).unwrap();
             let pods = std::sync::Arc::new(crate::agent::pods::PodDirectory::default());
             let attributor = Attributor::new(CgroupPaths::new(Some(root.clone())), Some(pods.clone()));
-            let counter = OpenCounter::new(AgentMetrics::new(100).unwrap(), attributor);
+            let counter = OpenCounter::new(AgentMetrics::new(max_series).unwrap(), attributor);
             Self { root, pods, counter }
         }
 
@@ -497,8 +501,8 @@ mod tests {
 
     mod any_sequence {
         //! Random opens from a pod's container, a system service and an unknown cgroup, with
-        //! flushes, the Pod coming and going and a tiny cache: no open is ever lost or counted
-        //! twice.
+        //! flushes, the Pod coming and going, a tiny cache and a tiny series cap (the `other`
+        //! bucket): no open is ever lost or counted twice.
 
         use proptest::prelude::*;
 
@@ -535,9 +539,10 @@ mod tests {
             #[test]
             fn every_open_is_counted_once(
                 max_cache in prop_oneof![Just(2usize), Just(3), Just(65_536)],
+                max_series in prop_oneof![Just(2usize), Just(5), Just(100)],
                 steps in prop::collection::vec(step(), 1..80),
             ) {
-                let mut node = Node::new("any");
+                let mut node = Node::with_max_series("any", max_series);
                 node.counter.max_cache = max_cache;
                 let container = node.container_cgroup();
                 let service = std::fs::metadata(node.root.join("system.slice")).unwrap().ino();
@@ -564,6 +569,8 @@ mod tests {
                 node.counter.flush_at(now + HOLD_UNATTRIBUTED * 2, false);
                 let text = node.exported();
                 prop_assert_eq!(opens_exported(&text), opens, "{}", text);
+                // The cap holds, beside one `other` series per result (ok, ENOENT here).
+                prop_assert!(node.counter.metrics().series() <= max_series + 2, "{}", text);
                 let events = format!("splitscope_probe_events_total {opens}");
                 prop_assert!(text.contains(&events), "{}", text);
             }
