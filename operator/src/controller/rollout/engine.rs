@@ -746,13 +746,17 @@ impl<'a> Engine<'a> {
             .is_some_and(|s| s.pause.as_ref().is_some_and(|p| p.duration.is_none()))
     }
 
+    /// The canary at `weight`, the stable at the rest of the pair's share. Only a change of the
+    /// weight restarts the measurement window (an abort or rollback at 0 % changes nothing).
     fn set_canary(&mut self, weight: i32) {
+        if weight != self.status.canary_weight {
+            self.status.weight_changed_at = Some(Time(self.now));
+            for m in &mut self.status.metrics {
+                m.successes_at_weight = 0;
+            }
+        }
         self.status.canary_weight = weight;
         self.status.stable_weight = self.plan.pair_share - weight;
-        self.status.weight_changed_at = Some(Time(self.now));
-        for m in &mut self.status.metrics {
-            m.successes_at_weight = 0;
-        }
     }
 
     fn next_step(&mut self) {

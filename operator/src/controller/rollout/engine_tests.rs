@@ -991,6 +991,11 @@ mod any_sequence {
                         prop_assert_eq!(s.weight_changed_at.as_ref().map(|t| t.0), Some(at(now)), "{}", context);
                         prop_assert!(s.metrics.iter().all(|m| m.successes_at_weight == 0), "{}", context);
                     }
+                    // (An action may move it and back within one decision: promote-full to a
+                    // canary without pods.)
+                    if s.canary_weight == p.canary_weight && r.action.is_none() {
+                        prop_assert_eq!(&s.weight_changed_at, &p.weight_changed_at, "{}", context);
+                    }
                     if s.step_index != p.step_index {
                         prop_assert_eq!(s.step_started_at.as_ref().map(|t| t.0), Some(at(now)), "{}", context);
                     }

@@ -16,7 +16,8 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::fixtures::{
-    EARLIER, NOW, backends, condition, live, ready_slices, status_matches, traffic_split, with_finalizer,
+    EARLIER, NOW, backends, condition, live, ready_slices, slice, status_matches, traffic_split,
+    with_finalizer,
 };
 use super::mock_api::Expect;
 use super::scenarios::{
@@ -233,10 +234,13 @@ pub enum RolloutScenario {
     /// before the route gives it the pair, the canary's takes v3 only after the route has
     /// taken the canary from 100 % to its first step's 10 %.
     NextVersionStarts,
+    /// The canary has had no ready pod for longer than its `progressDeadline` (2m): the
+    /// rollout fails, with the stable's route (already 100 %) left as it is.
+    ProgressDeadline,
 }
 
 impl RolloutScenario {
-    pub const ALL: [RolloutScenario; 10] = [
+    pub const ALL: [RolloutScenario; 11] = [
         RolloutScenario::Start,
         RolloutScenario::StepAfterSuccess,
         RolloutScenario::Rollback,
@@ -247,6 +251,7 @@ impl RolloutScenario {
         RolloutScenario::StaleCachedCopy,
         RolloutScenario::NextVersionBeforeStable,
         RolloutScenario::NextVersionStarts,
+        RolloutScenario::ProgressDeadline,
     ];
 
     /// The setup, and the Prometheus stand-in it measures against.
@@ -474,6 +479,51 @@ impl RolloutScenario {
                 script.push(list(90, 10));
                 script.push(patch_status_guarded(settled(90, 10, started)));
                 (setup(ts, script, &healthy), healthy)
+            }
+            RolloutScenario::ProgressDeadline => {
+                let (since, measured, gone) = (ago(200), ago(10), ago(130));
+                let mut ts = rolled_out(None);
+                if let Some(rollout) = ts.spec.rollout.as_mut() {
+                    rollout.progress_deadline = Some("2m".into());
+                }
+                let message = "failed-open ratio canary 0 vs stable 0: +0 within maxIncrease 0.05";
+                let metric = open_errors([1, 0, 1, 0, 0], 0, Some(("0", "NoData", message, &measured)));
+                let mut waiting = progress(
+                    "Paused",
+                    0,
+                    0,
+                    (&since, &gone),
+                    "backend canary has no ready pods",
+                    metric.clone(),
+                );
+                waiting["pauseReason"] = json!("CanaryUnavailable");
+                waiting["canaryUnavailableSince"] = json!(gone);
+                let ts = with_rollout_status(ts, settled(100, 0, waiting));
+                let mut failed = progress(
+                    "Failed",
+                    0,
+                    0,
+                    (&since, &gone),
+                    &format!(
+                        "rolled back at step 1 of 4: backend canary had no ready pod for 2m (since {gone}), its \
+                         progressDeadline; canary canary at 0%, stable stable at 100%"
+                    ),
+                    metric,
+                );
+                failed["weightChangedAt"] = json!(gone);
+                let mut expected = settled(100, 0, failed);
+                expected["backends"] = backends(&[("stable", 100, 2), ("canary", 0, 0)]);
+                // A backend at 0 % needs no endpoints.
+                expected["conditions"][2]["message"] = json!("stable: 2 ready, canary: 0 ready");
+                let mut script = reads(100, 0);
+                script.push(list(100, 0));
+                script.push(patch_status_guarded(expected));
+                let mut setup = setup(ts, script, &healthy);
+                setup.slices = vec![
+                    ready_slices().remove(0),
+                    slice("shop", "checkout-canary", "x1", &[("p3", Some(false))]),
+                ];
+                (setup, healthy)
             }
             RolloutScenario::StaleCachedCopy => {
                 let (measured, since, rolled_back) = (ago(10), ago(40), ago(5));
@@ -715,6 +765,30 @@ async fn a_decision_lost_to_a_newer_status_counts_nothing() {
     );
     let errors = r#"splitscope_reconcile_total{result="error"}"#;
     assert_eq!(series(&metrics, errors).as_deref(), Some("0"), "nor an error");
+}
+
+#[tokio::test]
+async fn a_canary_without_ready_pods_past_its_progress_deadline_fails_the_rollout() {
+    let (run, prometheus) = RolloutScenario::ProgressDeadline.run().await;
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+    let writes = run.transcript.writes();
+    assert_eq!(
+        writes.len(),
+        1,
+        "the status only: the route is the stable's already: {writes:?}"
+    );
+    assert!(
+        run.transcript.event_reasons().iter().any(|r| r == "RolledBack"),
+        "{:?}",
+        run.transcript.event_reasons()
+    );
+    assert_eq!(prometheus.queries.load(Ordering::SeqCst), 0);
+    let metrics = run.metrics.render();
+    assert_eq!(
+        series(&metrics, &phase_series("Failed")).as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
