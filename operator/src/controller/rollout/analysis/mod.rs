@@ -564,3 +564,44 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod pod_regex_matches_exactly_the_pods {
+    //! The `{{ canaryPods }}` / `{{ stablePods }}` regex, checked as written (RE2 syntax, which
+    //! the `regex` crate shares; Prometheus anchors matchers itself too): every listed pod
+    //! matches, and no other pod name does. A stable pod whose name merely fit a loose pattern
+    //! (`.` as any character) would mix its opens into the canary's ratio.
+
+    use proptest::prelude::*;
+
+    use super::pod_regex;
+
+    /// Pod names as Kubernetes makes them: DNS subdomains (lowercase, digits, `-` and `.`).
+    fn pod_name() -> impl Strategy<Value = String> {
+        "[a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?"
+    }
+
+    proptest! {
+        #[test]
+        fn listed_pods_match_and_no_other_does(
+            pods in prop::collection::vec(pod_name(), 1..6),
+            others in prop::collection::vec(pod_name(), 0..20),
+        ) {
+            let re = regex::Regex::new(&pod_regex(&pods)).unwrap();
+            for pod in &pods {
+                prop_assert!(re.is_match(pod), "{} does not match {}", pod, re);
+            }
+            for other in others.iter().filter(|o| !pods.contains(o)) {
+                prop_assert!(!re.is_match(other), "{} matches {} of {:?}", other, re, pods);
+            }
+            // The classic near-misses: a `.` read as any character, a prefix or a suffix.
+            for pod in &pods {
+                for near in [pod.replace('.', "x"), format!("{pod}-x"), format!("x{pod}")] {
+                    if !pods.contains(&near) {
+                        prop_assert!(!re.is_match(&near), "{} matches {}", near, re);
+                    }
+                }
+            }
+        }
+    }
+}
