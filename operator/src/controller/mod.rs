@@ -67,8 +67,9 @@ pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationT
             "--prometheus-token-file needs --prometheus-url: the token is sent to that address only"
         );
     }
-    // A bad --prometheus-ca-file is named at start, not at the first leadership term.
-    prometheus_client(&args)?;
+    // Built once, at start: a bad --prometheus-ca-file is named now, not at the first leadership
+    // term, and every term measures with the same client.
+    let prometheus = prometheus_client(&args)?;
     let metrics = Arc::new(Metrics::new()?);
     let readiness = Arc::new(Readiness::default());
     let server = MetricsServer::bind(args.metrics_addr).await?;
@@ -85,16 +86,28 @@ pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationT
         let readiness = readiness.clone();
         let args = args.clone();
         let instance = instance.clone();
+        let prometheus = prometheus.clone();
         move |stop: CancellationToken| {
-            let (client, metrics, readiness, args, instance) = (
+            let (client, metrics, readiness, args, instance, prometheus) = (
                 client.clone(),
                 metrics.clone(),
                 readiness.clone(),
                 args.clone(),
                 instance.clone(),
+                prometheus.clone(),
             );
             async move {
-                if let Err(e) = lead(client, metrics, readiness, args, instance, stop.clone()).await {
+                if let Err(e) = lead(
+                    client,
+                    metrics,
+                    readiness,
+                    args,
+                    prometheus,
+                    instance,
+                    stop.clone(),
+                )
+                .await
+                {
                     tracing::error!(error = %format!("{e:#}"), "controller stopped");
                 }
             }
@@ -109,6 +122,7 @@ pub async fn serve(args: ControllerArgs, client: Client, shutdown: CancellationT
             metrics.clone(),
             readiness.clone(),
             args.clone(),
+            prometheus,
             instance.clone(),
             shutdown.clone(),
         )
@@ -138,6 +152,7 @@ async fn lead(
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     args: ControllerArgs,
+    prometheus: Prometheus,
     instance: String,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -157,7 +172,7 @@ async fn lead(
         slices,
         route_apis,
         backoff: backoff::ErrorBackoff::default(),
-        prometheus: prometheus_client(&args)?,
+        prometheus,
         prometheus_url: args.prometheus_url,
         term: stop.clone(),
     });
