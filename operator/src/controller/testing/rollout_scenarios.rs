@@ -20,6 +20,7 @@ use super::fixtures::{
     with_finalizer,
 };
 use super::mock_api::Expect;
+use super::prometheus_stand_in;
 use super::scenarios::{
     ROUTE_PATH, Run, Setup, TS_PATH, apply_route, apply_service, assert_ssa, fresh_read, list_services, run,
     run_with, service_path,
@@ -194,14 +195,10 @@ impl PrometheusStub {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let promql = q.get("query").cloned().unwrap_or_default();
                 let value = if promql.contains("pod-p3") { canary } else { stable };
-                axum::Json(json!({"status": "success", "data": {"resultType": "vector",
-                    "result": [{"metric": {}, "value": [1_700_000_000.0, value.to_string()]}]}}))
+                prometheus_stand_in::vector(Some(&value.to_string()))
             }
         };
-        let app = axum::Router::new().route("/api/v1/query", axum::routing::post(answer));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let url = prometheus_stand_in::serve(answer).await;
         Self { url, queries }
     }
 }

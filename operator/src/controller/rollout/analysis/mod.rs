@@ -455,24 +455,14 @@ mod tests {
     /// A Prometheus stand-in answering the two ratio queries: `canary` and `stable` are the
     /// values it returns (None = an empty vector).
     async fn stub(canary: Option<&'static str>, stable: Option<&'static str>) -> String {
+        use crate::controller::testing::prometheus_stand_in;
         use axum::extract::Form;
         use std::collections::HashMap;
-        let answer = move |Form(q): Form<HashMap<String, String>>| async move {
+        prometheus_stand_in::serve(move |Form(q): Form<HashMap<String, String>>| async move {
             let promql = q.get("query").cloned().unwrap_or_default();
-            let value = if promql.contains("c-1") { canary } else { stable };
-            let result = match value {
-                Some(v) => serde_json::json!([{"metric": {}, "value": [1700000000.0, v]}]),
-                None => serde_json::json!([]),
-            };
-            axum::Json(
-                serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}}),
-            )
-        };
-        let app = axum::Router::new().route("/api/v1/query", axum::routing::post(answer));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        format!("http://{addr}")
+            prometheus_stand_in::vector(if promql.contains("c-1") { canary } else { stable })
+        })
+        .await
     }
 
     fn with_stable_pods() -> Target {

@@ -365,7 +365,8 @@ mod tests {
     /// A Prometheus stand-in answering, as the one number, whether the query came with
     /// `Authorization: Bearer s3cret` (1) or without any Authorization (0).
     async fn auth_echo() -> String {
-        let answer = |headers: axum::http::HeaderMap| async move {
+        use crate::controller::testing::prometheus_stand_in;
+        prometheus_stand_in::serve(|headers: axum::http::HeaderMap| async move {
             let value = match headers
                 .get("authorization")
                 .map(|v| v.to_str().unwrap_or_default())
@@ -374,16 +375,9 @@ mod tests {
                 Some("Bearer s3cret") => "1",
                 Some(_) => "-1",
             };
-            axum::Json(
-                serde_json::json!({"status": "success", "data": {"resultType": "vector",
-                "result": [{"metric": {}, "value": [1_700_000_000.0, value]}]}}),
-            )
-        };
-        let app = axum::Router::new().route("/api/v1/query", axum::routing::post(answer));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        url
+            prometheus_stand_in::vector(Some(value))
+        })
+        .await
     }
 
     fn one(result: Result<QueryResult, QueryError>) -> f64 {
