@@ -109,6 +109,14 @@ fn plan() -> Plan {
     plan_of(rollout())
 }
 
+/// The plan of `rollout` with the canary's pods ready, and the same without.
+fn ready_and_not(rollout: Rollout) -> (Plan, Plan) {
+    let ready = plan_of(rollout);
+    let mut unready = ready.clone();
+    unready.canary_ready = false;
+    (ready, unready)
+}
+
 fn m(metric: &str, outcome: O, value: Option<f64>) -> Measurement {
     Measurement {
         metric: metric.into(),
@@ -293,9 +301,7 @@ fn the_last_window_of_a_timed_pause_is_judged_before_the_next_weight() {
 
 #[test]
 fn a_canary_without_ready_pods_gets_no_traffic_and_nothing_advances_until_it_has() {
-    let mut unready = plan();
-    unready.canary_ready = false;
-    let ready = plan();
+    let (ready, unready) = ready_and_not(rollout());
 
     // A new rollout whose canary has no ready pod yet: it stays at 0 %.
     let d = decide(&unready, None, None, at(0), None);
@@ -332,14 +338,9 @@ fn a_canary_without_ready_pods_gets_no_traffic_and_nothing_advances_until_it_has
 
 #[test]
 fn a_canary_without_ready_pods_past_its_progress_deadline_rolls_back() {
-    let with_deadline = |ready: bool| {
-        let mut rollout = rollout();
-        rollout.progress_deadline = Some("5m".into());
-        let mut plan = plan_of(rollout);
-        plan.canary_ready = ready;
-        plan
-    };
-    let (unready, ready) = (with_deadline(false), with_deadline(true));
+    let mut with_deadline = rollout();
+    with_deadline.progress_deadline = Some("5m".into());
+    let (ready, unready) = ready_and_not(with_deadline);
 
     // At 10 %, the canary loses its pods at 20s: 0 %, and the clock starts.
     let d = decide(&ready, None, None, at(0), None);
@@ -390,8 +391,7 @@ fn a_canary_without_ready_pods_past_its_progress_deadline_rolls_back() {
     assert_eq!(retried.status.canary_unavailable_since, time(800));
 
     // Without a progressDeadline it waits however long it takes.
-    let mut forever = plan();
-    forever.canary_ready = false;
+    let (_, forever) = ready_and_not(rollout());
     let d = decide(&forever, None, None, at(0), None);
     let d = decide(&forever, Some(&d.status), None, at(86_400), None);
     assert_eq!(
@@ -403,9 +403,7 @@ fn a_canary_without_ready_pods_past_its_progress_deadline_rolls_back() {
 
 #[test]
 fn promoted_to_the_end_without_canary_pods_succeeds_at_the_final_weight_once_they_are_back() {
-    let mut unready = plan();
-    unready.canary_ready = false;
-    let ready = plan();
+    let (ready, unready) = ready_and_not(rollout());
     let d = decide(&ready, None, None, at(0), None);
     let gone = decide(&unready, Some(&d.status), None, at(5), None);
     let promoted = decide(&unready, Some(&gone.status), Some("promote-full"), at(6), None);
