@@ -99,6 +99,25 @@ fn route_weights(route: &HttpRoute) -> Vec<(String, Option<i32>)> {
         .collect()
 }
 
+/// The example's route, once its weights are `stable`/`canary`.
+async fn route_at(routes: &Api<HttpRoute>, stable: i32, canary: i32) -> Option<()> {
+    let want = vec![
+        ("checkout-stable".to_string(), Some(stable)),
+        ("checkout-canary".to_string(), Some(canary)),
+    ];
+    (route_weights(&routes.get("checkout").await.ok()?) == want).then_some(())
+}
+
+/// The example's `status.rollout`, once it is in `phase` with the canary at `canary`.
+async fn rollout_at(
+    api: &Api<TrafficSplit>,
+    phase: &str,
+    canary: i32,
+) -> Option<splitscope::controller::api::rollout::RolloutStatus> {
+    let r = api.get("checkout").await.ok()?.status?.rollout?;
+    (r.phase.as_str() == phase && r.canary_weight == canary).then_some(r)
+}
+
 fn controlled_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
     meta.owner_references
         .iter()
@@ -626,25 +645,8 @@ async fn a_rollout_steps_the_route_is_promoted_aborted_retried_and_removed() {
 
     let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &ns.name);
     let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns.name);
-    let weights = |stable: i32, canary: i32| {
-        vec![
-            ("checkout-stable".to_string(), Some(stable)),
-            ("checkout-canary".to_string(), Some(canary)),
-        ]
-    };
-    let rollout_is = |phase: &'static str, canary: i32| {
-        let api = api.clone();
-        async move {
-            let ts = api.get("checkout").await.ok()?;
-            let r = ts.status?.rollout?;
-            (r.phase.as_str() == phase && r.canary_weight == canary).then_some(r)
-        }
-    };
-    let route_is = |stable: i32, canary: i32| {
-        let routes = routes.clone();
-        let want = weights(stable, canary);
-        async move { (route_weights(&routes.get("checkout").await.ok()?) == want).then_some(()) }
-    };
+    let rollout_is = |phase: &'static str, canary: i32| rollout_at(&api, phase, canary);
+    let route_is = |stable: i32, canary: i32| route_at(&routes, stable, canary);
 
     let paused = eventually("the rollout to wait at 50% for a promotion", || {
         rollout_is("Paused", 50)
@@ -740,17 +742,9 @@ async fn a_canary_without_ready_pods_past_its_progress_deadline_is_rolled_back()
 
     let api: Api<TrafficSplit> = Api::namespaced(client.clone(), &ns.name);
     let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns.name);
-    let route_is = |stable: i32, canary: i32| {
-        let routes = routes.clone();
-        let want = vec![
-            ("checkout-stable".to_string(), Some(stable)),
-            ("checkout-canary".to_string(), Some(canary)),
-        ];
-        async move { (route_weights(&routes.get("checkout").await.ok()?) == want).then_some(()) }
-    };
-    eventually("the rollout to wait at 20% for a promotion", || async {
-        let r = api.get("checkout").await.ok()?.status?.rollout?;
-        (r.phase.as_str() == "Paused" && r.canary_weight == 20).then_some(())
+    let route_is = |stable: i32, canary: i32| route_at(&routes, stable, canary);
+    eventually("the rollout to wait at 20% for a promotion", || {
+        rollout_at(&api, "Paused", 20)
     })
     .await;
     eventually("the route at 80/20", || route_is(80, 20)).await;
