@@ -20,5 +20,5 @@ pub mod stream;
 pub use event::{OpenEvent, OpenEventRef, OpenRecord, OpenResult, RecordKind, Syscall};
 pub use filters::Filters;
 pub use loader::{AttachInfo, CostVariant, Probe, ProbeConfig, ProbeError, TaskFields, TracepointArgs};
-pub use plan::AttachMode;
+pub use plan::{AttachMode, Tracepoints};
 pub use stream::{EventStream, StreamError};

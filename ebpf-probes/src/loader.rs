@@ -9,23 +9,25 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Array, CgroupArray, MapData, PerCpuArray, RingBuf};
 use aya::programs::kprobe::KProbeLinkId;
+use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
-use aya::programs::{KProbe, TracePoint};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, KProbe, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::batch::BatchMap;
 use crate::event::{OpenEvent, RecordKind};
 use crate::facts::SystemFacts;
 use crate::filters::{FilterError, Filters};
 use crate::kretprobe_missed::{self, MissedCounter};
-use crate::plan::{self, AttachMode, Attacher, Attempt, Candidate, PlanError, SelfTest};
+use crate::plan::{self, AttachMode, Attacher, Attempt, Candidate, PlanError, SelfTest, Tracepoints};
 use crate::preflight::{self, PreflightError};
 use crate::stream::EventStream;
 
 /// The compiled probe (build.rs → OUT_DIR), aligned as the ELF parser needs.
 pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fileopen.bpf.o"));
 
-/// How tracepoint mode gets an open's arguments.
+/// How the per-syscall tracepoints (`syscalls:sys_exit_<name>`) get an open's arguments; the raw
+/// `sys_exit` tracepoint is handed the saved registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TracepointArgs {
     /// Saved registers where the kernel has bpf_task_pt_regs (>= 5.15), else enter+exit.
@@ -106,6 +108,8 @@ pub struct ProbeConfig {
     pub filters: Filters,
     /// How long the start-up self-test waits for its own opens per candidate.
     pub self_test_timeout: Duration,
+    /// Which syscall tracepoints tracepoint mode may use.
+    pub tracepoints: Tracepoints,
     pub tracepoint_args: TracepointArgs,
     /// Which records the probe writes. A path-prefix filter reads every path, so it makes them
     /// full whatever this says.
@@ -123,6 +127,7 @@ impl Default for ProbeConfig {
             ring_size: 4 * 1024 * 1024,
             filters: Filters::default(),
             self_test_timeout: Duration::from_secs(1),
+            tracepoints: Tracepoints::PerSyscall,
             tracepoint_args: TracepointArgs::Auto,
             records: RecordKind::Compact,
             task_fields: TaskFields::Auto,
@@ -216,6 +221,7 @@ pub enum ProbeError {
 enum LinkId {
     Kprobe(KProbeLinkId),
     Tracepoint(TracePointLinkId),
+    BtfTracepoint(BtfTracePointLinkId),
 }
 
 struct Link {
@@ -281,7 +287,17 @@ impl Probe {
         preflight::raise_memlock();
 
         let facts = SystemFacts::new(tracefs);
-        let plan = plan::plan(config.attach, config.kprobe_target.as_deref(), &facts)?;
+        // Pairing sys_enter with sys_exit is a way of the per-syscall tracepoints only.
+        let tracepoints = match config.tracepoint_args {
+            TracepointArgs::EnterExit => Tracepoints::PerSyscall,
+            _ => config.tracepoints,
+        };
+        let plan = plan::plan(
+            config.attach,
+            config.kprobe_target.as_deref(),
+            tracepoints,
+            &facts,
+        )?;
         for why in &plan.skipped {
             tracing::info!("not trying {why}");
         }
@@ -526,6 +542,10 @@ fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<Link>) {
                 Some(Ok(p)) => p.detach(id),
                 _ => continue,
             },
+            LinkId::BtfTracepoint(id) => match ebpf.program_mut(name).map(<&mut BtfTracePoint>::try_from) {
+                Some(Ok(p)) => p.detach(id),
+                _ => continue,
+            },
         };
         if let Err(err) = result {
             tracing::warn!(program = name, error = %err, "detach failed");
@@ -574,6 +594,8 @@ enum AttachError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("reading the kernel's BTF for the raw tracepoint: {}", error_chain(.0))]
+    Btf(#[source] aya::BtfError),
 }
 
 /// An error and its causes on one line.
@@ -671,6 +693,35 @@ impl KernelAttacher<'_> {
         Ok(())
     }
 
+    /// The raw sys_exit tracepoint: one program, typed by the kernel's BTF. It needs
+    /// bpf_get_current_task_btf (Linux >= 5.11) whatever TaskFields says, so an older kernel
+    /// refuses to load it and the per-syscall tracepoints are tried next.
+    fn attach_raw_sys_exit(&mut self) -> Result<(), AttachError> {
+        const PROGRAM: &str = "sys_exit_raw";
+        let p: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(AttachError::NoProgram(PROGRAM))?
+            .try_into()
+            .map_err(program_error(PROGRAM))?;
+        if p.fd().is_err() {
+            let btf = Btf::from_sys_fs().map_err(AttachError::Btf)?;
+            p.load("sys_exit", &btf)
+                .map_err(program_error(format!("loading {PROGRAM}")))?;
+        }
+        let id = p
+            .attach()
+            .map_err(program_error(format!("raw tracepoint {}", plan::RAW_SYS_EXIT)))?;
+        self.links.push(Link {
+            program: PROGRAM,
+            id: LinkId::BtfTracepoint(id),
+            point: format!("raw_tracepoint:{}", plan::RAW_SYS_EXIT),
+            args_only: false,
+            missed: None,
+        });
+        Ok(())
+    }
+
     fn attach_tracepoints(&mut self, syscalls: &[&'static str]) -> Result<(), AttachError> {
         let saved_regs = match self.tracepoint_args {
             TracepointArgs::EnterExit => false,
@@ -713,6 +764,7 @@ impl Attacher for KernelAttacher<'_> {
     fn attach(&mut self, candidate: &Candidate) -> Result<(), AttachError> {
         let result = match candidate {
             Candidate::Kprobe { function } => self.attach_kprobes(function),
+            Candidate::RawSysExit { .. } => self.attach_raw_sys_exit(),
             Candidate::Tracepoints { syscalls } => self.attach_tracepoints(syscalls),
         };
         if result.is_err() {
@@ -724,7 +776,7 @@ impl Attacher for KernelAttacher<'_> {
     fn self_test(&mut self, candidate: &Candidate) -> Result<SelfTest, AttachError> {
         let syscalls: Vec<&'static str> = match candidate {
             Candidate::Kprobe { .. } => plan::OPEN_SYSCALLS.to_vec(),
-            Candidate::Tracepoints { syscalls } => syscalls.clone(),
+            Candidate::RawSysExit { syscalls } | Candidate::Tracepoints { syscalls } => syscalls.clone(),
         };
         Ok(run_self_test(self.ring, &syscalls, self.timeout))
     }

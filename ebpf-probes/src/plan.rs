@@ -8,7 +8,12 @@
 //!   and where the compiler inlined it into the syscalls (Debian 6.1 and 6.12) a kprobe on it
 //!   attaches and never fires; the self-test catches both and moves on.
 //!
-//! Then the syscall tracepoints, which every kernel with CONFIG_FTRACE_SYSCALLS has.
+//! Then the syscall tracepoints `syscalls:sys_exit_<name>`, which every kernel with
+//! CONFIG_FTRACE_SYSCALLS has. On request (`Tracepoints::RawFirst`, a benchmarking aid) the raw
+//! `sys_exit` tracepoint goes before them: called without the perf record the per-syscall
+//! tracepoints build, it costs an open less, but its program runs at every syscall's exit, which
+//! costs every other syscall more (BENCHMARKS.md, "the tracepoint itself"). Nodes make far more
+//! other syscalls than opens, so it is not the default.
 
 use crate::facts::{FunctionFact, KernelFacts};
 
@@ -27,6 +32,19 @@ pub enum AttachMode {
 /// The kprobe targets whose arguments the probe knows how to read, best first.
 pub const KPROBE_TARGETS: &[&str] = &["do_sys_openat2", "do_sys_open"];
 
+/// The raw tracepoint at every syscall's exit, as tracefs names it.
+pub const RAW_SYS_EXIT: &str = "raw_syscalls:sys_exit";
+
+/// Which syscall tracepoints tracepoint mode may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Tracepoints {
+    /// Only `syscalls:sys_exit_<name>`.
+    #[default]
+    PerSyscall,
+    /// The raw `sys_exit`, else the per-syscall ones (benchmarks compare the two).
+    RawFirst,
+}
+
 /// The four open syscalls, as tracepoint name stems.
 pub const OPEN_SYSCALLS: &[&str] = &["open", "openat", "openat2", "creat"];
 
@@ -35,6 +53,9 @@ pub const OPEN_SYSCALLS: &[&str] = &["open", "openat", "openat2", "creat"];
 pub enum Candidate {
     /// kprobe + kretprobe on this kernel function.
     Kprobe { function: String },
+    /// The raw tracepoint `raw_syscalls:sys_exit` (a `tp_btf` program), picking out these
+    /// syscalls by number.
+    RawSysExit { syscalls: Vec<&'static str> },
     /// `syscalls:sys_exit_<name>` (and `sys_enter_<name>` where needed) for these syscalls.
     Tracepoints { syscalls: Vec<&'static str> },
 }
@@ -43,7 +64,7 @@ impl Candidate {
     pub fn mode(&self) -> &'static str {
         match self {
             Self::Kprobe { .. } => "kprobe",
-            Self::Tracepoints { .. } => "tracepoint",
+            Self::RawSysExit { .. } | Self::Tracepoints { .. } => "tracepoint",
         }
     }
 
@@ -51,6 +72,7 @@ impl Candidate {
     pub fn target(&self) -> String {
         match self {
             Self::Kprobe { function } => function.clone(),
+            Self::RawSysExit { .. } => RAW_SYS_EXIT.to_owned(),
             Self::Tracepoints { syscalls } => syscalls
                 .iter()
                 .map(|s| format!("syscalls:sys_exit_{s}"))
@@ -64,6 +86,7 @@ impl std::fmt::Display for Candidate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Kprobe { function } => write!(f, "kprobe {function}"),
+            Self::RawSysExit { .. } => write!(f, "raw tracepoint {RAW_SYS_EXIT}"),
             Self::Tracepoints { .. } => write!(f, "tracepoints {}", self.target()),
         }
     }
@@ -105,6 +128,7 @@ pub enum PlanError {
 pub fn plan(
     mode: AttachMode,
     kprobe_target: Option<&str>,
+    tracepoints: Tracepoints,
     facts: &dyn KernelFacts,
 ) -> Result<Plan, PlanError> {
     let mut plan = Plan::default();
@@ -165,6 +189,13 @@ pub fn plan(
             .filter(|s| facts.has_tracepoint("syscalls", &format!("sys_exit_{s}")))
             .collect();
         if syscalls.contains(&"openat") {
+            // The syscall events tell that the kernel traces syscalls (CONFIG_FTRACE_SYSCALLS),
+            // and which of the open syscalls it has, for the self-test to try.
+            if tracepoints == Tracepoints::RawFirst {
+                plan.candidates.push(Candidate::RawSysExit {
+                    syscalls: syscalls.clone(),
+                });
+            }
             plan.candidates.push(Candidate::Tracepoints { syscalls });
         } else if mode == AttachMode::Tracepoint {
             return Err(PlanError::NoTracepoints);
@@ -227,7 +258,7 @@ pub fn choose<A: Attacher>(plan: &Plan, attacher: &mut A) -> Result<(Candidate, 
                             " ({function} is not on this kernel's path for them, e.g. inlined into \
                              the syscalls)"
                         ),
-                        Candidate::Tracepoints { .. } => String::new(),
+                        Candidate::RawSysExit { .. } | Candidate::Tracepoints { .. } => String::new(),
                     };
                     format!(
                         "attached but never fired for the test {}{why}",
@@ -318,10 +349,21 @@ mod tests {
             syscalls: vec!["open", "openat", "openat2", "creat"],
         }
     }
+    fn raw_sys_exit() -> Candidate {
+        Candidate::RawSysExit {
+            syscalls: vec!["open", "openat", "openat2", "creat"],
+        }
+    }
 
     #[test]
     fn auto_prefers_do_sys_openat2_then_do_sys_open_then_tracepoints() {
-        let plan = plan(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
+        let plan = plan(
+            AttachMode::Auto,
+            None,
+            Tracepoints::PerSyscall,
+            &FakeKernel::debian(),
+        )
+        .unwrap();
         assert_eq!(
             plan.candidates,
             vec![kprobe("do_sys_openat2"), kprobe("do_sys_open"), all_tracepoints()]
@@ -330,14 +372,26 @@ mod tests {
 
     #[test]
     fn auto_without_kprobes_uses_tracepoints_and_says_why() {
-        let plan = plan(AttachMode::Auto, None, &FakeKernel::no_kprobes()).unwrap();
+        let plan = plan(
+            AttachMode::Auto,
+            None,
+            Tracepoints::PerSyscall,
+            &FakeKernel::no_kprobes(),
+        )
+        .unwrap();
         assert_eq!(plan.candidates, vec![all_tracepoints()]);
         assert!(plan.skipped[0].contains("no kprobe PMU"), "{:?}", plan.skipped);
     }
 
     #[test]
     fn old_kernel_uses_do_sys_open_and_the_tracepoints_it_has() {
-        let plan = plan(AttachMode::Auto, None, &FakeKernel::old()).unwrap();
+        let plan = plan(
+            AttachMode::Auto,
+            None,
+            Tracepoints::PerSyscall,
+            &FakeKernel::old(),
+        )
+        .unwrap();
         assert_eq!(
             plan.candidates,
             vec![
@@ -352,20 +406,38 @@ mod tests {
 
     #[test]
     fn forced_kprobe_without_kprobes_names_the_missing_pmu() {
-        let err = plan(AttachMode::Kprobe, None, &FakeKernel::no_kprobes()).unwrap_err();
+        let err = plan(
+            AttachMode::Kprobe,
+            None,
+            Tracepoints::PerSyscall,
+            &FakeKernel::no_kprobes(),
+        )
+        .unwrap_err();
         assert!(matches!(err, PlanError::NoKprobes { .. }));
         assert!(err.to_string().contains("CONFIG_KPROBES"), "{err}");
     }
 
     #[test]
     fn forced_kprobe_target_is_the_only_candidate() {
-        let plan = plan(AttachMode::Kprobe, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        let plan = plan(
+            AttachMode::Kprobe,
+            Some("do_sys_open"),
+            Tracepoints::PerSyscall,
+            &FakeKernel::debian(),
+        )
+        .unwrap();
         assert_eq!(plan.candidates, vec![kprobe("do_sys_open")]);
     }
 
     #[test]
     fn target_in_auto_mode_goes_first_then_the_others() {
-        let plan = plan(AttachMode::Auto, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        let plan = plan(
+            AttachMode::Auto,
+            Some("do_sys_open"),
+            Tracepoints::PerSyscall,
+            &FakeKernel::debian(),
+        )
+        .unwrap();
         assert_eq!(
             plan.candidates,
             vec![kprobe("do_sys_open"), kprobe("do_sys_openat2"), all_tracepoints()]
@@ -374,9 +446,21 @@ mod tests {
 
     #[test]
     fn unknown_and_absent_targets_are_named() {
-        let err = plan(AttachMode::Auto, Some("vfs_open"), &FakeKernel::debian()).unwrap_err();
+        let err = plan(
+            AttachMode::Auto,
+            Some("vfs_open"),
+            Tracepoints::PerSyscall,
+            &FakeKernel::debian(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("vfs_open") && err.to_string().contains("do_sys_openat2"));
-        let err = plan(AttachMode::Kprobe, Some("do_sys_openat2"), &FakeKernel::old()).unwrap_err();
+        let err = plan(
+            AttachMode::Kprobe,
+            Some("do_sys_openat2"),
+            Tracepoints::PerSyscall,
+            &FakeKernel::old(),
+        )
+        .unwrap_err();
         assert_eq!(
             err,
             PlanError::TargetAbsent {
@@ -387,18 +471,24 @@ mod tests {
 
     #[test]
     fn tracepoint_mode_never_plans_kprobes_and_fails_without_tracepoints() {
-        let plan_tp = plan(AttachMode::Tracepoint, None, &FakeKernel::debian()).unwrap();
+        let plan_tp = plan(
+            AttachMode::Tracepoint,
+            None,
+            Tracepoints::PerSyscall,
+            &FakeKernel::debian(),
+        )
+        .unwrap();
         assert_eq!(plan_tp.candidates, vec![all_tracepoints()]);
         let bare = FakeKernel {
             kprobes: true,
             ..FakeKernel::default()
         };
         assert_eq!(
-            plan(AttachMode::Tracepoint, None, &bare),
+            plan(AttachMode::Tracepoint, None, Tracepoints::PerSyscall, &bare),
             Err(PlanError::NoTracepoints)
         );
         assert!(matches!(
-            plan(AttachMode::Auto, None, &bare),
+            plan(AttachMode::Auto, None, Tracepoints::PerSyscall, &bare),
             Err(PlanError::Nothing { .. })
         ));
     }
@@ -437,7 +527,13 @@ mod tests {
 
     #[test]
     fn self_test_moves_past_an_inlined_do_sys_open_to_do_sys_openat2() {
-        let plan = plan(AttachMode::Auto, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        let plan = plan(
+            AttachMode::Auto,
+            Some("do_sys_open"),
+            Tracepoints::PerSyscall,
+            &FakeKernel::debian(),
+        )
+        .unwrap();
         let mut fake = FakeAttacher {
             refuses: vec![],
             silent: vec![("kprobe do_sys_open", vec!["open", "openat", "openat2", "creat"])],
@@ -456,7 +552,13 @@ mod tests {
 
     #[test]
     fn self_test_falls_back_to_tracepoints_when_no_kprobe_fires() {
-        let plan = plan(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
+        let plan = plan(
+            AttachMode::Auto,
+            None,
+            Tracepoints::PerSyscall,
+            &FakeKernel::debian(),
+        )
+        .unwrap();
         let mut fake = FakeAttacher {
             refuses: vec!["kprobe do_sys_openat2"],
             silent: vec![("kprobe do_sys_open", vec!["openat2"])],
@@ -470,8 +572,59 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_that_refuses_the_raw_tracepoint_gets_the_per_syscall_ones() {
+        // Before 5.11 the raw program's bpf_get_current_task_btf does not load.
+        let plan = plan(
+            AttachMode::Tracepoint,
+            None,
+            Tracepoints::RawFirst,
+            &FakeKernel::old(),
+        )
+        .unwrap();
+        let mut fake = FakeAttacher {
+            refuses: vec!["raw tracepoint raw_syscalls:sys_exit"],
+            silent: vec![],
+            attached: vec![],
+            log: vec![],
+        };
+        let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
+        assert_eq!(
+            chosen,
+            Candidate::Tracepoints {
+                syscalls: vec!["open", "openat", "creat"]
+            }
+        );
+        assert_eq!(attempts.len(), 1);
+        assert!(
+            attempts[0].outcome.contains("could not attach"),
+            "{}",
+            attempts[0]
+        );
+    }
+
+    #[test]
+    fn per_syscall_tracepoints_leave_the_raw_one_out() {
+        let plan = plan(
+            AttachMode::Auto,
+            None,
+            Tracepoints::PerSyscall,
+            &FakeKernel::no_kprobes(),
+        )
+        .unwrap();
+        assert_eq!(plan.candidates, vec![all_tracepoints()]);
+        assert_eq!(raw_sys_exit().mode(), "tracepoint");
+        assert_eq!(raw_sys_exit().target(), "raw_syscalls:sys_exit");
+    }
+
+    #[test]
     fn every_failure_is_reported_when_nothing_passes() {
-        let plan = plan(AttachMode::Kprobe, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        let plan = plan(
+            AttachMode::Kprobe,
+            Some("do_sys_open"),
+            Tracepoints::PerSyscall,
+            &FakeKernel::debian(),
+        )
+        .unwrap();
         let mut fake = FakeAttacher {
             refuses: vec![],
             silent: vec![("kprobe do_sys_open", vec!["openat"])],

@@ -203,7 +203,12 @@ pub struct ProbeArgs {
     #[arg(long, env = "SPLITSCOPE_RING_SIZE", default_value_t = 4 * 1024 * 1024)]
     pub ring_size: u32,
 
-    /// How tracepoint mode reads an open's arguments (benchmarking aid).
+    /// Which syscall tracepoints tracepoint mode may use (benchmarking aid: `raw-first` costs an
+    /// open less and every other syscall more).
+    #[arg(long, hide = true, env = "SPLITSCOPE_TRACEPOINTS", value_enum, default_value_t = TracepointsMode::PerSyscall)]
+    pub tracepoints: TracepointsMode,
+
+    /// How the per-syscall tracepoints read an open's arguments (benchmarking aid).
     #[arg(long, hide = true, env = "SPLITSCOPE_TRACEPOINT_ARGS", value_enum, default_value_t = TracepointArgsMode::Auto)]
     pub tracepoint_args: TracepointArgsMode,
 
@@ -250,7 +255,17 @@ pub struct AgentArgs {
     pub max_series: usize,
 }
 
-/// How tracepoint mode gets an open's arguments.
+/// Which syscall tracepoints tracepoint mode may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TracepointsMode {
+    /// syscalls:sys_exit_<name> only.
+    PerSyscall,
+    /// The raw sys_exit tracepoint, whose program runs at every syscall's exit (Linux >= 5.11),
+    /// else syscalls:sys_exit_<name>.
+    RawFirst,
+}
+
+/// How the per-syscall tracepoints get an open's arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TracepointArgsMode {
     /// Saved registers where the kernel allows it (>= 5.15), else enter/exit pairing.

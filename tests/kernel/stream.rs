@@ -7,6 +7,7 @@ use tokio::io::AsyncWriteExt;
 
 use splitscope_probes::{
     AttachMode, Filters, OpenResult, ProbeConfig, RecordKind, Syscall, TaskFields, TracepointArgs,
+    Tracepoints,
 };
 
 use crate::support::*;
@@ -20,6 +21,14 @@ fn tracepoints(args: TracepointArgs, records: RecordKind) -> ProbeConfig {
     }
 }
 
+/// The raw sys_exit tracepoint (a benchmarking aid), whose program runs at every syscall's exit.
+fn raw_sys_exit(records: RecordKind) -> ProbeConfig {
+    ProbeConfig {
+        tracepoints: Tracepoints::RawFirst,
+        ..tracepoints(TracepointArgs::Auto, records)
+    }
+}
+
 async fn exact_ok_and_enoent(config: ProbeConfig) {
     const N: usize = 7;
     const M: usize = 5;
@@ -27,11 +36,14 @@ async fn exact_ok_and_enoent(config: ProbeConfig) {
     let comm = unique("ssx");
     let records = config.records;
     let task_fields = config.task_fields.reads_task();
+    let raw = config.tracepoints == Tracepoints::RawFirst;
     let (probe, mut stream) = load(config);
     let info = probe.attach_info().clone();
     assert_eq!(info.mode, "tracepoint");
     assert_eq!(info.records, records);
     assert_eq!(info.task_fields, task_fields);
+    // This kernel (6.18) loads the raw program: asking for it must not end on the fallback.
+    assert_eq!(info.target == "raw_syscalls:sys_exit", raw, "{info:?}");
 
     run_opener(
         &comm,
@@ -78,7 +90,7 @@ async fn exact_ok_and_enoent(config: ProbeConfig) {
             );
             // Compact records are made at the exit alone: no entry point stays attached.
             assert!(
-                info.points.iter().all(|p| p.contains(":sys_exit_")),
+                info.points.iter().all(|p| p.contains(":sys_exit")),
                 "{:?}",
                 info.points
             );
@@ -125,6 +137,16 @@ async fn exact_counts_in_compact_records_whose_comm_and_cgroup_come_from_helpers
         ..tracepoints(TracepointArgs::SavedRegs, RecordKind::Compact)
     })
     .await;
+}
+
+#[tokio::test]
+async fn exact_counts_in_compact_records_on_the_raw_sys_exit_tracepoint() {
+    exact_ok_and_enoent(raw_sys_exit(RecordKind::Compact)).await;
+}
+
+#[tokio::test]
+async fn exact_counts_in_full_records_on_the_raw_sys_exit_tracepoint() {
+    exact_ok_and_enoent(raw_sys_exit(RecordKind::Full)).await;
 }
 
 /// A probe that batches only `comm`'s compact records: no other process fills its batches.
@@ -238,11 +260,15 @@ async fn auto_mode_on_this_kernel_reports_its_choice_and_counts_exactly() {
     assert_eq!(events.len(), 3);
 }
 
-async fn each_syscall_is_one_event(records: RecordKind) {
+async fn each_syscall_is_one_event(config: ProbeConfig) {
+    let records = config.records;
     let files = Files::new("all");
     let created = files.dir.join("created").to_str().unwrap().to_owned();
     let comm = unique("ss4");
-    let (_probe, mut stream) = load(tracepoints(TracepointArgs::Auto, records));
+    let raw = config.tracepoints == Tracepoints::RawFirst;
+    let (probe, mut stream) = load(config);
+    let target = probe.attach_info().target.clone();
+    assert_eq!(target == "raw_syscalls:sys_exit", raw, "{target}");
     run_opener(
         &comm,
         &[
@@ -288,12 +314,18 @@ async fn each_syscall_is_one_event(records: RecordKind) {
 
 #[tokio::test]
 async fn open_openat_openat2_and_creat_are_each_one_compact_record() {
-    each_syscall_is_one_event(RecordKind::Compact).await;
+    each_syscall_is_one_event(tracepoints(TracepointArgs::Auto, RecordKind::Compact)).await;
 }
 
 #[tokio::test]
 async fn open_openat_openat2_and_creat_are_each_one_full_record() {
-    each_syscall_is_one_event(RecordKind::Full).await;
+    each_syscall_is_one_event(tracepoints(TracepointArgs::Auto, RecordKind::Full)).await;
+}
+
+#[tokio::test]
+async fn the_raw_sys_exit_tracepoint_tells_the_four_syscalls_and_their_arguments_apart() {
+    each_syscall_is_one_event(raw_sys_exit(RecordKind::Compact)).await;
+    each_syscall_is_one_event(raw_sys_exit(RecordKind::Full)).await;
 }
 
 #[tokio::test]

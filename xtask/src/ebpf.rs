@@ -14,6 +14,7 @@ use crate::run::root;
 
 /// Every program in fileopen.bpf.c.
 const PROGRAMS: &[&str] = &[
+    "sys_exit_raw",
     "sys_exit_open_regs",
     "sys_enter_open_args",
     "sys_enter_openat_args",
@@ -54,6 +55,7 @@ pub fn build() -> anyhow::Result<()> {
 
     let headers = output("llvm-objdump", &["-h", object.to_str().context("path")?])?;
     for section in [
+        "tp_btf/sys_exit",
         "tracepoint",
         "kprobe",
         "kretprobe",

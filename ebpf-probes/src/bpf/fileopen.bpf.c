@@ -10,6 +10,7 @@
  *    (bpf_task_pt_regs, Linux >= 5.15), so one program per open and no map round trip.
  *  - the same tracepoints paired with sys_enter_* through `start`, for kernels without
  *    bpf_task_pt_regs.
+ *  - benchmarks only: the raw sys_exit tracepoint, one program for every syscall's exit.
  *
  * Record kinds (fileopen.h): a full record carries the open's arguments and path; a compact one
  * only whose open it was and its result, which is all that counting needs. Compact records need
@@ -419,10 +420,11 @@ static __always_inline void cost_variant_finish(long ret)
 	}
 }
 
-/* ---- syscall exit tracepoints, arguments from the saved user registers ---- */
+/* ---- syscall exits: the raw sys_exit tracepoint, or the syscalls:sys_exit_* ones ---- */
 
-SEC("tracepoint")
-int sys_exit_open_regs(struct syscall_trace_exit *ctx)
+/* Makes the record of an open at its syscall's exit. `regs` are the task's saved user registers,
+ * which hold the open's arguments; NULL reads them from the task (only for full records). */
+static __always_inline int on_open_exit(long nr, long ret, struct pt_regs *regs)
 {
 	bool cost_stop = cost_variant_stops();
 	if (cost_stop && cost_variant == COST_RETURN)
@@ -432,12 +434,10 @@ int sys_exit_open_regs(struct syscall_trace_exit *ctx)
 	if (!task_wanted(who.pid_tgid >> 32))
 		return 0;
 
-	long ret = ctx->ret;
 	if (cost_stop) {
 		cost_variant_finish(ret);
 		return 0;
 	}
-	int nr = ctx->nr;
 	__u32 syscall = syscall_of(nr);
 	if (syscall == OPEN_SYSCALL_UNKNOWN || !result_wanted(ret))
 		return 0;
@@ -446,7 +446,8 @@ int sys_exit_open_regs(struct syscall_trace_exit *ctx)
 		return 0;
 	}
 
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!regs)
+		regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	const char *fname;
 	__u32 flags, mode;
 
@@ -477,6 +478,37 @@ int sys_exit_open_regs(struct syscall_trace_exit *ctx)
 	}
 	emit_full(who, ret, fname, flags, mode, syscall);
 	return 0;
+}
+
+/* x86-64's thread_info.status bit for a 32-bit (ia32) syscall, whose numbers are not these. */
+#define TS_COMPAT 0x0002
+
+/*
+ * The raw tracepoint every syscall's exit passes (raw_syscalls:sys_exit, BTF-typed), loaded only
+ * when asked for (a benchmarking aid, see the loader's attach plan). The kernel calls it with the
+ * registers and the result, without the perf record the syscalls:sys_exit_* tracepoints build
+ * for their programs, so an open costs less; but it runs at every syscall's exit and returns
+ * after one load and four compares for all but the opens, which costs every other syscall more.
+ * 32-bit syscalls (ia32 by TS_COMPAT, x32 by bit 30 of the number) are left out, as the
+ * syscalls:sys_exit_* tracepoints leave them out. bpf_get_current_task_btf: Linux >= 5.11.
+ */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret)
+{
+	long nr = regs->orig_ax;
+	if (nr != NR_openat && nr != NR_open && nr != NR_openat2 && nr != NR_creat)
+		return 0;
+	if (bpf_get_current_task_btf()->thread_info.status & TS_COMPAT)
+		return 0;
+	return on_open_exit(nr, ret, regs);
+}
+
+/* syscalls:sys_exit_{open,openat,openat2,creat}, arguments from the task's saved registers
+ * (bpf_task_pt_regs, Linux >= 5.15). */
+SEC("tracepoint")
+int sys_exit_open_regs(struct syscall_trace_exit *ctx)
+{
+	return on_open_exit(ctx->nr, ctx->ret, NULL);
 }
 
 /* ---- syscall enter + exit tracepoints, paired through `start` ---- */

@@ -19,11 +19,12 @@ use anyhow::Context;
 use splitscope_probes::filters::resolve_cgroup;
 use splitscope_probes::{
     AttachMode as ProbeAttach, CostVariant, Filters, Probe, ProbeConfig, RecordKind, TaskFields,
-    TracepointArgs,
+    TracepointArgs, Tracepoints,
 };
 
 use crate::cli::{
     AgentArgs, AttachMode, CostVariantMode, ProbeArgs, RecordsMode, TaskFieldsMode, TracepointArgsMode,
+    TracepointsMode,
 };
 use crate::metrics_server::{MetricsServer, Readiness};
 use attribution::Attributor;
@@ -63,6 +64,10 @@ pub fn probe_config(args: &ProbeArgs, records: RecordKind) -> anyhow::Result<Pro
             cgroup,
             path_prefix: f.path_prefix.clone(),
             failed_only: f.failed_only,
+        },
+        tracepoints: match args.tracepoints {
+            TracepointsMode::RawFirst => Tracepoints::RawFirst,
+            TracepointsMode::PerSyscall => Tracepoints::PerSyscall,
         },
         tracepoint_args: match args.tracepoint_args {
             TracepointArgsMode::Auto => TracepointArgs::Auto,
