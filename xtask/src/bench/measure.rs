@@ -87,6 +87,38 @@ pub struct Cost {
     pub tracer_cpu: f64,
 }
 
+/// `n` getppid(2) calls: a syscall with no work of its own, which none of the tracers here traces.
+pub fn other_syscalls(n: u64) {
+    for _ in 0..n {
+        // SAFETY: getppid takes no arguments and cannot fail. Made through syscall(2), so that no
+        // libc cache answers it.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
+/// What an open+close and a getppid(2) cost right now, in ns: the fastest of 4 short blocks each
+/// (about 40 ms in all), for turns that alternate a tracer with none.
+pub fn quick_cost(path: &CString) -> (f64, f64) {
+    const OPENS: u64 = 5_000;
+    const OTHERS: u64 = 20_000;
+    open_close(path, OPENS / 10);
+    let fastest = |n: u64, work: &dyn Fn(u64)| {
+        let ns = (0..4)
+            .map(|_| {
+                let started = Instant::now();
+                work(n);
+                started.elapsed().as_nanos()
+            })
+            .min()
+            .unwrap_or_default();
+        ns as f64 / n as f64
+    };
+    (
+        fastest(OPENS, &|n| open_close(path, n)),
+        fastest(OTHERS, &other_syscalls),
+    )
+}
+
 /// CPU time of the calling thread.
 fn thread_cpu_ns() -> u64 {
     // SAFETY: clock_gettime writes into the zeroed timespec.
@@ -144,6 +176,9 @@ pub struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
+    /// The first and third quartiles (nearest rank).
+    pub q1: f64,
+    pub q3: f64,
 }
 
 impl Spread {
@@ -156,10 +191,13 @@ impl Spread {
             _ if n % 2 == 1 => sorted[n / 2],
             _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
         };
+        let rank = |q: usize| sorted.get(n * q / 4).copied().unwrap_or(f64::NAN);
         Self {
             median,
             min: sorted.first().copied().unwrap_or(f64::NAN),
             max: sorted.last().copied().unwrap_or(f64::NAN),
+            q1: rank(1),
+            q3: rank(3),
         }
     }
 }
@@ -300,10 +338,14 @@ mod tests {
             Spread {
                 median: 3.0,
                 min: 1.0,
-                max: 5.0
+                max: 5.0,
+                q1: 1.0,
+                q3: 5.0,
             }
         );
         assert_eq!(Spread::of(&[4.0, 1.0, 3.0, 2.0]).median, 2.5);
+        let eight = Spread::of(&[8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]);
+        assert_eq!((eight.q1, eight.q3), (3.0, 7.0));
         assert!(Spread::of(&[]).median.is_nan());
     }
 

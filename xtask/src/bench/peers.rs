@@ -49,6 +49,10 @@ pub enum Peer {
     FullWithoutPath,
     /// Full records, with the path: what the agent wrote for every open before issue 10.
     Full,
+    /// The agent on the raw sys_exit tracepoint, whose program runs at every syscall's exit.
+    RawSysExit,
+    /// The raw sys_exit tracepoint and a program that only picks out the opens.
+    RawSysExitOnly,
 }
 
 impl Peer {
@@ -66,6 +70,10 @@ impl Peer {
             Peer::Unbatched => "a 32-byte compact record of its own per open (not batched)",
             Peer::FullWithoutPath => "a full 320-byte record without the path (arguments, time, uid)",
             Peer::Full => "a full record with the path (the agent before)",
+            Peer::RawSysExit => {
+                "the agent on the raw sys_exit tracepoint (its program at every syscall's exit)"
+            }
+            Peer::RawSysExitOnly => "the raw sys_exit tracepoint and a program that only picks out the opens",
         }
     }
 
@@ -84,6 +92,11 @@ impl Peer {
                 ("SPLITSCOPE_COST_VARIANT", "full-without-path"),
             ],
             Peer::Full => &[("SPLITSCOPE_RECORDS", "full")],
+            Peer::RawSysExit => &[("SPLITSCOPE_TRACEPOINTS", "raw-first")],
+            Peer::RawSysExitOnly => &[
+                ("SPLITSCOPE_TRACEPOINTS", "raw-first"),
+                ("SPLITSCOPE_COST_VARIANT", "return"),
+            ],
             Peer::None | Peer::Bpftrace | Peer::Opensnoop => return None,
         })
     }

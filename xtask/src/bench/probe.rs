@@ -22,6 +22,18 @@ const OPS_PER_ROUND: u64 = 200_000;
 const DEFAULT_ROUNDS: usize = 7;
 /// Set to run fewer (or more) rounds, e.g. while changing the probe.
 const ROUNDS_ENV: &str = "SPLITSCOPE_BENCH_ROUNDS";
+/// Turns of the paired measure: each tracer started, timed, stopped and timed again without it.
+const PAIRED_TURNS: usize = 40;
+
+/// The tracers of the paired measure: the tracepoint itself, the per-syscall exits the agent uses
+/// against the raw sys_exit every syscall passes, with an empty program and with the agent's.
+const PAIRED: [Peer; 5] = [
+    Peer::TracepointOnly,
+    Peer::RawSysExitOnly,
+    Peer::Bpftrace,
+    Peer::Agent,
+    Peer::RawSysExit,
+];
 
 /// The comparison, then the probe variants that show where the agent's cost goes.
 const PEERS: [Peer; 12] = [
@@ -182,6 +194,27 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
 
+    // 1b. Paired turns (pinned): each tracer started, the opener timed, the tracer stopped, the
+    //     opener timed again, in turns of under a second (bpftrace's a few), so that a slow spell
+    //     of the machine, which lasts seconds here, slows both halves of a turn alike. Also times
+    //     getppid(2): what the tracer costs the syscalls that are not opens.
+    let turns = rounds * PAIRED_TURNS / DEFAULT_ROUNDS;
+    let mut paired: Vec<(Peer, Vec<(f64, f64)>)> = PAIRED.iter().map(|p| (*p, Vec::new())).collect();
+    for turn in 0..turns {
+        for k in 0..PAIRED.len() {
+            let (peer, diffs) = &mut paired[(k + turn) % PAIRED.len()];
+            let running = peers::start(*peer, &Placement::Pinned.tracer_cpus())?;
+            Placement::Pinned.place_opener();
+            let with = measure::quick_cost(&path);
+            drop(running);
+            let without = measure::quick_cost(&path);
+            diffs.push((with.0 - without.0, with.1 - without.1));
+        }
+        if (turn + 1) % 10 == 0 {
+            eprintln!("xtask: bench-probe paired turns {}/{turns}", turn + 1);
+        }
+    }
+
     // 2. Time inside the BPF programs, from the kernel's own accounting (pinned): each program
     //    attached together with bpftrace's and timed on the same opens, round by round (the order
     //    rotated), so that a slow spell of the machine slows both alike. The difference is what
@@ -304,6 +337,7 @@ pub fn run() -> anyhow::Result<()> {
         load: (load_before, load_after),
         foreign: &foreign,
         samples: &samples,
+        paired: &paired,
         beside_bpftrace: &beside_bpftrace,
         rate_rows: &rate_rows,
         reader: (idle_cpu, loaded_rate, loaded_cpu, per_100k),
@@ -323,6 +357,8 @@ struct Report<'a> {
     /// Tracing programs of other tools loaded when the run started.
     foreign: &'a [String],
     samples: &'a [Samples],
+    /// What each tracer in PAIRED added to an open+close and to a getppid, one pair per turn.
+    paired: &'a [(Peer, Vec<(f64, f64)>)],
     /// ns per run of each program in BESIDE_BPFTRACE and of bpftrace's, attached together, one
     /// pair per round.
     beside_bpftrace: &'a [(Peer, Vec<(f64, f64)>)],
@@ -339,6 +375,79 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 impl Report<'_> {
+    /// `of` each turn of `peer`'s paired measure, over the turns.
+    fn paired_spread(&self, peer: Peer, of: fn(&(f64, f64)) -> f64) -> Spread {
+        let turns = self
+            .paired
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .map_or(&[][..], |(_, t)| t);
+        Spread::of(&turns.iter().map(of).collect::<Vec<_>>())
+    }
+
+    /// The paired turns: what each tracer adds to an open+close and to another syscall, and what
+    /// the raw sys_exit tracepoint would change for the agent.
+    fn render_paired(&self, t: &mut String) -> anyhow::Result<()> {
+        let turns = self.paired.first().map_or(0, |(_, d)| d.len());
+        writeln!(
+            t,
+            "**Paired turns** (pinned, {turns} turns per tracer, the tracers taking turns): the tracer \
+             started, the opener timed (the fastest of 4 blocks of 5000 open+close, and of 4 blocks of \
+             20000 getppid(2)), the tracer stopped, the opener timed again. A turn lasts under a second \
+             (bpftrace's a few), so a slow spell of the machine slows both of its halves alike. Median of \
+             the turns' differences, ns, with the quartiles. getppid is a syscall no tracer here traces: \
+             what a tracer adds to it, every other syscall of every process on the node pays.\n\n\
+             | tracer | added to an open+close | added to a getppid |\n|---|---|---|"
+        )?;
+        for peer in PAIRED {
+            let (open, other) = (
+                self.paired_spread(peer, |d| d.0),
+                self.paired_spread(peer, |d| d.1),
+            );
+            writeln!(
+                t,
+                "| {} | {:+.0} ({:+.0}…{:+.0}) | {:+.1} ({:+.1}…{:+.1}) |",
+                peer.label(),
+                open.median,
+                open.q1,
+                open.q3,
+                other.median,
+                other.q1,
+                other.q3
+            )?;
+        }
+        let open = |p: Peer| self.paired_spread(p, |d| d.0).median;
+        let other = |p: Peer| self.paired_spread(p, |d| d.1).median;
+        writeln!(
+            t,
+            "\nAgent ÷ bpftrace `count()` by this measure: {:.2}× on an open+close.",
+            open(Peer::Agent) / open(Peer::Bpftrace)
+        )?;
+        // An open+close is an open and one other syscall (the close).
+        let dearer = other(Peer::RawSysExit) - other(Peer::Agent);
+        let saved = open(Peer::Agent) - open(Peer::RawSysExit) + dearer;
+        let trade = if saved <= 0.0 {
+            "it saves nothing on an open here".to_owned()
+        } else if dearer <= 0.0 {
+            "it costs the other syscalls nothing more here".to_owned()
+        } else {
+            format!(
+                "it costs less only where a node makes fewer than {:.0} other syscalls per open",
+                saved / dearer
+            )
+        };
+        writeln!(
+            t,
+            "\n**The tracepoint itself.** The agent attaches to `syscalls:sys_exit_<name>`, perf-event \
+             tracepoints that build a record for their program. The raw `sys_exit` tracepoint \
+             (`--tracepoints raw-first`, a BTF-typed program) is called without that record, but its \
+             program runs at every syscall's exit and picks out the opens itself. On the agent it \
+             would save {saved:.0} ns per open and cost every other syscall {dearer:+.1} ns: {trade}, \
+             so the agent does not use it.\n"
+        )?;
+        Ok(())
+    }
+
     /// The (program, bpftrace) ns per run of `peer`'s side-by-side rounds.
     fn beside(&self, peer: Peer) -> &[(f64, f64)] {
         self.beside_bpftrace
@@ -490,6 +599,8 @@ impl Report<'_> {
             },
             verdict(met && !always_above)
         )?;
+
+        self.render_paired(&mut t)?;
 
         // The steady measure first: every program beside bpftrace's on the same opens.
         let agent = self.beside_spread(Peer::Agent, |r| r.0);
@@ -715,6 +826,7 @@ mod tests {
             load: (0.0, 0.0),
             foreign: &[],
             samples: &samples,
+            paired: &[],
             beside_bpftrace: &[(Peer::Agent, side_by_side.to_vec())],
             rate_rows: &[],
             reader: (0.0, 0.0, 0.0, 0.0),
