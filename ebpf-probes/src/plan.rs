@@ -341,6 +341,11 @@ mod tests {
         }
     }
 
+    /// The plan for `kernel` without a kprobe target, which must succeed.
+    fn planned(mode: AttachMode, tracepoints: Tracepoints, kernel: &FakeKernel) -> Plan {
+        plan(mode, None, tracepoints, kernel).unwrap()
+    }
+
     fn kprobe(f: &str) -> Candidate {
         Candidate::Kprobe { function: f.into() }
     }
@@ -357,13 +362,7 @@ mod tests {
 
     #[test]
     fn auto_prefers_do_sys_openat2_then_do_sys_open_then_tracepoints() {
-        let plan = plan(
-            AttachMode::Auto,
-            None,
-            Tracepoints::PerSyscall,
-            &FakeKernel::debian(),
-        )
-        .unwrap();
+        let plan = planned(AttachMode::Auto, Tracepoints::PerSyscall, &FakeKernel::debian());
         assert_eq!(
             plan.candidates,
             vec![kprobe("do_sys_openat2"), kprobe("do_sys_open"), all_tracepoints()]
@@ -372,26 +371,18 @@ mod tests {
 
     #[test]
     fn auto_without_kprobes_uses_tracepoints_and_says_why() {
-        let plan = plan(
+        let plan = planned(
             AttachMode::Auto,
-            None,
             Tracepoints::PerSyscall,
             &FakeKernel::no_kprobes(),
-        )
-        .unwrap();
+        );
         assert_eq!(plan.candidates, vec![all_tracepoints()]);
         assert!(plan.skipped[0].contains("no kprobe PMU"), "{:?}", plan.skipped);
     }
 
     #[test]
     fn old_kernel_uses_do_sys_open_and_the_tracepoints_it_has() {
-        let plan = plan(
-            AttachMode::Auto,
-            None,
-            Tracepoints::PerSyscall,
-            &FakeKernel::old(),
-        )
-        .unwrap();
+        let plan = planned(AttachMode::Auto, Tracepoints::PerSyscall, &FakeKernel::old());
         assert_eq!(
             plan.candidates,
             vec![
@@ -471,13 +462,11 @@ mod tests {
 
     #[test]
     fn tracepoint_mode_never_plans_kprobes_and_fails_without_tracepoints() {
-        let plan_tp = plan(
+        let plan_tp = planned(
             AttachMode::Tracepoint,
-            None,
             Tracepoints::PerSyscall,
             &FakeKernel::debian(),
-        )
-        .unwrap();
+        );
         assert_eq!(plan_tp.candidates, vec![all_tracepoints()]);
         let bare = FakeKernel {
             kprobes: true,
@@ -499,6 +488,19 @@ mod tests {
         silent: Vec<(&'static str, Vec<&'static str>)>,
         attached: Vec<String>,
         log: Vec<String>,
+    }
+
+    impl FakeAttacher {
+        /// Refuses to attach the candidates named in `refuses`; those in `silent` attach but
+        /// miss the test opens of the listed syscalls.
+        fn new(refuses: Vec<&'static str>, silent: Vec<(&'static str, Vec<&'static str>)>) -> Self {
+            Self {
+                refuses,
+                silent,
+                attached: vec![],
+                log: vec![],
+            }
+        }
     }
 
     impl Attacher for FakeAttacher {
@@ -534,12 +536,10 @@ mod tests {
             &FakeKernel::debian(),
         )
         .unwrap();
-        let mut fake = FakeAttacher {
-            refuses: vec![],
-            silent: vec![("kprobe do_sys_open", vec!["open", "openat", "openat2", "creat"])],
-            attached: vec![],
-            log: vec![],
-        };
+        let mut fake = FakeAttacher::new(
+            vec![],
+            vec![("kprobe do_sys_open", vec!["open", "openat", "openat2", "creat"])],
+        );
         let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
         assert_eq!(chosen, kprobe("do_sys_openat2"));
         assert_eq!(attempts.len(), 1);
@@ -552,19 +552,11 @@ mod tests {
 
     #[test]
     fn self_test_falls_back_to_tracepoints_when_no_kprobe_fires() {
-        let plan = plan(
-            AttachMode::Auto,
-            None,
-            Tracepoints::PerSyscall,
-            &FakeKernel::debian(),
-        )
-        .unwrap();
-        let mut fake = FakeAttacher {
-            refuses: vec!["kprobe do_sys_openat2"],
-            silent: vec![("kprobe do_sys_open", vec!["openat2"])],
-            attached: vec![],
-            log: vec![],
-        };
+        let plan = planned(AttachMode::Auto, Tracepoints::PerSyscall, &FakeKernel::debian());
+        let mut fake = FakeAttacher::new(
+            vec!["kprobe do_sys_openat2"],
+            vec![("kprobe do_sys_open", vec!["openat2"])],
+        );
         let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
         assert_eq!(chosen, all_tracepoints());
         assert!(attempts[0].outcome.contains("could not attach: EINVAL"));
@@ -574,19 +566,8 @@ mod tests {
     #[test]
     fn a_kernel_that_refuses_the_raw_tracepoint_gets_the_per_syscall_ones() {
         // Before 5.11 the raw program's bpf_get_current_task_btf does not load.
-        let plan = plan(
-            AttachMode::Tracepoint,
-            None,
-            Tracepoints::RawFirst,
-            &FakeKernel::old(),
-        )
-        .unwrap();
-        let mut fake = FakeAttacher {
-            refuses: vec!["raw tracepoint raw_syscalls:sys_exit"],
-            silent: vec![],
-            attached: vec![],
-            log: vec![],
-        };
+        let plan = planned(AttachMode::Tracepoint, Tracepoints::RawFirst, &FakeKernel::old());
+        let mut fake = FakeAttacher::new(vec!["raw tracepoint raw_syscalls:sys_exit"], vec![]);
         let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
         assert_eq!(
             chosen,
@@ -603,15 +584,18 @@ mod tests {
     }
 
     #[test]
-    fn per_syscall_tracepoints_leave_the_raw_one_out() {
-        let plan = plan(
-            AttachMode::Auto,
-            None,
-            Tracepoints::PerSyscall,
-            &FakeKernel::no_kprobes(),
-        )
-        .unwrap();
-        assert_eq!(plan.candidates, vec![all_tracepoints()]);
+    fn the_raw_tracepoint_goes_before_the_per_syscall_ones_only_on_request() {
+        let plan = planned(AttachMode::Auto, Tracepoints::RawFirst, &FakeKernel::debian());
+        assert_eq!(
+            plan.candidates,
+            vec![
+                kprobe("do_sys_openat2"),
+                kprobe("do_sys_open"),
+                raw_sys_exit(),
+                all_tracepoints()
+            ]
+        );
+        // Its records and metrics say tracepoint mode, and which tracepoint.
         assert_eq!(raw_sys_exit().mode(), "tracepoint");
         assert_eq!(raw_sys_exit().target(), "raw_syscalls:sys_exit");
     }
@@ -625,12 +609,7 @@ mod tests {
             &FakeKernel::debian(),
         )
         .unwrap();
-        let mut fake = FakeAttacher {
-            refuses: vec![],
-            silent: vec![("kprobe do_sys_open", vec!["openat"])],
-            attached: vec![],
-            log: vec![],
-        };
+        let mut fake = FakeAttacher::new(vec![], vec![("kprobe do_sys_open", vec!["openat"])]);
         let attempts = choose(&plan, &mut fake).unwrap_err();
         assert_eq!(attempts.len(), 1);
         assert!(fake.attached.is_empty());
