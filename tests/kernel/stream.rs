@@ -149,6 +149,36 @@ async fn exact_counts_in_full_records_on_the_raw_sys_exit_tracepoint() {
     exact_ok_and_enoent(raw_sys_exit(RecordKind::Full)).await;
 }
 
+/// ia32's readlink(2) has creat(2)'s x86-64 number (85). The raw tracepoint tells opens by
+/// number, so it must leave 32-bit syscalls out, as the per-syscall tracepoints do; the opener
+/// exits 4, failing this test, on a kernel that runs no 32-bit syscalls.
+#[tokio::test]
+async fn a_32_bit_syscall_numbered_like_creat_is_no_open() {
+    for config in [
+        raw_sys_exit(RecordKind::Compact),
+        tracepoints(TracepointArgs::Auto, RecordKind::Compact),
+    ] {
+        let files = Files::new("ia32");
+        let comm = unique("ss32");
+        let (probe, mut stream) = load(config);
+        let target = probe.attach_info().target.clone();
+        run_opener(
+            &comm,
+            &[
+                op("ia32-readlink", &files.exists, 5),
+                op("openat", &files.exists, 2),
+            ],
+        )
+        .await;
+        let events = collect(&mut stream, 2, Duration::from_secs(5), comm_is(&comm)).await;
+        assert_eq!(events.len(), 2, "{target}: {events:#?}");
+        assert!(
+            events.iter().all(|e| e.syscall() == Syscall::Openat),
+            "{target}: {events:#?}"
+        );
+    }
+}
+
 /// A probe that batches only `comm`'s compact records: no other process fills its batches.
 fn only(comm: &str) -> ProbeConfig {
     ProbeConfig {

@@ -422,9 +422,11 @@ static __always_inline void cost_variant_finish(long ret)
 
 /* ---- syscall exits: the raw sys_exit tracepoint, or the syscalls:sys_exit_* ones ---- */
 
-/* Makes the record of an open at its syscall's exit. `regs` are the task's saved user registers,
- * which hold the open's arguments; NULL reads them from the task (only for full records). */
-static __always_inline int on_open_exit(long nr, long ret, struct pt_regs *regs)
+/* Makes the record of an open at its syscall's exit. With `have_regs` (a constant), `regs` are
+ * the task's saved user registers, which hold the open's arguments; without, they are read from
+ * the task for a full record (bpf_task_pt_regs, Linux >= 5.15), a call the compiler leaves out of
+ * a program that has them. */
+static __always_inline int on_open_exit(long nr, long ret, struct pt_regs *regs, const bool have_regs)
 {
 	bool cost_stop = cost_variant_stops();
 	if (cost_stop && cost_variant == COST_RETURN)
@@ -446,7 +448,7 @@ static __always_inline int on_open_exit(long nr, long ret, struct pt_regs *regs)
 		return 0;
 	}
 
-	if (!regs)
+	if (!have_regs)
 		regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	const char *fname;
 	__u32 flags, mode;
@@ -500,7 +502,7 @@ int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret)
 		return 0;
 	if (bpf_get_current_task_btf()->thread_info.status & TS_COMPAT)
 		return 0;
-	return on_open_exit(nr, ret, regs);
+	return on_open_exit(nr, ret, regs, true);
 }
 
 /* syscalls:sys_exit_{open,openat,openat2,creat}, arguments from the task's saved registers
@@ -508,7 +510,7 @@ int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret)
 SEC("tracepoint")
 int sys_exit_open_regs(struct syscall_trace_exit *ctx)
 {
-	return on_open_exit(ctx->nr, ctx->ret, NULL);
+	return on_open_exit(ctx->nr, ctx->ret, NULL, false);
 }
 
 /* ---- syscall enter + exit tracepoints, paired through `start` ---- */

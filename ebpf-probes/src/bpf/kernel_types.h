@@ -3,8 +3,9 @@
  * The few kernel types the probe touches, hand-written for CO-RE.
  *
  * Why not vmlinux.h: a full dump of one kernel's BTF is ~2.8 MB of generated C that must be
- * regenerated and reviewed per kernel. The probe reads five things (the syscall tracepoint
- * records, the saved user registers, the kprobe registers and struct open_how), so these
+ * regenerated and reviewed per kernel. The probe reads a few things (the syscall tracepoint
+ * records, the saved user registers, the kprobe registers, struct open_how and a few fields of
+ * the current task), so these
  * definitions carry only the fields used, marked preserve_access_index: clang records every
  * field access as a CO-RE relocation and the loader rewrites the offsets against the running
  * kernel's own BTF (/sys/kernel/btf/vmlinux). A field that moved between kernels still reads
