@@ -87,7 +87,8 @@ pub struct Cost {
     pub tracer_cpu: f64,
 }
 
-/// `n` getppid(2) calls: a syscall with no work of its own, which none of the tracers here traces.
+/// `n` getppid(2) calls: a syscall with no work of its own, which no tracer here records (the raw
+/// sys_exit programs run at its exit and return).
 pub fn other_syscalls(n: u64) {
     for _ in 0..n {
         // SAFETY: getppid takes no arguments and cannot fail. Made through syscall(2), so that no
@@ -176,7 +177,8 @@ pub struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
-    /// The first and third quartiles (nearest rank).
+    /// The first and third quartiles (nearest rank: the smallest value with at least a quarter,
+    /// or three quarters, of the values at or below it).
     pub q1: f64,
     pub q3: f64,
 }
@@ -191,7 +193,14 @@ impl Spread {
             _ if n % 2 == 1 => sorted[n / 2],
             _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
         };
-        let rank = |q: usize| sorted.get(n * q / 4).copied().unwrap_or(f64::NAN);
+        let rank = |q: usize| {
+            (n * q)
+                .div_ceil(4)
+                .checked_sub(1)
+                .and_then(|i| sorted.get(i))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
         Self {
             median,
             min: sorted.first().copied().unwrap_or(f64::NAN),
@@ -345,7 +354,11 @@ mod tests {
         );
         assert_eq!(Spread::of(&[4.0, 1.0, 3.0, 2.0]).median, 2.5);
         let eight = Spread::of(&[8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]);
-        assert_eq!((eight.q1, eight.q3), (3.0, 7.0));
+        assert_eq!((eight.q1, eight.q3), (2.0, 6.0));
+        let forty: Vec<f64> = (1..=40).map(f64::from).collect();
+        let s = Spread::of(&forty);
+        assert_eq!((s.q1, s.q3), (10.0, 30.0));
+        assert!(Spread::of(&[]).q1.is_nan());
         assert!(Spread::of(&[]).median.is_nan());
     }
 

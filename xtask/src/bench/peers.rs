@@ -92,8 +92,12 @@ impl Peer {
                 ("SPLITSCOPE_COST_VARIANT", "full-without-path"),
             ],
             Peer::Full => &[("SPLITSCOPE_RECORDS", "full")],
-            Peer::RawSysExit => &[("SPLITSCOPE_TRACEPOINTS", "raw-first")],
+            Peer::RawSysExit => &[
+                ("SPLITSCOPE_ATTACH", "tracepoint"),
+                ("SPLITSCOPE_TRACEPOINTS", "raw-first"),
+            ],
             Peer::RawSysExitOnly => &[
+                ("SPLITSCOPE_ATTACH", "tracepoint"),
                 ("SPLITSCOPE_TRACEPOINTS", "raw-first"),
                 ("SPLITSCOPE_COST_VARIANT", "return"),
             ],
@@ -228,7 +232,19 @@ fn start_tool(program: &str, args: &[&str], ready: &'static str, cpus: &str) -> 
 /// Starts `peer` on `cpus` (a taskset list) and returns once it is attached.
 pub fn start(peer: Peer, cpus: &str) -> anyhow::Result<Running> {
     if let Some(env) = peer.agent_env() {
-        return Ok(start_agent(env, cpus)?.0);
+        let running = start_agent(env, cpus)?.0;
+        if matches!(peer, Peer::RawSysExit | Peer::RawSysExitOnly) {
+            // A kernel that refuses the raw tracepoint gets the per-syscall ones: a comparison of
+            // the two would then compare one with itself.
+            let info = agent_attach_info()?;
+            if !info.contains("target=\"raw_syscalls:sys_exit\"") {
+                bail!(
+                    "{peer:?}: the agent did not attach to the raw sys_exit tracepoint (it needs Linux \
+                     >= 5.11 with BTF): {info}"
+                );
+            }
+        }
+        return Ok(running);
     }
     Ok(match peer {
         Peer::Bpftrace => start_tool(
@@ -259,6 +275,15 @@ fn http_get(path: &str) -> std::io::Result<String> {
 }
 
 /// A counter of the running agent's /metrics.
+/// The agent's `splitscope_probe_attach_info` line: which mode and target it attached.
+fn agent_attach_info() -> anyhow::Result<String> {
+    let body = http_get("/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with("splitscope_probe_attach_info{"))
+        .map(str::to_owned)
+        .context("splitscope_probe_attach_info not in the agent's /metrics")
+}
+
 pub fn agent_metric(name: &str) -> anyhow::Result<u64> {
     let body = http_get("/metrics")?;
     body.lines()
