@@ -341,9 +341,9 @@ mod tests {
         }
     }
 
-    /// The plan for `kernel` without a kprobe target, which must succeed.
-    fn planned(mode: AttachMode, tracepoints: Tracepoints, kernel: &FakeKernel) -> Plan {
-        plan(mode, None, tracepoints, kernel).unwrap()
+    /// The plan with the default tracepoints (the per-syscall ones).
+    fn plan_of(mode: AttachMode, target: Option<&str>, kernel: &FakeKernel) -> Result<Plan, PlanError> {
+        plan(mode, target, Tracepoints::default(), kernel)
     }
 
     fn kprobe(f: &str) -> Candidate {
@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn auto_prefers_do_sys_openat2_then_do_sys_open_then_tracepoints() {
-        let plan = planned(AttachMode::Auto, Tracepoints::PerSyscall, &FakeKernel::debian());
+        let plan = plan_of(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
         assert_eq!(
             plan.candidates,
             vec![kprobe("do_sys_openat2"), kprobe("do_sys_open"), all_tracepoints()]
@@ -371,18 +371,14 @@ mod tests {
 
     #[test]
     fn auto_without_kprobes_uses_tracepoints_and_says_why() {
-        let plan = planned(
-            AttachMode::Auto,
-            Tracepoints::PerSyscall,
-            &FakeKernel::no_kprobes(),
-        );
+        let plan = plan_of(AttachMode::Auto, None, &FakeKernel::no_kprobes()).unwrap();
         assert_eq!(plan.candidates, vec![all_tracepoints()]);
         assert!(plan.skipped[0].contains("no kprobe PMU"), "{:?}", plan.skipped);
     }
 
     #[test]
     fn old_kernel_uses_do_sys_open_and_the_tracepoints_it_has() {
-        let plan = planned(AttachMode::Auto, Tracepoints::PerSyscall, &FakeKernel::old());
+        let plan = plan_of(AttachMode::Auto, None, &FakeKernel::old()).unwrap();
         assert_eq!(
             plan.candidates,
             vec![
@@ -397,38 +393,20 @@ mod tests {
 
     #[test]
     fn forced_kprobe_without_kprobes_names_the_missing_pmu() {
-        let err = plan(
-            AttachMode::Kprobe,
-            None,
-            Tracepoints::PerSyscall,
-            &FakeKernel::no_kprobes(),
-        )
-        .unwrap_err();
+        let err = plan_of(AttachMode::Kprobe, None, &FakeKernel::no_kprobes()).unwrap_err();
         assert!(matches!(err, PlanError::NoKprobes { .. }));
         assert!(err.to_string().contains("CONFIG_KPROBES"), "{err}");
     }
 
     #[test]
     fn forced_kprobe_target_is_the_only_candidate() {
-        let plan = plan(
-            AttachMode::Kprobe,
-            Some("do_sys_open"),
-            Tracepoints::PerSyscall,
-            &FakeKernel::debian(),
-        )
-        .unwrap();
+        let plan = plan_of(AttachMode::Kprobe, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
         assert_eq!(plan.candidates, vec![kprobe("do_sys_open")]);
     }
 
     #[test]
     fn target_in_auto_mode_goes_first_then_the_others() {
-        let plan = plan(
-            AttachMode::Auto,
-            Some("do_sys_open"),
-            Tracepoints::PerSyscall,
-            &FakeKernel::debian(),
-        )
-        .unwrap();
+        let plan = plan_of(AttachMode::Auto, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
         assert_eq!(
             plan.candidates,
             vec![kprobe("do_sys_open"), kprobe("do_sys_openat2"), all_tracepoints()]
@@ -437,21 +415,9 @@ mod tests {
 
     #[test]
     fn unknown_and_absent_targets_are_named() {
-        let err = plan(
-            AttachMode::Auto,
-            Some("vfs_open"),
-            Tracepoints::PerSyscall,
-            &FakeKernel::debian(),
-        )
-        .unwrap_err();
+        let err = plan_of(AttachMode::Auto, Some("vfs_open"), &FakeKernel::debian()).unwrap_err();
         assert!(err.to_string().contains("vfs_open") && err.to_string().contains("do_sys_openat2"));
-        let err = plan(
-            AttachMode::Kprobe,
-            Some("do_sys_openat2"),
-            Tracepoints::PerSyscall,
-            &FakeKernel::old(),
-        )
-        .unwrap_err();
+        let err = plan_of(AttachMode::Kprobe, Some("do_sys_openat2"), &FakeKernel::old()).unwrap_err();
         assert_eq!(
             err,
             PlanError::TargetAbsent {
@@ -462,22 +428,18 @@ mod tests {
 
     #[test]
     fn tracepoint_mode_never_plans_kprobes_and_fails_without_tracepoints() {
-        let plan_tp = planned(
-            AttachMode::Tracepoint,
-            Tracepoints::PerSyscall,
-            &FakeKernel::debian(),
-        );
+        let plan_tp = plan_of(AttachMode::Tracepoint, None, &FakeKernel::debian()).unwrap();
         assert_eq!(plan_tp.candidates, vec![all_tracepoints()]);
         let bare = FakeKernel {
             kprobes: true,
             ..FakeKernel::default()
         };
         assert_eq!(
-            plan(AttachMode::Tracepoint, None, Tracepoints::PerSyscall, &bare),
+            plan_of(AttachMode::Tracepoint, None, &bare),
             Err(PlanError::NoTracepoints)
         );
         assert!(matches!(
-            plan(AttachMode::Auto, None, Tracepoints::PerSyscall, &bare),
+            plan_of(AttachMode::Auto, None, &bare),
             Err(PlanError::Nothing { .. })
         ));
     }
@@ -529,13 +491,7 @@ mod tests {
 
     #[test]
     fn self_test_moves_past_an_inlined_do_sys_open_to_do_sys_openat2() {
-        let plan = plan(
-            AttachMode::Auto,
-            Some("do_sys_open"),
-            Tracepoints::PerSyscall,
-            &FakeKernel::debian(),
-        )
-        .unwrap();
+        let plan = plan_of(AttachMode::Auto, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
         let mut fake = FakeAttacher::new(
             vec![],
             vec![("kprobe do_sys_open", vec!["open", "openat", "openat2", "creat"])],
@@ -552,7 +508,7 @@ mod tests {
 
     #[test]
     fn self_test_falls_back_to_tracepoints_when_no_kprobe_fires() {
-        let plan = planned(AttachMode::Auto, Tracepoints::PerSyscall, &FakeKernel::debian());
+        let plan = plan_of(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
         let mut fake = FakeAttacher::new(
             vec!["kprobe do_sys_openat2"],
             vec![("kprobe do_sys_open", vec!["openat2"])],
@@ -566,7 +522,13 @@ mod tests {
     #[test]
     fn a_kernel_that_refuses_the_raw_tracepoint_gets_the_per_syscall_ones() {
         // Before 5.11 the raw program's bpf_get_current_task_btf does not load.
-        let plan = planned(AttachMode::Tracepoint, Tracepoints::RawFirst, &FakeKernel::old());
+        let plan = plan(
+            AttachMode::Tracepoint,
+            None,
+            Tracepoints::RawFirst,
+            &FakeKernel::old(),
+        )
+        .unwrap();
         let mut fake = FakeAttacher::new(vec!["raw tracepoint raw_syscalls:sys_exit"], vec![]);
         let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
         assert_eq!(
@@ -585,7 +547,13 @@ mod tests {
 
     #[test]
     fn the_raw_tracepoint_goes_before_the_per_syscall_ones_only_on_request() {
-        let plan = planned(AttachMode::Auto, Tracepoints::RawFirst, &FakeKernel::debian());
+        let plan = plan(
+            AttachMode::Auto,
+            None,
+            Tracepoints::RawFirst,
+            &FakeKernel::debian(),
+        )
+        .unwrap();
         assert_eq!(
             plan.candidates,
             vec![
@@ -602,13 +570,7 @@ mod tests {
 
     #[test]
     fn every_failure_is_reported_when_nothing_passes() {
-        let plan = plan(
-            AttachMode::Kprobe,
-            Some("do_sys_open"),
-            Tracepoints::PerSyscall,
-            &FakeKernel::debian(),
-        )
-        .unwrap();
+        let plan = plan_of(AttachMode::Kprobe, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
         let mut fake = FakeAttacher::new(vec![], vec![("kprobe do_sys_open", vec!["openat"])]);
         let attempts = choose(&plan, &mut fake).unwrap_err();
         assert_eq!(attempts.len(), 1);
