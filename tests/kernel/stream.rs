@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
+use splitscope_probes::plan::RAW_SYS_EXIT;
 use splitscope_probes::{
-    AttachMode, Filters, OpenResult, ProbeConfig, RecordKind, Syscall, TaskFields, TracepointArgs,
-    Tracepoints,
+    AttachMode, EventStream, Filters, OpenResult, Probe, ProbeConfig, RecordKind, Syscall, TaskFields,
+    TracepointArgs, Tracepoints,
 };
 
 use crate::support::*;
@@ -29,6 +30,16 @@ fn raw_sys_exit(records: RecordKind) -> ProbeConfig {
     }
 }
 
+/// Loads `config`, which got the raw sys_exit tracepoint exactly when it asked for it: this
+/// kernel (6.18) loads the raw program, so asking for it must not end on the fallback.
+fn load_as_asked(config: ProbeConfig) -> (Probe, EventStream) {
+    let raw = config.tracepoints == Tracepoints::RawFirst;
+    let (probe, stream) = load(config);
+    let target = &probe.attach_info().target;
+    assert_eq!(target == RAW_SYS_EXIT, raw, "{:?}", probe.attach_info());
+    (probe, stream)
+}
+
 async fn exact_ok_and_enoent(config: ProbeConfig) {
     const N: usize = 7;
     const M: usize = 5;
@@ -36,14 +47,11 @@ async fn exact_ok_and_enoent(config: ProbeConfig) {
     let comm = unique("ssx");
     let records = config.records;
     let task_fields = config.task_fields.reads_task();
-    let raw = config.tracepoints == Tracepoints::RawFirst;
-    let (probe, mut stream) = load(config);
+    let (probe, mut stream) = load_as_asked(config);
     let info = probe.attach_info().clone();
     assert_eq!(info.mode, "tracepoint");
     assert_eq!(info.records, records);
     assert_eq!(info.task_fields, task_fields);
-    // This kernel (6.18) loads the raw program: asking for it must not end on the fallback.
-    assert_eq!(info.target == "raw_syscalls:sys_exit", raw, "{info:?}");
 
     run_opener(
         &comm,
@@ -160,7 +168,7 @@ async fn a_32_bit_syscall_numbered_like_creat_is_no_open() {
     ] {
         let files = Files::new("ia32");
         let comm = unique("ss32");
-        let (probe, mut stream) = load(config);
+        let (probe, mut stream) = load_as_asked(config);
         let target = probe.attach_info().target.clone();
         run_opener(
             &comm,
@@ -295,10 +303,7 @@ async fn each_syscall_is_one_event(config: ProbeConfig) {
     let files = Files::new("all");
     let created = files.dir.join("created").to_str().unwrap().to_owned();
     let comm = unique("ss4");
-    let raw = config.tracepoints == Tracepoints::RawFirst;
-    let (probe, mut stream) = load(config);
-    let target = probe.attach_info().target.clone();
-    assert_eq!(target == "raw_syscalls:sys_exit", raw, "{target}");
+    let (_probe, mut stream) = load_as_asked(config);
     run_opener(
         &comm,
         &[
