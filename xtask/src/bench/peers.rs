@@ -274,7 +274,6 @@ fn http_get(path: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// A counter of the running agent's /metrics.
 /// The agent's `splitscope_probe_attach_info` line: which mode and target it attached.
 fn agent_attach_info() -> anyhow::Result<String> {
     let body = http_get("/metrics")?;
@@ -284,6 +283,7 @@ fn agent_attach_info() -> anyhow::Result<String> {
         .context("splitscope_probe_attach_info not in the agent's /metrics")
 }
 
+/// A counter of the running agent's /metrics.
 pub fn agent_metric(name: &str) -> anyhow::Result<u64> {
     let body = http_get("/metrics")?;
     body.lines()

@@ -200,15 +200,15 @@ pub fn run() -> anyhow::Result<()> {
     //     getppid(2): what the tracer costs the syscalls that are not opens.
     let turns = rounds * PAIRED_TURNS / DEFAULT_ROUNDS;
     let mut paired: Vec<(Peer, Vec<(f64, f64)>)> = PAIRED.iter().map(|p| (*p, Vec::new())).collect();
+    // The tracers start on CPU 0 through taskset; the opener (this thread) stays on CPU 1.
+    Placement::Pinned.place_opener();
     for turn in 0..turns {
         for k in 0..PAIRED.len() {
             let (peer, diffs) = &mut paired[(k + turn) % PAIRED.len()];
             // Every other turn times the opener without the tracer first, so that going first or
             // second (warm caches, the tracer's start or exit on CPU 0) favours neither half.
-            Placement::Pinned.place_opener();
             let before = (turn % 2 == 1).then(|| measure::quick_cost(&path));
             let running = peers::start(*peer, &Placement::Pinned.tracer_cpus())?;
-            Placement::Pinned.place_opener();
             let with = measure::quick_cost(&path);
             drop(running);
             let without = before.unwrap_or_else(|| measure::quick_cost(&path));
@@ -374,6 +374,19 @@ struct Report<'a> {
     startup: f64,
 }
 
+/// `peer`'s pairs of figures in a per-peer table of them (none if it was not measured).
+fn pairs_of(table: &[(Peer, Vec<(f64, f64)>)], peer: Peer) -> &[(f64, f64)] {
+    table
+        .iter()
+        .find(|(p, _)| *p == peer)
+        .map_or(&[], |(_, pairs)| pairs.as_slice())
+}
+
+/// `of` each pair, over the pairs.
+fn spread_over(pairs: &[(f64, f64)], of: fn(&(f64, f64)) -> f64) -> Spread {
+    Spread::of(&pairs.iter().map(of).collect::<Vec<_>>())
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "**met**" } else { "**not met**" }
 }
@@ -381,12 +394,7 @@ fn verdict(ok: bool) -> &'static str {
 impl Report<'_> {
     /// `of` each turn of `peer`'s paired measure, over the turns.
     fn paired_spread(&self, peer: Peer, of: fn(&(f64, f64)) -> f64) -> Spread {
-        let turns = self
-            .paired
-            .iter()
-            .find(|(p, _)| *p == peer)
-            .map_or(&[][..], |(_, t)| t);
-        Spread::of(&turns.iter().map(of).collect::<Vec<_>>())
+        spread_over(pairs_of(self.paired, peer), of)
     }
 
     /// The paired turns: what each tracer adds to an open+close and to another syscall, and what
@@ -457,15 +465,12 @@ impl Report<'_> {
 
     /// The (program, bpftrace) ns per run of `peer`'s side-by-side rounds.
     fn beside(&self, peer: Peer) -> &[(f64, f64)] {
-        self.beside_bpftrace
-            .iter()
-            .find(|(p, _)| *p == peer)
-            .map_or(&[], |(_, pairs)| pairs.as_slice())
+        pairs_of(self.beside_bpftrace, peer)
     }
 
     /// `of` each (program, bpftrace) pair of `peer`'s side-by-side rounds, over the rounds.
     fn beside_spread(&self, peer: Peer, of: fn(&(f64, f64)) -> f64) -> Spread {
-        Spread::of(&self.beside(peer).iter().map(of).collect::<Vec<_>>())
+        spread_over(self.beside(peer), of)
     }
 
     /// How many ns `peer`'s program took per run beyond bpftrace's, round by round.
