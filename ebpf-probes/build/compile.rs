@@ -48,6 +48,18 @@ pub fn libbpf_include() -> Result<PathBuf, CompileError> {
 
 /// Compiles the probe for `target_arch` (Rust's name, e.g. `x86_64`) into `out`.
 pub fn compile(probes_dir: &Path, target_arch: &str, out: &Path) -> Result<(), CompileError> {
+    compile_with(probes_dir, target_arch, out, &[])
+}
+
+/// The same, with preprocessor `defines` (`cargo xtask build-ebpf` leaves the fexit program out
+/// of a second object for kernels that refuse it; the crate always embeds the whole probe).
+#[allow(dead_code)] // the build script uses `compile` only
+pub fn compile_with(
+    probes_dir: &Path,
+    target_arch: &str,
+    out: &Path,
+    defines: &[&str],
+) -> Result<(), CompileError> {
     let bpf_arch = match target_arch {
         "x86_64" => "x86",
         other => {
@@ -72,6 +84,7 @@ pub fn compile(probes_dir: &Path, target_arch: &str, out: &Path) -> Result<(), C
     let output = Command::new(&clang)
         .args(["-target", "bpf", "-O2", "-g", "-mcpu=v3", "-Wall", "-Werror"])
         .arg(format!("-D__TARGET_ARCH_{bpf_arch}"))
+        .args(defines.iter().map(|d| format!("-D{d}")))
         .arg("-I")
         .arg(&src)
         .arg("-I")

@@ -24,6 +24,10 @@ pub trait KernelFacts {
     fn function(&self, name: &str) -> FunctionFact;
     /// Whether the tracepoint `category:name` exists (tracefs events/<category>/<name>).
     fn has_tracepoint(&self, category: &str, name: &str) -> bool;
+    /// Whether the kernel has the function the fexit program is built for
+    /// (`plan::FEXIT_TARGET`). Loading the program tells for sure; this only spares kernels
+    /// that cannot have it the attempt.
+    fn has_fexit_target(&self) -> bool;
 }
 
 /// The facts of the running kernel.
@@ -99,6 +103,12 @@ impl KernelFacts for SystemFacts {
         self.tracefs
             .as_ref()
             .is_some_and(|t| t.join("events").join(category).join(name).join("id").is_file())
+    }
+
+    /// do_sys_openat2 came with Linux 5.6. Told by the version, not by a function list:
+    /// reading /proc/kallsyms costs about 100 ms, more than the attempt it could spare.
+    fn has_fexit_target(&self) -> bool {
+        kernel_version().is_none_or(|v| v >= (5, 6))
     }
 }
 

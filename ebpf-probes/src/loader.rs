@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, CgroupArray, MapData, PerCpuArray, RingBuf};
+use aya::programs::fexit::FExitLinkId;
 use aya::programs::kprobe::KProbeLinkId;
 use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::trace_point::TracePointLinkId;
-use aya::programs::{BtfTracePoint, KProbe, TracePoint};
+use aya::programs::{BtfTracePoint, FExit, KProbe, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::batch::BatchMap;
@@ -139,9 +140,9 @@ impl Default for ProbeConfig {
 /// Which attach points are active, and how the choice was made.
 #[derive(Clone, Debug)]
 pub struct AttachInfo {
-    /// `kprobe` or `tracepoint`.
+    /// `fentry`, `kprobe` or `tracepoint`.
     pub mode: &'static str,
-    /// The kprobe function, or the tracepoints.
+    /// The traced function, or the tracepoints.
     pub target: String,
     /// Every attached point, e.g. `kprobe:do_sys_openat2`, `kretprobe:do_sys_openat2`. With
     /// compact records the entry points, which only carry arguments for full records, are
@@ -219,6 +220,7 @@ pub enum ProbeError {
 }
 
 enum LinkId {
+    Fexit(FExitLinkId),
     Kprobe(KProbeLinkId),
     Tracepoint(TracePointLinkId),
     BtfTracepoint(BtfTracePointLinkId),
@@ -534,6 +536,10 @@ fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<Link>) {
     for link in links.drain(..) {
         let name = link.program;
         let result = match link.id {
+            LinkId::Fexit(id) => match ebpf.program_mut(name).map(<&mut FExit>::try_from) {
+                Some(Ok(p)) => p.detach(id),
+                _ => continue,
+            },
             LinkId::Kprobe(id) => match ebpf.program_mut(name).map(<&mut KProbe>::try_from) {
                 Some(Ok(p)) => p.detach(id),
                 _ => continue,
@@ -594,8 +600,18 @@ enum AttachError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("reading the kernel's BTF for the raw tracepoint: {}", error_chain(.0))]
-    Btf(#[source] aya::BtfError),
+    #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux) for {what}: {}", error_chain(.source))]
+    Btf {
+        what: &'static str,
+        #[source]
+        source: aya::BtfError,
+    },
+    /// The kernel refused the fexit program itself, not something in it.
+    #[error(
+        "this kernel refuses fentry/fexit programs (EPERM loading {0}: no BPF trampolines, e.g. \
+         CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS unset, or a lockdown)"
+    )]
+    FentryRefused(&'static str),
 }
 
 /// An error and its causes on one line.
@@ -608,6 +624,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// A fexit program the kernel did not load: refused as such (EPERM), or anything else.
+fn fexit_load_error(program: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> AttachError {
+    move |err| match &err {
+        aya::programs::ProgramError::LoadError { io_error, .. }
+            if io_error.raw_os_error() == Some(libc::EPERM) =>
+        {
+            AttachError::FentryRefused(program)
+        }
+        _ => program_error(format!("loading {program}"))(err),
+    }
 }
 
 fn program_error(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> AttachError {
@@ -673,6 +701,14 @@ impl KernelAttacher<'_> {
         Ok(())
     }
 
+    fn fexit(&mut self, program: &'static str) -> Result<&mut FExit, AttachError> {
+        self.ebpf
+            .program_mut(program)
+            .ok_or(AttachError::NoProgram(program))?
+            .try_into()
+            .map_err(program_error(program))
+    }
+
     fn attach_tracepoint(
         &mut self,
         program: &'static str,
@@ -705,7 +741,10 @@ impl KernelAttacher<'_> {
             .try_into()
             .map_err(program_error(PROGRAM))?;
         if p.fd().is_err() {
-            let btf = Btf::from_sys_fs().map_err(AttachError::Btf)?;
+            let btf = Btf::from_sys_fs().map_err(|source| AttachError::Btf {
+                what: "the raw tracepoint",
+                source,
+            })?;
             p.load("sys_exit", &btf)
                 .map_err(program_error(format!("loading {PROGRAM}")))?;
         }
@@ -716,6 +755,39 @@ impl KernelAttacher<'_> {
             program: PROGRAM,
             id: LinkId::BtfTracepoint(id),
             point: format!("raw_tracepoint:{}", plan::RAW_SYS_EXIT),
+            args_only: false,
+            missed: None,
+        });
+        Ok(())
+    }
+
+    /// Fexit on `function`, typed by the kernel's BTF. A kernel without BPF trampolines refuses
+    /// the program when it is loaded, with EPERM: that is named, and the walk goes on.
+    fn attach_fexit(&mut self, function: &'static str) -> Result<(), AttachError> {
+        const PROGRAM: &str = "fexit_do_sys_openat2";
+        const CAN_ATTACH: &str = "fexit_can_attach";
+        if self.fexit(PROGRAM)?.fd().is_err() {
+            let btf = Btf::from_sys_fs().map_err(|source| AttachError::Btf {
+                what: "fexit",
+                source,
+            })?;
+            let probe = self.fexit(CAN_ATTACH)?;
+            probe.load(function, &btf).map_err(fexit_load_error(CAN_ATTACH))?;
+            probe
+                .unload()
+                .map_err(program_error(format!("unloading {CAN_ATTACH}")))?;
+            self.fexit(PROGRAM)?
+                .load(function, &btf)
+                .map_err(fexit_load_error(PROGRAM))?;
+        }
+        let id = self
+            .fexit(PROGRAM)?
+            .attach()
+            .map_err(program_error(format!("fexit on {function}")))?;
+        self.links.push(Link {
+            program: PROGRAM,
+            id: LinkId::Fexit(id),
+            point: format!("fexit:{function}"),
             args_only: false,
             missed: None,
         });
@@ -763,6 +835,7 @@ impl Attacher for KernelAttacher<'_> {
 
     fn attach(&mut self, candidate: &Candidate) -> Result<(), AttachError> {
         let result = match candidate {
+            Candidate::Fexit { function } => self.attach_fexit(function),
             Candidate::Kprobe { function } => self.attach_kprobes(function),
             Candidate::RawSysExit { .. } => self.attach_raw_sys_exit(),
             Candidate::Tracepoints { syscalls } => self.attach_tracepoints(syscalls),
@@ -775,7 +848,7 @@ impl Attacher for KernelAttacher<'_> {
 
     fn self_test(&mut self, candidate: &Candidate) -> Result<SelfTest, AttachError> {
         let syscalls: Vec<&'static str> = match candidate {
-            Candidate::Kprobe { .. } => plan::OPEN_SYSCALLS.to_vec(),
+            Candidate::Fexit { .. } | Candidate::Kprobe { .. } => plan::OPEN_SYSCALLS.to_vec(),
             Candidate::RawSysExit { syscalls } | Candidate::Tracepoints { syscalls } => syscalls.clone(),
         };
         Ok(run_self_test(self.ring, &syscalls, self.timeout))

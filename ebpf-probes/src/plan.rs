@@ -1,6 +1,14 @@
 //! Which attach points to try, in which order, and the walk that keeps the first one whose
 //! start-up self-test sees opens.
 //!
+//! First, fexit on `do_sys_openat2` (a BPF trampoline, the way libbpf-tools prefer where the
+//! kernel allows it): one program, handed each open's arguments and result together, called for
+//! opens only. Unlike a kretprobe it follows any number of opens at once and goes through no
+//! breakpoint, and unlike a syscall tracepoint it costs the node's other syscalls nothing. Kernels
+//! without BPF trampolines (no CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS, or ones that refuse
+//! fentry, as the CI machines' own does) refuse it when it is attached, and the walk goes on.
+//! An explicit `--kprobe-target` asks for kprobes, so auto mode then leaves fexit out.
+//!
 //! Kprobe targets, in order of preference:
 //! - `do_sys_openat2`: since Linux 5.6 every open(2), openat(2), creat(2) and openat2(2) passes
 //!   through it (do_sys_open became a wrapper of it), so it sees all four.
@@ -20,14 +28,20 @@ use crate::facts::{FunctionFact, KernelFacts};
 /// How the probe hooks the open path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttachMode {
-    /// Kprobes on the function the kernel really runs, else the syscall tracepoints.
+    /// Fexit where the kernel allows it, else kprobes on the function the kernel really runs,
+    /// else the syscall tracepoints.
     #[default]
     Auto,
+    /// Fexit only.
+    Fentry,
     /// Kprobes only.
     Kprobe,
     /// Syscall tracepoints only.
     Tracepoint,
 }
+
+/// The function the fexit program is built for: every open passes through it (Linux >= 5.6).
+pub const FEXIT_TARGET: &str = "do_sys_openat2";
 
 /// The kprobe targets whose arguments the probe knows how to read, best first.
 pub const KPROBE_TARGETS: &[&str] = &["do_sys_openat2", "do_sys_open"];
@@ -51,6 +65,8 @@ pub const OPEN_SYSCALLS: &[&str] = &["open", "openat", "openat2", "creat"];
 /// One set of attach points.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Candidate {
+    /// fexit on this kernel function (a BPF trampoline).
+    Fexit { function: &'static str },
     /// kprobe + kretprobe on this kernel function.
     Kprobe { function: String },
     /// The raw tracepoint `raw_syscalls:sys_exit` (a `tp_btf` program), picking out these
@@ -63,14 +79,16 @@ pub enum Candidate {
 impl Candidate {
     pub fn mode(&self) -> &'static str {
         match self {
+            Self::Fexit { .. } => "fentry",
             Self::Kprobe { .. } => "kprobe",
             Self::RawSysExit { .. } | Self::Tracepoints { .. } => "tracepoint",
         }
     }
 
-    /// The `target` label: the kprobe function, or the tracepoints.
+    /// The `target` label: the traced function, or the tracepoints.
     pub fn target(&self) -> String {
         match self {
+            Self::Fexit { function } => (*function).to_owned(),
             Self::Kprobe { function } => function.clone(),
             Self::RawSysExit { .. } => RAW_SYS_EXIT.to_owned(),
             Self::Tracepoints { syscalls } => syscalls
@@ -85,6 +103,7 @@ impl Candidate {
 impl std::fmt::Display for Candidate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Fexit { function } => write!(f, "fexit {function}"),
             Self::Kprobe { function } => write!(f, "kprobe {function}"),
             Self::RawSysExit { .. } => write!(f, "raw tracepoint {RAW_SYS_EXIT}"),
             Self::Tracepoints { .. } => write!(f, "tracepoints {}", self.target()),
@@ -111,6 +130,11 @@ pub enum PlanError {
         KPROBE_TARGETS.join(" and ")
     )]
     UnsupportedTarget { target: String },
+    #[error(
+        "no fexit target in this kernel: {FEXIT_TARGET} is not in it (Linux < 5.6): use --attach auto \
+         to fall back to kprobes or the syscall tracepoints"
+    )]
+    NoFexitTarget,
     #[error("--kprobe-target {target}: no such function in this kernel (not in /proc/kallsyms)")]
     TargetAbsent { target: String },
     #[error("no kprobe target in this kernel: neither {} exists", KPROBE_TARGETS.join(" nor "))]
@@ -138,6 +162,23 @@ pub fn plan(
         return Err(PlanError::UnsupportedTarget {
             target: target.to_owned(),
         });
+    }
+
+    if mode == AttachMode::Fentry || (mode == AttachMode::Auto && kprobe_target.is_none()) {
+        // Whether the kernel allows BPF trampolines shows only when one is loaded.
+        if facts.has_fexit_target() {
+            plan.candidates.push(Candidate::Fexit {
+                function: FEXIT_TARGET,
+            });
+        } else if mode == AttachMode::Fentry {
+            return Err(PlanError::NoFexitTarget);
+        } else {
+            plan.skipped
+                .push(format!("fexit {FEXIT_TARGET}: not in this kernel"));
+        }
+    } else if mode == AttachMode::Auto {
+        plan.skipped
+            .push(format!("fexit {FEXIT_TARGET}: --kprobe-target asks for kprobes"));
     }
 
     if matches!(mode, AttachMode::Auto | AttachMode::Kprobe) {
@@ -258,6 +299,9 @@ pub fn choose<A: Attacher>(plan: &Plan, attacher: &mut A) -> Result<(Candidate, 
                             " ({function} is not on this kernel's path for them, e.g. inlined into \
                              the syscalls)"
                         ),
+                        Candidate::Fexit { function } => {
+                            format!(" ({function} is not on this kernel's path for them)")
+                        }
                         Candidate::RawSysExit { .. } | Candidate::Tracepoints { .. } => String::new(),
                     };
                     format!(
@@ -332,6 +376,9 @@ mod tests {
         fn function(&self, name: &str) -> FunctionFact {
             self.functions.get(name).copied().unwrap_or(FunctionFact::Absent)
         }
+        fn has_fexit_target(&self) -> bool {
+            self.function("do_sys_openat2") != FunctionFact::Absent
+        }
         fn has_tracepoint(&self, category: &str, name: &str) -> bool {
             category == "syscalls"
                 && self
@@ -349,6 +396,11 @@ mod tests {
     fn kprobe(f: &str) -> Candidate {
         Candidate::Kprobe { function: f.into() }
     }
+    fn fexit() -> Candidate {
+        Candidate::Fexit {
+            function: "do_sys_openat2",
+        }
+    }
     fn all_tracepoints() -> Candidate {
         Candidate::Tracepoints {
             syscalls: vec!["open", "openat", "openat2", "creat"],
@@ -361,19 +413,57 @@ mod tests {
     }
 
     #[test]
-    fn auto_prefers_do_sys_openat2_then_do_sys_open_then_tracepoints() {
+    fn auto_prefers_fexit_then_do_sys_openat2_then_do_sys_open_then_tracepoints() {
         let plan = plan_of(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
         assert_eq!(
             plan.candidates,
-            vec![kprobe("do_sys_openat2"), kprobe("do_sys_open"), all_tracepoints()]
+            vec![
+                fexit(),
+                kprobe("do_sys_openat2"),
+                kprobe("do_sys_open"),
+                all_tracepoints()
+            ]
         );
+        assert_eq!(fexit().mode(), "fentry");
+        assert_eq!(fexit().target(), "do_sys_openat2");
     }
 
     #[test]
-    fn auto_without_kprobes_uses_tracepoints_and_says_why() {
-        let plan = plan_of(AttachMode::Auto, None, &FakeKernel::no_kprobes()).unwrap();
-        assert_eq!(plan.candidates, vec![all_tracepoints()]);
+    fn auto_without_kprobes_tries_fexit_then_tracepoints_and_says_why() {
+        // This CI machine: Linux 6.18, so do_sys_openat2 is there.
+        let kernel = FakeKernel {
+            functions: HashMap::from([("do_sys_openat2", FunctionFact::InKallsyms)]),
+            ..FakeKernel::no_kprobes()
+        };
+        let plan = plan_of(AttachMode::Auto, None, &kernel).unwrap();
+        assert_eq!(plan.candidates, vec![fexit(), all_tracepoints()]);
         assert!(plan.skipped[0].contains("no kprobe PMU"), "{:?}", plan.skipped);
+    }
+
+    #[test]
+    fn fentry_mode_plans_fexit_alone_and_names_a_kernel_without_its_target() {
+        let plan = plan_of(AttachMode::Fentry, None, &FakeKernel::debian()).unwrap();
+        assert_eq!(plan.candidates, vec![fexit()]);
+        // A kprobe target does not turn fentry mode into kprobes.
+        let plan = plan_of(AttachMode::Fentry, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
+        assert_eq!(plan.candidates, vec![fexit()]);
+        let err = plan_of(AttachMode::Fentry, None, &FakeKernel::old()).unwrap_err();
+        assert_eq!(err, PlanError::NoFexitTarget);
+        assert!(err.to_string().contains("do_sys_openat2"), "{err}");
+    }
+
+    #[test]
+    fn a_kernel_that_refuses_fexit_gets_kprobes() {
+        let plan = plan_of(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
+        let mut fake = FakeAttacher::new(vec!["fexit do_sys_openat2"], vec![]);
+        let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
+        assert_eq!(chosen, kprobe("do_sys_openat2"));
+        assert_eq!(attempts.len(), 1);
+        assert!(
+            attempts[0]
+                .to_string()
+                .starts_with("fexit do_sys_openat2: could not attach")
+        );
     }
 
     #[test]
@@ -388,7 +478,16 @@ mod tests {
                 }
             ]
         );
-        assert!(plan.skipped.iter().any(|s| s.contains("do_sys_openat2")));
+        assert!(
+            plan.skipped
+                .iter()
+                .any(|s| s == "kprobe do_sys_openat2: not in this kernel")
+        );
+        assert!(
+            plan.skipped
+                .iter()
+                .any(|s| s == "fexit do_sys_openat2: not in this kernel")
+        );
     }
 
     #[test]
@@ -405,11 +504,18 @@ mod tests {
     }
 
     #[test]
-    fn target_in_auto_mode_goes_first_then_the_others() {
+    fn target_in_auto_mode_goes_first_then_the_others_and_fexit_is_left_out() {
         let plan = plan_of(AttachMode::Auto, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
         assert_eq!(
             plan.candidates,
             vec![kprobe("do_sys_open"), kprobe("do_sys_openat2"), all_tracepoints()]
+        );
+        assert!(
+            plan.skipped
+                .iter()
+                .any(|s| s.contains("fexit do_sys_openat2: --kprobe-target")),
+            "{:?}",
+            plan.skipped
         );
     }
 
@@ -510,13 +616,14 @@ mod tests {
     fn self_test_falls_back_to_tracepoints_when_no_kprobe_fires() {
         let plan = plan_of(AttachMode::Auto, None, &FakeKernel::debian()).unwrap();
         let mut fake = FakeAttacher::new(
-            vec!["kprobe do_sys_openat2"],
+            vec!["fexit do_sys_openat2", "kprobe do_sys_openat2"],
             vec![("kprobe do_sys_open", vec!["openat2"])],
         );
         let (chosen, attempts) = choose(&plan, &mut fake).unwrap();
         assert_eq!(chosen, all_tracepoints());
-        assert!(attempts[0].outcome.contains("could not attach: EINVAL"));
-        assert!(attempts[1].outcome.contains("openat2(2)"));
+        assert_eq!(attempts.len(), 3);
+        assert!(attempts[1].outcome.contains("could not attach: EINVAL"));
+        assert!(attempts[2].outcome.contains("openat2(2)"));
     }
 
     #[test]
@@ -557,6 +664,7 @@ mod tests {
         assert_eq!(
             plan.candidates,
             vec![
+                fexit(),
                 kprobe("do_sys_openat2"),
                 kprobe("do_sys_open"),
                 raw_sys_exit(),

@@ -145,8 +145,11 @@ pub struct PromoteArgs {
 /// How the probe hooks the kernel's open path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AttachMode {
-    /// kprobe/kretprobe on the open path, falling back to syscall tracepoints.
+    /// fexit on the open path where the kernel allows it, else kprobe/kretprobe, else syscall
+    /// tracepoints.
     Auto,
+    /// fexit only (a BPF trampoline on do_sys_openat2); fail if the kernel refuses it.
+    Fentry,
     /// kprobe/kretprobe only; fail if they are unavailable or never fire.
     Kprobe,
     /// Syscall tracepoints only.
@@ -322,7 +325,7 @@ pub struct SelfTestArgs {
     #[arg(long, default_value_t = 5)]
     pub opens: u32,
 
-    /// Fail unless the probe attached in this mode (kprobe or tracepoint).
+    /// Fail unless the probe attached in this mode (fentry, kprobe or tracepoint).
     #[arg(long)]
     pub expect_mode: Option<String>,
 
@@ -452,7 +455,12 @@ mod tests {
 
     #[test]
     fn rejects_unknown_attach_mode_by_name() {
-        let err = Cli::try_parse_from(["splitscope", "agent", "--attach", "fentry"]).unwrap_err();
-        assert!(err.to_string().contains("fentry"), "{err}");
+        let err = Cli::try_parse_from(["splitscope", "agent", "--attach", "uprobe"]).unwrap_err();
+        assert!(err.to_string().contains("uprobe"), "{err}");
+        let cli = Cli::try_parse_from(["splitscope", "agent", "--attach", "fentry"]).unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("not the agent")
+        };
+        assert_eq!(args.probe.attach, AttachMode::Fentry);
     }
 }

@@ -300,7 +300,7 @@ async fn every_dashboard_panel_returns_data_from_the_live_binaries_through_prome
     let attach = &answers["agent.json: panel \"Attach mode per node\""];
     assert_eq!(attach[0]["metric"]["node"], NODE, "{attach:?}");
     assert!(
-        ["tracepoint", "kprobe"].contains(&attach[0]["metric"]["mode"].as_str().unwrap()),
+        ["tracepoint", "kprobe", "fentry"].contains(&attach[0]["metric"]["mode"].as_str().unwrap()),
         "{attach:?}"
     );
     let failed = &answers["agent.json: panel \"Failed opens/s by errno\""];

@@ -284,10 +284,19 @@ async fn exact_counts_across_many_batches_on_every_cpu() {
 async fn auto_mode_on_this_kernel_reports_its_choice_and_counts_exactly() {
     let (probe, mut stream) = load(ProbeConfig::default());
     let info = probe.attach_info().clone();
-    // This machine's kernel has no kprobes: auto must have said so and used the tracepoints.
-    if !std::path::Path::new(splitscope_probes::facts::KPROBE_PMU_TYPE).exists() {
-        assert_eq!(info.mode, "tracepoint");
-        assert!(info.skipped.iter().any(|s| s.contains("kprobe")), "{info:?}");
+    // Fexit goes first. This machine's kernel refuses it, and has no kprobes: auto must have
+    // said both and used the tracepoints.
+    if info.mode != "fentry" {
+        assert!(
+            info.attempts.iter().any(|a| a
+                .to_string()
+                .starts_with("fexit do_sys_openat2: could not attach")),
+            "{info:?}"
+        );
+        if !std::path::Path::new(splitscope_probes::facts::KPROBE_PMU_TYPE).exists() {
+            assert_eq!(info.mode, "tracepoint");
+            assert!(info.skipped.iter().any(|s| s.contains("kprobe")), "{info:?}");
+        }
     }
     assert!(!info.points.is_empty());
     assert_eq!(info.records, RecordKind::Compact, "the default");
@@ -408,4 +417,42 @@ async fn opens_asleep_in_the_kernel_together_are_each_one_event() {
         out.contains("asleep: every open reported or counted as dropped"),
         "{out}"
     );
+}
+
+/// Fentry mode counts exactly where the kernel allows BPF trampolines (vm-test proves that in
+/// Debian's kernels); where it refuses them, as this machine's does, the error names that.
+#[tokio::test]
+async fn fentry_mode_counts_exactly_or_names_the_kernel_refusing_it() {
+    require_bpf();
+    let config = ProbeConfig {
+        attach: AttachMode::Fentry,
+        ..ProbeConfig::default()
+    };
+    let mut probe = match Probe::load(config) {
+        Ok(probe) => probe,
+        Err(err) => {
+            let text = err.to_string();
+            assert!(
+                text.contains(
+                    "fexit do_sys_openat2: could not attach: this kernel refuses fentry/fexit programs (EPERM"
+                ),
+                "{text}"
+            );
+            println!("this kernel refuses fentry programs, as named: {text}");
+            return;
+        }
+    };
+    let info = probe.attach_info().clone();
+    assert_eq!((info.mode, info.target.as_str()), ("fentry", "do_sys_openat2"));
+    let mut stream = probe.events(Duration::from_millis(20)).unwrap();
+    let files = Files::new("fx");
+    let comm = unique("ssf");
+    run_opener(
+        &comm,
+        &[op("openat", &files.exists, 4), op("openat", &files.missing, 3)],
+    )
+    .await;
+    let events = collect(&mut stream, 7, Duration::from_secs(5), comm_is(&comm)).await;
+    let ok = events.iter().filter(|e| e.ret() >= 0).count();
+    assert_eq!((ok, events.len()), (4, 7));
 }

@@ -1,6 +1,7 @@
-//! `cargo xtask vm-test`: the kprobe path, in Debian kernels booted under qemu.
+//! `cargo xtask vm-test`: the fexit and kprobe paths, in Debian kernels booted under qemu.
 //!
-//! This machine's kernel has no kprobes, so the agent's kprobe mode is proven in guests: the
+//! This machine's kernel has no kprobes and refuses fentry, so the agent's fentry and kprobe
+//! modes are proven in guests: the
 //! newest Debian 6.1 kernel (bookworm) and 6.12 (bookworm-backports), taken from Debian's
 //! packages by pattern (point releases move), unpacked with `dpkg -x` into `target/vm-test/`.
 //! A busybox initramfs loads the virtio/9p modules in dependency order (`modinfo -F depends`),
@@ -85,12 +86,60 @@ struct Step {
 const POD_CAPABILITIES: &str = "setpriv --bounding-set=-all,+bpf,+perfmon,+sys_admin --inh-caps=-all";
 
 const STEPS: &[Step] = &[
-    // Auto mode picks the function the kernel really runs, and counts every open exactly from
-    // compact records (the agent's): after the self-test only the kretprobe stays attached.
+    // Auto mode takes fexit on do_sys_openat2 (both kernels have BPF trampolines) and counts
+    // every open exactly from compact records (the agent's), with the pod's capabilities.
     Step {
         name: "auto",
+        under: POD_CAPABILITIES,
+        args: "--attach auto --expect-mode fentry --expect-target do_sys_openat2",
+        succeeds: true,
+        expect: &[
+            "attached: mode=fentry target=do_sys_openat2 records=compact",
+            "point: fexit:do_sys_openat2",
+            "count: open ok = 5 (expected 5)",
+            "count: openat2 ok = 5 (expected 5)",
+            "count: creat ok = 5 (expected 5)",
+            "count: openat ENOENT = 5 (expected 5)",
+            "self-test: ok",
+        ],
+        absent: &["point: kprobe", "point: kretprobe", "tried:"],
+    },
+    // Full records (`trace`'s) from the same one program: fexit is handed the arguments too.
+    Step {
+        name: "fentry-full",
         under: "",
-        args: "--attach auto --expect-mode kprobe --expect-target do_sys_openat2",
+        args: "--attach fentry --records full --expect-target do_sys_openat2",
+        succeeds: true,
+        expect: &[
+            "attached: mode=fentry target=do_sys_openat2 records=full",
+            "point: fexit:do_sys_openat2",
+            "count: openat ok = 5 (expected 5)",
+            "count: creat ENOENT = 5 (expected 5)",
+            "self-test: ok",
+        ],
+        absent: &["point: kprobe"],
+    },
+    // Any number of opens asleep in the kernel at once: a trampoline has no instances to run
+    // out of, so every one is reported and none dropped.
+    Step {
+        name: "fentry-asleep",
+        under: POD_CAPABILITIES,
+        args: "--attach fentry --asleep 32",
+        succeeds: true,
+        expect: &[
+            "asleep: 32 opens asleep at once, 32 to wake them",
+            " 0 dropped (mode=fentry",
+            "asleep: every open reported or counted as dropped",
+            "self-test: ok",
+        ],
+        absent: &[],
+    },
+    // Kprobe mode picks the function the kernel really runs, and counts every open exactly from
+    // compact records: after the self-test only the kretprobe stays attached.
+    Step {
+        name: "kprobe",
+        under: "",
+        args: "--attach kprobe --expect-mode kprobe --expect-target do_sys_openat2",
         succeeds: true,
         expect: &[
             "attached: mode=kprobe target=do_sys_openat2 records=compact",
@@ -105,9 +154,9 @@ const STEPS: &[Step] = &[
     },
     // Full records (`trace`'s) through the kprobe pair: the entry keeps each open's arguments.
     Step {
-        name: "auto-full",
+        name: "kprobe-full",
         under: "",
-        args: "--attach auto --records full --expect-mode kprobe --expect-target do_sys_openat2",
+        args: "--attach kprobe --records full --expect-mode kprobe --expect-target do_sys_openat2",
         succeeds: true,
         expect: &[
             "attached: mode=kprobe target=do_sys_openat2 records=full",
@@ -129,13 +178,15 @@ const STEPS: &[Step] = &[
         expect: &["kprobe do_sys_open: attached but never fired", "inlined"],
         absent: &[],
     },
-    // Auto told to start at do_sys_open detects the silence and moves on to do_sys_openat2.
+    // Auto told to start at do_sys_open (a kprobe target, so fexit is left out) detects the
+    // silence and moves on to do_sys_openat2.
     Step {
         name: "auto-from-do_sys_open",
         under: "",
         args: "--attach auto --kprobe-target do_sys_open --expect-target do_sys_openat2",
         succeeds: true,
         expect: &[
+            "skipped: fexit do_sys_openat2: --kprobe-target asks for kprobes",
             "tried: kprobe do_sys_open: attached but never fired",
             "attached: mode=kprobe target=do_sys_openat2",
             "self-test: ok",
@@ -158,16 +209,25 @@ const STEPS: &[Step] = &[
         absent: &[],
     },
     // Without CAP_SYS_ADMIN Debian's kernels (kernel.perf_event_paranoid 3, their patch) refuse
-    // perf_event_open to CAP_PERFMON alone: nothing attaches, and the error names the sysctl.
+    // perf_event_open to CAP_PERFMON alone: no kprobe attaches, and the error names the sysctl.
     Step {
-        name: "without-cap-sys-admin",
+        name: "kprobe-without-cap-sys-admin",
         under: "setpriv --bounding-set=-all,+bpf,+perfmon --inh-caps=-all",
-        args: "--attach auto",
+        args: "--attach kprobe",
         succeeds: false,
         expect: &[
             "Permission denied",
             "kernel.perf_event_paranoid is 3 and this process lacks CAP_SYS_ADMIN",
         ],
+        absent: &[],
+    },
+    // Fexit goes through no perf event: CAP_BPF and CAP_PERFMON are all it needs.
+    Step {
+        name: "fentry-without-cap-sys-admin",
+        under: "setpriv --bounding-set=-all,+bpf,+perfmon --inh-caps=-all",
+        args: "--attach auto --expect-mode fentry",
+        succeeds: true,
+        expect: &["attached: mode=fentry", "self-test: ok"],
         absent: &[],
     },
     // The tracepoint fallback on these kernels too (saved-register arguments on 6.1 and 6.12),
@@ -825,8 +885,14 @@ mod tests {
         // What one kernel must show is asked of that kernel only.
         let err = check_steps(&console(""), KERNELS[1].expect).unwrap_err();
         assert!(err.to_string().contains("kprobe-asleep: output lacks"), "{err}");
-        // Compact records: an entry kprobe still attached after the self-test is a failure.
+        // Auto on these kernels is fexit alone: a kprobe beside it, or fexit tried and left, fails.
         let err = check_steps(&console("point: kprobe:do_sys_openat2\n"), kernel).unwrap_err();
+        assert!(err.to_string().contains("auto: output has"), "{err}");
+        let err = check_steps(
+            &console("tried: fexit do_sys_openat2: could not attach\n"),
+            kernel,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("auto: output has"), "{err}");
         let err = check_steps(&console("").replace("self-test: ok", "self-test: no"), kernel).unwrap_err();
         assert!(err.to_string().contains("lacks"), "{err}");
@@ -839,8 +905,9 @@ mod tests {
         let err =
             check_steps(&format!("{cut}=== BEGIN kprobe-do_sys_open\n"), KERNELS[0].expect).unwrap_err();
         assert!(
-            err.to_string()
-                .contains("steps begun: auto, auto-full, kprobe-do_sys_open"),
+            err.to_string().contains(
+                "steps begun: auto, fentry-full, fentry-asleep, kprobe, kprobe-full, kprobe-do_sys_open"
+            ),
             "{err}"
         );
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc");

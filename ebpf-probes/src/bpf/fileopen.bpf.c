@@ -3,6 +3,9 @@
  * File-open tracer: one ring-buffer record per open(2), openat(2), openat2(2) and creat(2).
  *
  * Attach points (user space picks one set, see the loader's attach plan):
+ *  - fexit on do_sys_openat2 (a BPF trampoline, Linux >= 5.6 with BTF): one program that is
+ *    handed the open's arguments and its result together, called only for opens, so it costs
+ *    no other syscall anything and, unlike a kretprobe, follows any number of opens at once.
  *  - kprobe + kretprobe on the kernel's open path (do_sys_openat2 or do_sys_open): the entry
  *    keeps the arguments per thread in `start`, the return emits the record with the result.
  *  - the syscall exit tracepoints syscalls:sys_exit_{open,openat,openat2,creat}: the arguments are
@@ -596,6 +599,39 @@ int sys_exit_open_paired(struct syscall_trace_exit *ctx)
 		emit_at_exit(ctx->ret, syscall);
 	return 0;
 }
+
+/* ---- fexit on the kernel's open path ---- */
+
+/*
+ * long do_sys_openat2(int dfd, const char __user *filename, struct open_how *how), at its return:
+ * every open(2), openat(2), openat2(2) and creat(2) of Linux >= 5.6 passes through it. `how` is
+ * the kernel's copy, read only for full records. Which syscall it was is not known here (as with
+ * the kretprobe).
+ */
+#ifndef SPLITSCOPE_WITHOUT_FEXIT /* `cargo xtask build-ebpf`'s check on kernels that refuse fexit */
+/* Loaded first and alone, as libbpf-tools' fentry_can_attach() does: a kernel that refuses
+ * fentry programs (EPERM) says so at once for this one, instead of after verifying the real
+ * one, which aya then verifies again and again to log why. */
+SEC("fexit/do_sys_openat2")
+int BPF_PROG(fexit_can_attach)
+{
+	return 0;
+}
+
+SEC("fexit/do_sys_openat2")
+int BPF_PROG(fexit_do_sys_openat2, int dfd, const char *filename, struct open_how *how, long ret)
+{
+	struct opener who = current_opener();
+	if (!task_wanted(who.pid_tgid >> 32) || !result_wanted(ret))
+		return 0;
+	if (!wants_path()) {
+		emit_compact(who, ret, OPEN_SYSCALL_UNKNOWN);
+		return 0;
+	}
+	emit_full(who, ret, filename, BPF_CORE_READ(how, flags), BPF_CORE_READ(how, mode), OPEN_SYSCALL_UNKNOWN);
+	return 0;
+}
+#endif
 
 /* ---- kprobe + kretprobe on the kernel's open path ---- */
 

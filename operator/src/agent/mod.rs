@@ -53,6 +53,7 @@ pub fn probe_config(args: &ProbeArgs, records: RecordKind) -> anyhow::Result<Pro
     Ok(ProbeConfig {
         attach: match args.attach {
             AttachMode::Auto => ProbeAttach::Auto,
+            AttachMode::Fentry => ProbeAttach::Fentry,
             AttachMode::Kprobe => ProbeAttach::Kprobe,
             AttachMode::Tracepoint => ProbeAttach::Tracepoint,
         },

@@ -77,27 +77,28 @@ impl Peer {
         }
     }
 
-    /// The agent's environment for this peer, or None if the peer is not the agent.
+    /// The agent's environment for this peer, or None if the peer is not the agent. The
+    /// variants run in tracepoint mode, whose program the cost variants stop early, so that they
+    /// are comparable with each other on any kernel; the agent as shipped picks its own mode.
     fn agent_env(self) -> Option<&'static [(&'static str, &'static str)]> {
+        const TP: (&str, &str) = ("SPLITSCOPE_ATTACH", "tracepoint");
         Some(match self {
             Peer::Agent => &[],
-            Peer::TracepointOnly => &[("SPLITSCOPE_COST_VARIANT", "return")],
-            Peer::PerCpuCount => &[("SPLITSCOPE_COST_VARIANT", "percpu-count")],
-            Peer::BatchUnsent => &[("SPLITSCOPE_COST_VARIANT", "batch-unsent")],
-            Peer::ConstantRecord => &[("SPLITSCOPE_COST_VARIANT", "constant-record")],
-            Peer::Helpers => &[("SPLITSCOPE_TASK_FIELDS", "helpers")],
-            Peer::Unbatched => &[("SPLITSCOPE_COST_VARIANT", "unbatched")],
+            Peer::TracepointOnly => &[TP, ("SPLITSCOPE_COST_VARIANT", "return")],
+            Peer::PerCpuCount => &[TP, ("SPLITSCOPE_COST_VARIANT", "percpu-count")],
+            Peer::BatchUnsent => &[TP, ("SPLITSCOPE_COST_VARIANT", "batch-unsent")],
+            Peer::ConstantRecord => &[TP, ("SPLITSCOPE_COST_VARIANT", "constant-record")],
+            Peer::Helpers => &[TP, ("SPLITSCOPE_TASK_FIELDS", "helpers")],
+            Peer::Unbatched => &[TP, ("SPLITSCOPE_COST_VARIANT", "unbatched")],
             Peer::FullWithoutPath => &[
+                TP,
                 ("SPLITSCOPE_RECORDS", "full"),
                 ("SPLITSCOPE_COST_VARIANT", "full-without-path"),
             ],
-            Peer::Full => &[("SPLITSCOPE_RECORDS", "full")],
-            Peer::RawSysExit => &[
-                ("SPLITSCOPE_ATTACH", "tracepoint"),
-                ("SPLITSCOPE_TRACEPOINTS", "raw-first"),
-            ],
+            Peer::Full => &[TP, ("SPLITSCOPE_RECORDS", "full")],
+            Peer::RawSysExit => &[TP, ("SPLITSCOPE_TRACEPOINTS", "raw-first")],
             Peer::RawSysExitOnly => &[
-                ("SPLITSCOPE_ATTACH", "tracepoint"),
+                TP,
                 ("SPLITSCOPE_TRACEPOINTS", "raw-first"),
                 ("SPLITSCOPE_COST_VARIANT", "return"),
             ],
@@ -275,7 +276,7 @@ fn http_get(path: &str) -> std::io::Result<String> {
 }
 
 /// The agent's `splitscope_probe_attach_info` line: which mode and target it attached.
-fn agent_attach_info() -> anyhow::Result<String> {
+pub fn agent_attach_info() -> anyhow::Result<String> {
     let body = http_get("/metrics")?;
     body.lines()
         .find(|l| l.starts_with("splitscope_probe_attach_info{"))

@@ -260,6 +260,7 @@ pub fn run() -> anyhow::Result<()> {
     // 3. Highest rate with zero drops: two openers, one per CPU, flat out; the agent unpinned.
     let all_cpus = Placement::Unpinned.tracer_cpus();
     let (agent, _) = peers::start_agent(&[], &all_cpus)?;
+    let shipped_mode = attach_mode(&peers::agent_attach_info()?);
     let mut rate_rows = Vec::new();
     for _ in 0..3 {
         let (events0, drops0) = (
@@ -338,6 +339,7 @@ pub fn run() -> anyhow::Result<()> {
 
     let report = Report {
         rounds,
+        shipped_mode,
         load: (load_before, load_after),
         foreign: &foreign,
         samples: &samples,
@@ -357,6 +359,8 @@ pub fn run() -> anyhow::Result<()> {
 
 struct Report<'a> {
     rounds: usize,
+    /// The attach mode the agent as shipped (`--attach auto`) took on this kernel.
+    shipped_mode: String,
     load: (f64, f64),
     /// Tracing programs of other tools loaded when the run started.
     foreign: &'a [String],
@@ -372,6 +376,13 @@ struct Report<'a> {
     memory_kib: (u64, u64),
     startups: &'a [f64],
     startup: f64,
+}
+
+/// The `mode` label of a `splitscope_probe_attach_info{mode="…",target="…"} 1` line.
+fn attach_mode(info: &str) -> String {
+    info.split_once("mode=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or_else(|| format!("an unknown ({info})"), |(mode, _)| mode.to_owned())
 }
 
 /// `peer`'s pairs of figures in a per-peer table of them (none if it was not measured).
@@ -486,14 +497,17 @@ impl Report<'_> {
         let mut t = String::new();
         writeln!(
             t,
-            "Command: `cargo xtask bench-probe` (as root). Kernel {uname}, {} CPUs, tracepoint mode \
-             (this kernel has no kprobes). {} interleaved rounds; in each, every tracer below in both \
+            "Command: `cargo xtask bench-probe` (as root). Kernel {uname}, {} CPUs. The agent as \
+             shipped (`--attach auto`: fexit where the kernel allows it, else kprobes, else the \
+             syscall tracepoints) attached in {} mode here; the variants of its probe below run in \
+             tracepoint mode. {} interleaved rounds; in each, every tracer below in both \
              placements (the order rotated from round to round) beside an opener doing {OPS_PER_ROUND} \
              open+close in 8 blocks, of which the fastest counts (preemptions and short slow spells \
              of the machine drop out). Medians over the rounds, spread = min–max. Load average (1 min): {:.2} at \
              the start, {:.2} at the end (above ~0.5 other work shared the machine and the figures \
              are noisier).\n",
             measure::cpu_count(),
+            self.shipped_mode,
             self.rounds,
             self.load.0,
             self.load.1
@@ -835,6 +849,7 @@ mod tests {
         let samples = samples();
         let report = Report {
             rounds: 1,
+            shipped_mode: attach_mode(r#"splitscope_probe_attach_info{mode="tracepoint",target="t"} 1"#),
             load: (0.0, 0.0),
             foreign: &[],
             samples: &samples,
