@@ -112,8 +112,8 @@ impl RecordKind {
     }
 }
 
-/// The system call an open came through (`enum open_syscall`). Kprobe mode sees the kernel
-/// function, not the syscall, and reports `Unknown`.
+/// The system call an open came through (`enum open_syscall`). Fentry and kprobe modes see the
+/// kernel function, not the syscall, and report `Unknown`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Syscall {
     Unknown,

@@ -16,7 +16,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+pub(crate) const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_TYPE_PERF_EVENT: u32 = 7;
 const BPF_PERF_EVENT_KRETPROBE: u32 = 4;
 
@@ -55,13 +55,13 @@ struct PerfKprobeLinkInfo {
 
 /// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD (`info`).
 #[repr(C)]
-struct InfoAttr {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
+pub(crate) struct InfoAttr {
+    pub(crate) bpf_fd: u32,
+    pub(crate) info_len: u32,
+    pub(crate) info: u64,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+pub(crate) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, initialised repr(C) bpf_attr variant of the size passed.
     let ret = unsafe {
         libc::syscall(

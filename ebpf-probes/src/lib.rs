@@ -15,6 +15,7 @@ pub mod open_flags;
 pub mod plan;
 pub mod preflight;
 pub mod raw_open;
+pub mod recursion_missed;
 pub mod stream;
 
 pub use event::{OpenEvent, OpenEventRef, OpenRecord, OpenResult, RecordKind, Syscall};

@@ -22,6 +22,7 @@ use crate::filters::{FilterError, Filters};
 use crate::kretprobe_missed::{self, MissedCounter};
 use crate::plan::{self, AttachMode, Attacher, Attempt, Candidate, PlanError, SelfTest, Tracepoints};
 use crate::preflight::{self, PreflightError};
+use crate::recursion_missed::RecursionMisses;
 use crate::stream::EventStream;
 
 /// The compiled probe (build.rs → OUT_DIR), aligned as the ELF parser needs.
@@ -233,9 +234,32 @@ struct Link {
     point: String,
     /// An entry point that only keeps arguments for the exit's full records.
     args_only: bool,
-    /// A kretprobe's count of the calls it missed (Linux >= 6.7). It holds the link too, so it
-    /// goes with it.
-    missed: Option<MissedCounter>,
+    /// Where the kernel counts the opens this point missed.
+    missed: Option<Missed>,
+}
+
+/// The kernel's count of opens an attached point missed.
+enum Missed {
+    /// A kretprobe's, beyond its instances (Linux >= 6.7). It holds the link too, so it goes
+    /// with it.
+    Kretprobe(MissedCounter),
+    /// A fexit program's, skipped while it was preempted on the same CPU (Linux >= 5.12).
+    Recursion(RecursionMisses),
+}
+
+impl Missed {
+    fn missed(&self) -> Result<u64, ProbeError> {
+        match self {
+            Self::Kretprobe(counter) => counter.missed().map_err(|source| ProbeError::ReadFile {
+                what: "the kretprobe's count of missed calls (bpf link info)",
+                source,
+            }),
+            Self::Recursion(counter) => counter.missed().map_err(|source| ProbeError::ReadFile {
+                what: "the fexit program's count of missed runs (bpf program info)",
+                source,
+            }),
+        }
+    }
 }
 
 /// A loaded, attached probe. Dropping it detaches every point and unloads the programs.
@@ -276,10 +300,12 @@ impl Probe {
         preflight::check_btf()?;
         let tracefs = match preflight::ensure_tracefs() {
             Ok(path) => Some(path),
-            // Kprobes attach through the PMU without tracefs: go on where they are an option.
+            // Fexit needs no tracefs, and kprobes attach through the PMU without it: go on where
+            // either is an option.
             Err(err)
-                if config.attach != AttachMode::Tracepoint
-                    && std::path::Path::new(crate::facts::KPROBE_PMU_TYPE).exists() =>
+                if config.attach == AttachMode::Fentry
+                    || (config.attach != AttachMode::Tracepoint
+                        && std::path::Path::new(crate::facts::KPROBE_PMU_TYPE).exists()) =>
             {
                 tracing::warn!("{err}");
                 None
@@ -369,8 +395,13 @@ impl Probe {
         let mut links = std::mem::take(&mut attacher.links);
         set_selftest(&mut ebpf, None)?;
         let (candidate, attempts) = chosen.map_err(|attempts| ProbeError::SelfTest {
+            // Kprobes and tracepoints attach through perf events; fexit does not.
+            hint: attempts
+                .iter()
+                .any(|a| !matches!(a.candidate, Candidate::Fexit { .. }))
+                .then(preflight::perf_restriction)
+                .flatten(),
             attempts,
-            hint: preflight::perf_restriction(),
         })?;
         if records == RecordKind::Compact {
             // Compact records are made at the exit alone; the entry points only served the
@@ -380,7 +411,9 @@ impl Probe {
             links = kept;
         }
         let points = links.iter().map(|l| l.point.clone()).collect();
-        let counts_kretprobe_misses = links.iter().any(|l| l.missed.is_some());
+        let counts_kretprobe_misses = links
+            .iter()
+            .any(|l| matches!(l.missed, Some(Missed::Kretprobe(_))));
         for attempt in &attempts {
             tracing::warn!("left {attempt}");
         }
@@ -440,11 +473,7 @@ impl Probe {
             total = per_cpu.iter().fold(total, |acc, v| acc.wrapping_add(*v));
         }
         for counter in self.links.iter().filter_map(|l| l.missed.as_ref()) {
-            let missed = counter.missed().map_err(|source| ProbeError::ReadFile {
-                what: "the kretprobe's count of missed calls (bpf link info)",
-                source,
-            })?;
-            total = total.wrapping_add(missed);
+            total = total.wrapping_add(counter.missed()?);
         }
         Ok(total.wrapping_add(self.skipped.load(Ordering::Relaxed)))
     }
@@ -608,8 +637,9 @@ enum AttachError {
     },
     /// The kernel refused the fexit program itself, not something in it.
     #[error(
-        "this kernel refuses fentry/fexit programs (EPERM loading {0}: no BPF trampolines, e.g. \
-         CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS unset, or a lockdown)"
+        "this kernel refuses fentry/fexit programs (EPERM loading {0}: it has no BPF trampolines, \
+         e.g. CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS unset, or a lockdown or security policy \
+         refuses tracing programs)"
     )]
     FentryRefused(&'static str),
 }
@@ -690,7 +720,7 @@ impl KernelAttacher<'_> {
         let id = exit
             .attach(function, 0)
             .map_err(program_error(format!("kretprobe on {function}")))?;
-        let missed = missed_counter(exit);
+        let missed = missed_counter(exit).map(Missed::Kretprobe);
         self.links.push(Link {
             program: "kretprobe_open",
             id: LinkId::Kprobe(id),
@@ -780,16 +810,35 @@ impl KernelAttacher<'_> {
                 .load(function, &btf)
                 .map_err(fexit_load_error(PROGRAM))?;
         }
-        let id = self
-            .fexit(PROGRAM)?
-            .attach()
-            .map_err(program_error(format!("fexit on {function}")))?;
+        let p = self.fexit(PROGRAM)?;
+        let id = match p.attach() {
+            Ok(id) => id,
+            Err(err) => {
+                // Loaded for nothing: not kept for the life of the probe.
+                let _ = p.unload();
+                return Err(program_error(format!("fexit on {function}"))(err));
+            }
+        };
+        let counter = p
+            .fd()
+            .map_err(|e| e.to_string())
+            .and_then(|fd| RecursionMisses::of(std::os::fd::AsFd::as_fd(fd)).map_err(|e| e.to_string()));
+        let missed = match counter {
+            Ok(counter) => Some(Missed::Recursion(counter)),
+            Err(err) => {
+                tracing::warn!(
+                    "cannot read the fexit program's count of missed opens, so they are not counted as \
+                     dropped: {err}"
+                );
+                None
+            }
+        };
         self.links.push(Link {
             program: PROGRAM,
             id: LinkId::Fexit(id),
             point: format!("fexit:{function}"),
             args_only: false,
-            missed: None,
+            missed,
         });
         Ok(())
     }

@@ -180,6 +180,13 @@ pub fn plan(
         plan.skipped
             .push(format!("fexit {FEXIT_TARGET}: --kprobe-target asks for kprobes"));
     }
+    if mode == AttachMode::Fentry
+        && let Some(target) = kprobe_target
+    {
+        plan.skipped.push(format!(
+            "--kprobe-target {target}: fentry mode attaches no kprobes"
+        ));
+    }
 
     if matches!(mode, AttachMode::Auto | AttachMode::Kprobe) {
         if !facts.has_kprobe_pmu() {
@@ -444,9 +451,13 @@ mod tests {
     fn fentry_mode_plans_fexit_alone_and_names_a_kernel_without_its_target() {
         let plan = plan_of(AttachMode::Fentry, None, &FakeKernel::debian()).unwrap();
         assert_eq!(plan.candidates, vec![fexit()]);
-        // A kprobe target does not turn fentry mode into kprobes.
+        // A kprobe target does not turn fentry mode into kprobes, and the plan says so.
         let plan = plan_of(AttachMode::Fentry, Some("do_sys_open"), &FakeKernel::debian()).unwrap();
         assert_eq!(plan.candidates, vec![fexit()]);
+        assert_eq!(
+            plan.skipped,
+            vec!["--kprobe-target do_sys_open: fentry mode attaches no kprobes".to_string()]
+        );
         let err = plan_of(AttachMode::Fentry, None, &FakeKernel::old()).unwrap_err();
         assert_eq!(err, PlanError::NoFexitTarget);
         assert!(err.to_string().contains("do_sys_openat2"), "{err}");

@@ -167,13 +167,17 @@ fn load_all(object: &std::path::Path) -> anyhow::Result<Result<Vec<String>, Stri
     }
 }
 
-/// Whether bpftool's log says the kernel refused the fexit program as such (EPERM at load,
-/// as libbpf words it), not that the verifier found something wrong in it.
+/// Whether bpftool's log says the kernel refused a fexit program as such (EPERM at load, as
+/// libbpf words it: strerror before libbpf 1.6, the errno's name since), not that the verifier
+/// found something wrong in it.
 fn refuses_fexit(log: &str) -> bool {
     FEXIT_PROGRAMS.iter().any(|p| {
-        log.contains(&format!(
-            "prog '{p}': BPF program load failed: Operation not permitted"
-        ))
+        let failed = format!("prog '{p}': BPF program load failed: ");
+        log.lines().any(|line| {
+            line.split_once(&failed).is_some_and(|(_, why)| {
+                why.starts_with("Operation not permitted") || why.starts_with("-EPERM")
+            })
+        })
     })
 }
 
@@ -214,6 +218,10 @@ mod tests {
         let refused = "libbpf: prog 'fexit_do_sys_openat2': BPF program load failed: Operation not permitted\n\
                        libbpf: prog 'fexit_do_sys_openat2': failed to load: -1\n";
         assert!(refuses_fexit(refused));
+        // libbpf >= 1.6 names the errno.
+        assert!(refuses_fexit(
+            "libbpf: prog 'fexit_can_attach': BPF program load failed: -EPERM\n"
+        ));
         // A verifier rejection (EACCES), or another program refused, is a failure.
         assert!(!refuses_fexit(
             "libbpf: prog 'fexit_do_sys_openat2': BPF program load failed: Permission denied\n"

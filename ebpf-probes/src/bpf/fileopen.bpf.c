@@ -324,8 +324,11 @@ static __always_inline void emit_unbatched(struct opener who, long ret, __u32 sy
 #define store_barrier() asm volatile("" ::: "memory")
 
 /* A compact record, into this CPU's batch. The task and result filters have passed. No other
- * run of a tracing program interleaves with this one on its CPU (the kernel does not nest them),
- * so the CPU's batch has one writer at a time. */
+ * run of the probe interleaves with this one on its CPU, so the CPU's batch has one writer at a
+ * time: kprobe and tracepoint programs run with preemption disabled and are not nested; a fexit
+ * program may be preempted (on kernels that preempt kernel code), but keeps its CPU, and the
+ * kernel skips it for other opens on that CPU meanwhile and counts the skips (user space adds
+ * them to the drops). */
 static __always_inline void emit_compact(struct opener who, long ret, __u32 syscall)
 {
 	if (cost_variant == COST_UNBATCHED && !is_selftest()) {

@@ -1,9 +1,10 @@
 //! `splitscope self-test` (hidden): proves on the running kernel that the chosen attach points
 //! report every open exactly once, with compact records (the agent's) or full ones (`--records
 //! full`, as `trace` uses). `cargo xtask vm-test` runs it inside qemu guests booted with Debian
-//! kernels, where kprobes exist, to exercise the kprobe path this CI machine lacks.
+//! kernels, where kprobes and BPF trampolines exist, to exercise the fentry and kprobe paths this
+//! CI machine lacks.
 //!
-//! Compact records carry no path, and in kprobe mode no syscall either, so the syscalls are
+//! Compact records carry no path, and in fentry and kprobe modes no syscall either, so the syscalls are
 //! tested one after the other: each batch's opens are counted before the next batch starts.
 
 use std::collections::BTreeMap;
