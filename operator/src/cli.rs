@@ -341,6 +341,11 @@ pub struct SelfTestArgs {
     /// and check that every open is reported or counted as dropped (0: skip).
     #[arg(long, default_value_t = 0)]
     pub asleep: usize,
+
+    /// Then have two threads open flat out on CPU 0 for this many seconds, and check that every
+    /// open is reported or counted as dropped (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub contend: u64,
 }
 
 /// Output format of `splitscope trace`.

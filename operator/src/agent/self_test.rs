@@ -17,6 +17,7 @@ use splitscope_probes::{EventStream, RecordKind, Syscall};
 use crate::cli::SelfTestArgs;
 
 mod asleep;
+mod contend;
 
 const KINDS: [&str; 4] = ["open", "openat", "openat2", "creat"];
 
@@ -117,6 +118,9 @@ pub async fn run(args: SelfTestArgs) -> anyhow::Result<()> {
         let result = asleep::check(&probe, &mut stream, &info, &dir, args.asleep).await;
         let _ = std::fs::remove_dir_all(&dir);
         result?;
+    }
+    if args.contend > 0 {
+        contend::check(&probe, &mut stream, &info, args.contend).await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     probe.detach();

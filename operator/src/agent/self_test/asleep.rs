@@ -190,7 +190,7 @@ fn threads_in_openat(name: &str, opens: &mut u64) -> usize {
 }
 
 /// This process's opens reported, until none came for SETTLE (at most 10 s).
-async fn count_own(stream: &mut EventStream) -> anyhow::Result<u64> {
+pub(super) async fn count_own(stream: &mut EventStream) -> anyhow::Result<u64> {
     let pid = std::process::id();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut reported = 0;
