@@ -132,6 +132,12 @@ pub async fn load_probe(config: ProbeConfig) -> anyhow::Result<Probe> {
                  dropped; --attach tracepoint has no such limit"
             );
         }
+    } else if info.mode == "fentry" {
+        tracing::info!(
+            "fexit follows any number of opens at once; on a kernel that preempts kernel code, opens \
+             the kernel runs without it while it is preempted on their CPU are counted in \
+             splitscope_probe_events_dropped_total (--attach tracepoint skips none)"
+        );
     }
     Ok(probe)
 }
