@@ -674,13 +674,20 @@ fn program_error(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramE
 }
 
 impl KernelAttacher<'_> {
-    fn kprobe(&mut self, program: &'static str) -> Result<&mut KProbe, AttachError> {
-        let p: &mut KProbe = self
-            .ebpf
-            .program_mut(program)
-            .ok_or(AttachError::NoProgram(program))?
+    /// The object's program `name`, as the program type `T` it must be.
+    fn program<T>(&mut self, name: &'static str) -> Result<&mut T, AttachError>
+    where
+        for<'p> &'p mut T: TryFrom<&'p mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(AttachError::NoProgram(name))?
             .try_into()
-            .map_err(program_error(program))?;
+            .map_err(program_error(name))
+    }
+
+    fn kprobe(&mut self, program: &'static str) -> Result<&mut KProbe, AttachError> {
+        let p: &mut KProbe = self.program(program)?;
         if p.fd().is_err() {
             p.load().map_err(program_error(format!("loading {program}")))?;
         }
@@ -688,12 +695,7 @@ impl KernelAttacher<'_> {
     }
 
     fn tracepoint(&mut self, program: &'static str) -> Result<&mut TracePoint, AttachError> {
-        let p: &mut TracePoint = self
-            .ebpf
-            .program_mut(program)
-            .ok_or(AttachError::NoProgram(program))?
-            .try_into()
-            .map_err(program_error(program))?;
+        let p: &mut TracePoint = self.program(program)?;
         if p.fd().is_err() {
             p.load().map_err(program_error(format!("loading {program}")))?;
         }
@@ -731,14 +733,6 @@ impl KernelAttacher<'_> {
         Ok(())
     }
 
-    fn fexit(&mut self, program: &'static str) -> Result<&mut FExit, AttachError> {
-        self.ebpf
-            .program_mut(program)
-            .ok_or(AttachError::NoProgram(program))?
-            .try_into()
-            .map_err(program_error(program))
-    }
-
     fn attach_tracepoint(
         &mut self,
         program: &'static str,
@@ -764,12 +758,7 @@ impl KernelAttacher<'_> {
     /// refuses to load it and the per-syscall tracepoints are tried next.
     fn attach_raw_sys_exit(&mut self) -> Result<(), AttachError> {
         const PROGRAM: &str = "sys_exit_raw";
-        let p: &mut BtfTracePoint = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(AttachError::NoProgram(PROGRAM))?
-            .try_into()
-            .map_err(program_error(PROGRAM))?;
+        let p: &mut BtfTracePoint = self.program(PROGRAM)?;
         if p.fd().is_err() {
             let btf = Btf::from_sys_fs().map_err(|source| AttachError::Btf {
                 what: "the raw tracepoint",
@@ -796,21 +785,21 @@ impl KernelAttacher<'_> {
     fn attach_fexit(&mut self, function: &'static str) -> Result<(), AttachError> {
         const PROGRAM: &str = "fexit_do_sys_openat2";
         const CAN_ATTACH: &str = "fexit_can_attach";
-        if self.fexit(PROGRAM)?.fd().is_err() {
+        if self.program::<FExit>(PROGRAM)?.fd().is_err() {
             let btf = Btf::from_sys_fs().map_err(|source| AttachError::Btf {
                 what: "fexit",
                 source,
             })?;
-            let probe = self.fexit(CAN_ATTACH)?;
+            let probe = self.program::<FExit>(CAN_ATTACH)?;
             probe.load(function, &btf).map_err(fexit_load_error(CAN_ATTACH))?;
             probe
                 .unload()
                 .map_err(program_error(format!("unloading {CAN_ATTACH}")))?;
-            self.fexit(PROGRAM)?
+            self.program::<FExit>(PROGRAM)?
                 .load(function, &btf)
                 .map_err(fexit_load_error(PROGRAM))?;
         }
-        let p = self.fexit(PROGRAM)?;
+        let p = self.program::<FExit>(PROGRAM)?;
         let id = match p.attach() {
             Ok(id) => id,
             Err(err) => {
