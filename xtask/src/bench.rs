@@ -2,6 +2,7 @@
 //! bench-probe` measures the probe against its peers on this machine's kernel. Both write their
 //! figures, with the command, into BENCHMARKS.md between their own markers.
 
+mod guest;
 mod measure;
 mod peers;
 mod probe;
@@ -85,6 +86,16 @@ fn mean_point_estimate(json: &str) -> Option<f64> {
 
 pub fn probe() -> anyhow::Result<()> {
     probe::run()
+}
+
+// ---------------------------------------------------------------- probe, in emulated kernels
+
+pub fn vm() -> anyhow::Result<()> {
+    guest::run()
+}
+
+pub fn vm_guest() -> anyhow::Result<()> {
+    guest::inside()
 }
 
 /// Replaces the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in BENCHMARKS.md.

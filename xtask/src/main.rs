@@ -56,6 +56,11 @@ enum Task {
     Bench,
     /// Benchmark the probe against no probe and bpftrace, interleaved.
     BenchProbe,
+    /// Count the instructions each attach mode adds to an open, in the vm-test kernels under qemu.
+    BenchVm,
+    /// Inside a bench-vm guest: the measurements themselves.
+    #[command(hide = true)]
+    BenchVmGuest,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,5 +77,7 @@ fn main() -> anyhow::Result<()> {
         Task::VmTest => vm_test::run(),
         Task::Bench => bench::criterion(),
         Task::BenchProbe => bench::probe(),
+        Task::BenchVm => bench::vm(),
+        Task::BenchVmGuest => bench::vm_guest(),
     }
 }

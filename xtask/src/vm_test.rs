@@ -22,8 +22,8 @@ use crate::deps::{self, Set};
 use crate::run::{cmd, root};
 
 /// One Debian kernel to boot.
-struct Kernel {
-    label: &'static str,
+pub(crate) struct Kernel {
+    pub(crate) label: &'static str,
     /// Regex-free package name test (`linux-image-6.1.0-N-amd64`, `linux-image-6.12.N+deb12-amd64`).
     matches: fn(&str) -> bool,
     /// From the bookworm-backports suite (a private apt list under target/), not the system's.
@@ -31,7 +31,7 @@ struct Kernel {
     /// What this kernel's steps must show beyond what every kernel's do: (step, text).
     expect: &'static [(&'static str, &'static str)],
     /// Added to the kernel command line.
-    cmdline: &'static str,
+    pub(crate) cmdline: &'static str,
 }
 
 fn is_61(name: &str) -> bool {
@@ -49,7 +49,7 @@ fn is_612(name: &str) -> bool {
         })
 }
 
-const KERNELS: &[Kernel] = &[
+pub(crate) const KERNELS: &[Kernel] = &[
     Kernel {
         label: "debian-6.1",
         matches: is_61,
@@ -309,20 +309,11 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn boot_and_check(kernel: &Kernel, cache: &Path, binary: &Path) -> anyhow::Result<()> {
-    let unpacked = fetch_kernel(kernel, cache)?;
-    let vmlinuz = first_file(&unpacked.join("boot"), "vmlinuz-")?;
-    let modules = only_dir(&unpacked.join("lib/modules"))?;
-    let initramfs = cache.join(format!("{}.initramfs.cpio.gz", kernel.label));
-    build_initramfs(
-        &modules,
-        binary,
-        &initramfs,
-        &cache.join(format!("{}.initramfs", kernel.label)),
-    )?;
+    let guest = Guest::prepare(kernel, cache, binary, &self_test_steps(binary)?)?;
     let log = cache.join(format!("{}.console.log", kernel.label));
     let mut attempt = 1;
     loop {
-        let (console, qemu_exit) = run_qemu(&vmlinuz, &initramfs, kernel.cmdline, Duration::from_secs(300))?;
+        let (console, qemu_exit) = guest.boot(Machine::TEST, Duration::from_secs(300))?;
         std::fs::write(&log, &console)?;
         let finished = console.contains(GUEST_DONE);
         let checked = check_steps(&console, kernel.expect).with_context(|| {
@@ -357,6 +348,69 @@ const TAIL_LINES: usize = 40;
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A Debian kernel ready to boot, with an initramfs that runs `steps` (shell lines) in the
+/// host's root, read-only over 9p, and powers off.
+pub(crate) struct Guest {
+    vmlinuz: PathBuf,
+    initramfs: PathBuf,
+    cmdline: &'static str,
+}
+
+impl Guest {
+    /// Fetches the kernel (once; cached under `cache`) and builds the initramfs. `binary` is the
+    /// program under test, which the guest's scratch tmpfs must not hide.
+    pub(crate) fn prepare(kernel: &Kernel, cache: &Path, binary: &Path, steps: &str) -> anyhow::Result<Self> {
+        let unpacked = fetch_kernel(kernel, cache)?;
+        let vmlinuz = first_file(&unpacked.join("boot"), "vmlinuz-")?;
+        let modules = only_dir(&unpacked.join("lib/modules"))?;
+        let initramfs = cache.join(format!("{}.initramfs.cpio.gz", kernel.label));
+        build_initramfs(
+            &modules,
+            binary,
+            &initramfs,
+            &cache.join(format!("{}.initramfs", kernel.label)),
+            steps,
+        )?;
+        Ok(Self {
+            vmlinuz,
+            initramfs,
+            cmdline: kernel.cmdline,
+        })
+    }
+
+    /// Boots it and returns everything it printed on the serial console, and how qemu ended.
+    pub(crate) fn boot(
+        &self,
+        machine: Machine,
+        timeout: Duration,
+    ) -> anyhow::Result<(String, std::process::ExitStatus)> {
+        run_qemu(&self.vmlinuz, &self.initramfs, self.cmdline, machine, timeout)
+    }
+}
+
+/// The emulated machine.
+#[derive(Clone, Copy)]
+pub(crate) struct Machine {
+    cpus: u32,
+    /// `-icount shift=0`: the guest's clocks advance one nanosecond per instruction it executes,
+    /// so a time measured inside the guest is a count of instructions, the same however busy
+    /// the host is. Single-threaded TCG (qemu requires it), so the guest gets one CPU.
+    counted: bool,
+}
+
+impl Machine {
+    /// The self-test steps: two CPUs, so that two openers can contend and a reader runs beside.
+    const TEST: Machine = Machine {
+        cpus: 2,
+        counted: false,
+    };
+    /// The guest benchmark: one CPU, time counted in instructions.
+    pub(crate) const COUNTED: Machine = Machine {
+        cpus: 1,
+        counted: true,
+    };
 }
 
 /// Downloads (apt-get download) and unpacks (dpkg -x) the newest matching kernel package, once.
@@ -610,7 +664,29 @@ fn guest_scratch(binary: &Path) -> (Vec<&'static str>, &'static str) {
     (mounts, scratch)
 }
 
-fn build_initramfs(modules: &Path, binary: &Path, out: &Path, staging: &Path) -> anyhow::Result<()> {
+/// `splitscope self-test` per step, its output between markers that `check_steps` reads.
+fn self_test_steps(binary: &Path) -> anyhow::Result<String> {
+    let binary = binary.to_str().context("non-UTF-8 binary path")?;
+    let mut steps = String::new();
+    for step in STEPS {
+        writeln!(
+            steps,
+            "echo '=== BEGIN {name}'; {under} {binary} self-test {args} 2>&1; echo \"=== END {name} rc=$?\"",
+            name = step.name,
+            under = step.under,
+            args = step.args
+        )?;
+    }
+    Ok(steps)
+}
+
+fn build_initramfs(
+    modules: &Path,
+    binary: &Path,
+    out: &Path,
+    staging: &Path,
+    steps: &str,
+) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(staging);
     for dir in ["bin", "dev", "proc", "sys", "host", "mods"] {
         std::fs::create_dir_all(staging.join(dir))?;
@@ -659,17 +735,6 @@ fn build_initramfs(modules: &Path, binary: &Path, out: &Path, staging: &Path) ->
         .iter()
         .map(|dir| format!("mount -t tmpfs tmpfs /host{dir}\n"))
         .collect();
-    let binary = binary.to_str().context("non-UTF-8 binary path")?;
-    let mut steps = String::new();
-    for step in STEPS {
-        writeln!(
-            steps,
-            "echo '=== BEGIN {name}'; {under} {binary} self-test {args} 2>&1; echo \"=== END {name} rc=$?\"",
-            name = step.name,
-            under = step.under,
-            args = step.args
-        )?;
-    }
     let init = format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -685,6 +750,7 @@ mount -t devtmpfs dev /host/dev
 mount -t debugfs nodev /host/sys/kernel/debug
 mount -t bpf bpf /host/sys/fs/bpf
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
+ip link set lo up
 cat > /host{scratch}/steps.sh <<'STEPS'
 export RUST_LOG=warn NO_COLOR=1 TMPDIR={scratch}
 echo "=== KERNEL $(uname -r)"
@@ -725,14 +791,17 @@ impl Drop for Qemu {
     }
 }
 
-/// Boots the kernel and returns everything it printed on the serial console, and how qemu ended.
 fn run_qemu(
     vmlinuz: &Path,
     initramfs: &Path,
     cmdline: &str,
+    machine: Machine,
     timeout: Duration,
 ) -> anyhow::Result<(String, std::process::ExitStatus)> {
     let mut command = Command::new("qemu-system-x86_64");
+    if machine.counted {
+        command.args(["-icount", "shift=0,sleep=off,align=off"]);
+    }
     // SAFETY: only prctl(2), which is async-signal-safe, runs between fork and exec.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, || {
@@ -749,7 +818,7 @@ fn run_qemu(
             "-cpu",
             "max",
             "-smp",
-            "2",
+            &machine.cpus.to_string(),
             "-m",
             "2G",
             "-nographic",

@@ -129,7 +129,7 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// CPU time of every thread of `pid` (schedstat's first field: ns on a CPU), 0 if it is gone.
-fn process_cpu_ns(pid: u32) -> u64 {
+pub fn process_cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };

@@ -8,6 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -27,6 +28,19 @@ fn agent_addr() -> &'static str {
     })
 }
 
+/// How many times the usual start-up timeouts a tracer gets: 1 on the host, more in an emulated
+/// guest, where the agent's start-up and bpftrace's compile run tens of times slower.
+static PATIENCE: AtomicU32 = AtomicU32::new(1);
+
+/// Waits `factor` times as long for every tracer to start from now on.
+pub fn be_patient(factor: u32) {
+    PATIENCE.store(factor.max(1), Ordering::Relaxed);
+}
+
+fn patience(usual: Duration) -> Duration {
+    usual * PATIENCE.load(Ordering::Relaxed)
+}
+
 /// What runs beside the opener.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Peer {
@@ -34,6 +48,8 @@ pub enum Peer {
     /// The agent as shipped: compact records, batched per CPU.
     Agent,
     Bpftrace,
+    /// bpftrace with an empty action where `count()` attaches: its tracepoint alone.
+    BpftraceEmpty,
     Opensnoop,
     /// Benchmark variants of the agent's probe (`--cost-variant`, `--records`), each adding one
     /// part of the cost of an open to the one before.
@@ -53,6 +69,10 @@ pub enum Peer {
     RawSysExit,
     /// The raw sys_exit tracepoint and a program that only picks out the opens.
     RawSysExitOnly,
+    /// The agent made to take the syscall tracepoints, where `auto` would take fexit.
+    AgentTracepoint,
+    /// The agent made to take the kprobe pair (a lone kretprobe with compact records).
+    AgentKprobe,
 }
 
 impl Peer {
@@ -61,6 +81,7 @@ impl Peer {
             Peer::None => "no probe",
             Peer::Agent => "splitscope agent (compact records batched per CPU; as shipped)",
             Peer::Bpftrace => "bpftrace `count()` on sys_enter_openat",
+            Peer::BpftraceEmpty => "bpftrace, an empty action on sys_enter_openat",
             Peer::Opensnoop => "libbpf-tools opensnoop (perf buffer, every open)",
             Peer::TracepointOnly => "the tracepoint and an empty program",
             Peer::PerCpuCount => "a per-CPU counter (what bpftrace `count()` does)",
@@ -74,13 +95,15 @@ impl Peer {
                 "the agent on the raw sys_exit tracepoint (its program at every syscall's exit)"
             }
             Peer::RawSysExitOnly => "the raw sys_exit tracepoint and a program that only picks out the opens",
+            Peer::AgentTracepoint => "the agent in tracepoint mode (syscalls:sys_exit_*)",
+            Peer::AgentKprobe => "the agent in kprobe mode (a kretprobe on the open path)",
         }
     }
 
     /// The agent's environment for this peer, or None if the peer is not the agent. The
     /// variants run in tracepoint mode, whose program the cost variants stop early, so that they
     /// are comparable with each other on any kernel; the agent as shipped picks its own mode.
-    fn agent_env(self) -> Option<&'static [(&'static str, &'static str)]> {
+    pub fn agent_env(self) -> Option<&'static [(&'static str, &'static str)]> {
         const TP: (&str, &str) = ("SPLITSCOPE_ATTACH", "tracepoint");
         Some(match self {
             Peer::Agent => &[],
@@ -102,7 +125,9 @@ impl Peer {
                 ("SPLITSCOPE_TRACEPOINTS", "raw-first"),
                 ("SPLITSCOPE_COST_VARIANT", "return"),
             ],
-            Peer::None | Peer::Bpftrace | Peer::Opensnoop => return None,
+            Peer::AgentTracepoint => &[TP],
+            Peer::AgentKprobe => &[("SPLITSCOPE_ATTACH", "kprobe")],
+            Peer::None | Peer::Bpftrace | Peer::BpftraceEmpty | Peer::Opensnoop => return None,
         })
     }
 }
@@ -174,7 +199,8 @@ pub fn start_agent(env: &[(&str, &str)], cpus: &str) -> anyhow::Result<(Running,
         child: Some(child),
         drain: None,
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let wait = patience(Duration::from_secs(20));
+    let deadline = Instant::now() + wait;
     loop {
         if http_get("/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
             return Ok((running, started.elapsed()));
@@ -187,7 +213,7 @@ pub fn start_agent(env: &[(&str, &str)], cpus: &str) -> anyhow::Result<(Running,
             );
         }
         if Instant::now() > deadline {
-            bail!("the agent did not become ready within 20 s");
+            bail!("the agent did not become ready within {wait:?}");
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -225,7 +251,7 @@ fn start_tool(program: &str, args: &[&str], ready: &'static str, cpus: &str) -> 
         child: Some(child),
         drain: Some(drain),
     };
-    rx.recv_timeout(Duration::from_secs(30))
+    rx.recv_timeout(patience(Duration::from_secs(30)))
         .with_context(|| format!("{program} never printed {ready:?}"))?;
     Ok(running)
 }
@@ -251,6 +277,12 @@ pub fn start(peer: Peer, cpus: &str) -> anyhow::Result<Running> {
         Peer::Bpftrace => start_tool(
             "bpftrace",
             &["-e", "tracepoint:syscalls:sys_enter_openat { @c = count(); }"],
+            "Attaching",
+            cpus,
+        )?,
+        Peer::BpftraceEmpty => start_tool(
+            "bpftrace",
+            &["-e", "tracepoint:syscalls:sys_enter_openat { }"],
             "Attaching",
             cpus,
         )?,

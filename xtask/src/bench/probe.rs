@@ -379,7 +379,7 @@ struct Report<'a> {
 }
 
 /// The `mode` label of a `splitscope_probe_attach_info{mode="…",target="…"} 1` line.
-fn attach_mode(info: &str) -> String {
+pub(super) fn attach_mode(info: &str) -> String {
     info.split_once("mode=\"")
         .and_then(|(_, rest)| rest.split_once('"'))
         .map_or_else(|| format!("an unknown ({info})"), |(mode, _)| mode.to_owned())
