@@ -484,12 +484,6 @@ impl Report<'_> {
         spread_over(self.beside(peer), of)
     }
 
-    /// Whether the shipped agent attached under the same kind of point as bpftrace `count()`
-    /// (a syscall tracepoint), so that comparing the programs alone compares what they add.
-    fn same_kind_as_bpftrace(&self) -> bool {
-        self.shipped_mode == "tracepoint"
-    }
-
     /// How many ns `peer`'s program took per run beyond bpftrace's, round by round.
     fn over_bpftrace(&self, peer: Peer) -> Spread {
         self.beside_spread(peer, |r| r.0 - r.1)
@@ -618,20 +612,15 @@ impl Report<'_> {
                 s.values(Peer::Bpftrace, |c| c.tracer_cpu).median,
             )?;
         }
-        // Where the shipped agent runs under the same kind of tracepoint as bpftrace's, a program
-        // that costs more in every side-by-side round adds more to an open, however the opener's
-        // clocks came out. Fexit and kprobes are other ways in, whose own cost the side-by-side
-        // measure leaves out: there only the opener's clocks compare the two.
-        let always_above = self.same_kind_as_bpftrace() && self.over_bpftrace(Peer::Agent).min > 0.0;
+        // The opener's clocks alone decide. Timing the programs side by side leaves out what the
+        // kernel does around them, and that differs: `cargo xtask bench-vm` counts bpftrace's
+        // empty action on its tracepoint at hundreds of instructions per open more than the
+        // agent's empty program on its own (bpftrace's program returns 1, which sends the event
+        // on to its perf event, and it attaches at the syscall's entry).
         writeln!(
             t,
-            "Added cost at most bpftrace `count()`'s, pinned and unpinned, by both measures{}: {}.\n",
-            if always_above {
-                ", and the agent's program no dearer than bpftrace's side by side (below)"
-            } else {
-                ""
-            },
-            verdict(met && !always_above)
+            "Added cost at most bpftrace `count()`'s, pinned and unpinned, by both measures: {}.\n",
+            verdict(met)
         )?;
 
         self.render_paired(&mut t)?;
@@ -662,12 +651,11 @@ impl Report<'_> {
             ratio.median,
             ratio.min,
             ratio.max,
-            if above.min > 0.0 && self.same_kind_as_bpftrace() {
-                "above it in every round; under the same kind of tracepoint that means the agent \
-                 adds more to an open than `count()` does, whatever the opener's clocks say"
-            } else if above.min > 0.0 {
-                "above it in every round; but the agent is not under a syscall tracepoint here, whose \
-                 own cost (bpftrace's) this measure leaves out, so the opener's clocks decide"
+            if above.min > 0.0 {
+                "above it in every round. This times the programs alone, not what the kernel does \
+                 around them, and that is not the same for both (bpftrace's program returns 1, which \
+                 sends each event on to its perf event, and it attaches at the syscall's entry; \
+                 `cargo xtask bench-vm` counts the difference), so it does not decide the target"
             } else if above.max <= 0.0 {
                 "at or below it in every round"
             } else {
@@ -680,8 +668,8 @@ impl Report<'_> {
             "**Where the agent's cost goes**: variants of its probe (`--cost-variant`, `--records`), \
              each doing one thing more than the one above it. The first column is the steady one: the \
              variant's program beside bpftrace's, attached together and timed on the same opens as \
-             above (ns per run over bpftrace's, median and min–max over the rounds; the tracepoint's \
-             own cost, the same for both, is left out). The others are what the opener's clocks say \
+             above (ns per run over bpftrace's, median and min–max over the rounds; what the kernel does \
+             around each program is left out, the same for the variants, not for bpftrace's). The others are what the opener's clocks say \
              the variant adds to an open+close (medians), where the noise is larger than most of \
              these differences:\n"
         )?;
@@ -774,8 +762,9 @@ impl Report<'_> {
              its record (the task's pid, comm and cgroup into the CPU's batch) and {ring:.0} ns for \
              moving it to the reader (the batch into the ring once per 32, the reader's reads of the \
              same memory); bpftrace `count()` costs {:.0} ns over an empty program, our per-CPU counter \
-             {counter:.0} ns. Streaming at `count()`'s cost would need both of the agent's parts \
-             together to cost no more than `count()`'s lookup and add.\n",
+             {counter:.0} ns. Program for program, streaming costs more than counting; what the kernel \
+             does around bpftrace's program costs more than around the agent's (`cargo xtask \
+             bench-vm` counts both in instructions).\n",
             -self.over_bpftrace(Peer::TracepointOnly).median,
         )?;
 
@@ -833,8 +822,8 @@ impl Report<'_> {
 mod tests {
     use super::*;
 
-    /// Samples in which, by the opener's clocks, the agent adds 50 ns and bpftrace 100.
-    fn samples() -> Vec<Samples> {
+    /// Samples in which, by the opener's clocks, the agent adds `agent` ns and bpftrace 100.
+    fn samples(agent: f64) -> Vec<Samples> {
         let cost = |ns: f64| Cost {
             wall: ns,
             opener_cpu: ns,
@@ -844,7 +833,7 @@ mod tests {
             .iter()
             .map(|peer| match peer {
                 Peer::None => vec![cost(1000.0)],
-                Peer::Agent => vec![cost(1050.0)],
+                Peer::Agent => vec![cost(1000.0 + agent)],
                 _ => vec![cost(1100.0)],
             })
             .collect();
@@ -856,12 +845,9 @@ mod tests {
             .collect()
     }
 
-    fn headline(side_by_side: &[(f64, f64)]) -> anyhow::Result<String> {
-        headline_in(side_by_side, "tracepoint")
-    }
-
-    fn headline_in(side_by_side: &[(f64, f64)], mode: &str) -> anyhow::Result<String> {
-        let samples = samples();
+    /// The report's verdict line and its side-by-side paragraph.
+    fn render(agent: f64, side_by_side: &[(f64, f64)], mode: &str) -> anyhow::Result<(String, String)> {
+        let samples = samples(agent);
         let info = format!(r#"splitscope_probe_attach_info{{mode="{mode}",target="t"}} 1"#);
         let report = Report {
             rounds: 1,
@@ -878,24 +864,29 @@ mod tests {
             startup: 0.0,
         };
         let text = report.render()?;
-        Ok(text
-            .lines()
-            .find(|l| l.starts_with("Added cost at most"))
-            .unwrap_or_default()
-            .to_owned())
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Ok((line("Added cost at most"), line("**Side by side**")))
     }
 
     #[test]
-    fn a_program_dearer_than_bpftraces_in_every_side_by_side_round_is_never_met() -> anyhow::Result<()> {
-        assert!(headline(&[(60.0, 70.0), (55.0, 56.0)])?.ends_with(": **met**."));
-        let line = headline(&[(90.0, 60.0), (85.0, 60.0)])?;
-        assert!(line.ends_with(": **not met**."), "{line}");
-        assert!(line.contains("side by side"), "{line}");
-        // Above in one round only: the clocks decide.
-        assert!(headline(&[(90.0, 60.0), (50.0, 60.0)])?.ends_with(": **met**."));
-        // The agent on fexit: bpftrace's tracepoint costs what the programs' times leave out, so
-        // the clocks decide there too.
-        assert!(headline_in(&[(90.0, 60.0), (85.0, 60.0)], "fentry")?.ends_with(": **met**."));
+    fn the_openers_clocks_decide_and_the_programs_side_by_side_do_not() -> anyhow::Result<()> {
+        // A program dearer than bpftrace's in every side-by-side round, on any attach point: what
+        // the kernel does around the two programs differs, so the clocks decide.
+        for mode in ["tracepoint", "fentry"] {
+            let (verdict, beside) = render(50.0, &[(90.0, 60.0), (85.0, 60.0)], mode)?;
+            assert!(verdict.ends_with(": **met**."), "{mode}: {verdict}");
+            assert!(beside.contains("above it in every round"), "{beside}");
+            assert!(beside.contains("does not decide the target"), "{beside}");
+        }
+        // The clocks say the agent adds more: not met, however cheap its program side by side.
+        let (verdict, beside) = render(150.0, &[(50.0, 60.0), (55.0, 60.0)], "tracepoint")?;
+        assert!(verdict.ends_with(": **not met**."), "{verdict}");
+        assert!(beside.contains("at or below it in every round"), "{beside}");
         Ok(())
     }
 }
