@@ -19,7 +19,6 @@
 
 use std::ffi::CString;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -50,7 +49,6 @@ const OPS: u64 = 40_000;
 /// getppid(2) per block (4 blocks, the fastest counts).
 const OTHERS: u64 = 20_000;
 const DEFAULT_ROUNDS: usize = 3;
-const ROUNDS_ENV: &str = "SPLITSCOPE_BENCH_ROUNDS";
 /// How much longer than on the host a tracer may take to start in the guest.
 const PATIENCE: u32 = 15;
 /// A line of the guest's measurements on its console.
@@ -96,29 +94,21 @@ impl Sample {
     }
 }
 
-fn rounds() -> anyhow::Result<usize> {
-    match std::env::var(ROUNDS_ENV) {
-        Ok(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("{ROUNDS_ENV}={n}: want a positive number")),
-        Err(_) => Ok(DEFAULT_ROUNDS),
-    }
-}
-
 // ---------------------------------------------------------------- host side
 
 pub fn run() -> anyhow::Result<()> {
     deps::ensure(Set::Vm)?;
     deps::ensure(Set::Bench)?;
-    let rounds = rounds()?;
+    let rounds = measure::rounds(DEFAULT_ROUNDS)?;
     cmd("cargo", &["build", "--release", "-p", "splitscope"])?;
     let xtask = std::env::current_exe().context("finding xtask's own binary")?;
     let xtask = xtask.to_str().context("non-UTF-8 path of xtask's binary")?;
     let cache = root().join("target/vm-test");
     std::fs::create_dir_all(&cache)?;
-    let steps = format!("{ROUNDS_ENV}={rounds} {xtask} bench-vm-guest 2>&1\necho '{GUEST_DONE}'\n");
+    let steps = format!(
+        "{}={rounds} {xtask} bench-vm-guest 2>&1\necho '{GUEST_DONE}'\n",
+        measure::ROUNDS_ENV
+    );
     let started = Instant::now();
     let mut sections = String::new();
     for kernel in KERNELS {
@@ -271,15 +261,9 @@ fn report(release: &str, samples: &[Sample], failed: &[&str]) -> anyhow::Result<
 /// Runs inside the guest: every tracer beside the opener, each round in a rotated order, one
 /// line per measurement on stdout (the guest's console).
 pub fn inside() -> anyhow::Result<()> {
-    let rounds = rounds()?;
+    let rounds = measure::rounds(DEFAULT_ROUNDS)?;
     peers::be_patient(PATIENCE);
-    let mut file = tempfile::Builder::new()
-        .prefix("splitscope-bench-open.")
-        .rand_bytes(6)
-        .tempfile()
-        .context("creating the file the opener opens")?;
-    file.write_all(b"x")?;
-    let path = CString::new(file.path().to_string_lossy().as_bytes())?;
+    let (_file, path) = measure::file_to_open()?;
     let bpftrace = std::process::Command::new("bpftrace")
         .arg("--version")
         .output()

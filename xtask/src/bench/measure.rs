@@ -5,6 +5,8 @@ use std::ffi::CString;
 use std::process::Command;
 use std::time::Instant;
 
+use std::io::Write as _;
+
 use anyhow::Context;
 
 /// Where the opener and the tracer run.
@@ -169,6 +171,35 @@ pub fn cost_per_open(path: &CString, ops: u64, tracer: Option<u32>) -> Cost {
         opener_cpu: per_op(cpu as f64, block),
         tracer_cpu: per_op(tracer1.saturating_sub(tracer0) as f64, block * BLOCKS),
     }
+}
+
+/// Set to run fewer (or more) rounds than a benchmark's default, e.g. while changing the probe.
+pub const ROUNDS_ENV: &str = "SPLITSCOPE_BENCH_ROUNDS";
+
+/// The rounds to run: `ROUNDS_ENV` if set (a positive number), else `default`.
+pub fn rounds(default: usize) -> anyhow::Result<usize> {
+    match std::env::var(ROUNDS_ENV) {
+        Ok(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("{ROUNDS_ENV}={n}: want a positive number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The file the opener opens: a run's own (removed when the file handle is dropped, however the
+/// run ends), its random suffix of a fixed length so that the path's length, which the
+/// full-record variants copy, is the same from run to run.
+pub fn file_to_open() -> anyhow::Result<(tempfile::NamedTempFile, CString)> {
+    let mut file = tempfile::Builder::new()
+        .prefix("splitscope-bench-open.")
+        .rand_bytes(6)
+        .tempfile()
+        .context("creating the file the opener opens")?;
+    file.write_all(b"x")?;
+    let path = CString::new(file.path().to_string_lossy().as_bytes())?;
+    Ok((file, path))
 }
 
 /// The median and the range of a set of measurements.

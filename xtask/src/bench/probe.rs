@@ -4,9 +4,7 @@
 //! drops, the reader's CPU, memory and start-up. Writes everything, with the command, into
 //! BENCHMARKS.md.
 
-use std::ffi::CString;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,8 +18,6 @@ use crate::run::cmd;
 
 const OPS_PER_ROUND: u64 = 200_000;
 const DEFAULT_ROUNDS: usize = 7;
-/// Set to run fewer (or more) rounds, e.g. while changing the probe.
-const ROUNDS_ENV: &str = "SPLITSCOPE_BENCH_ROUNDS";
 /// Turns of the paired measure: each tracer started, timed, stopped and timed again without it.
 const PAIRED_TURNS: usize = 40;
 
@@ -128,14 +124,7 @@ pub fn run() -> anyhow::Result<()> {
     if !deps::is_root() {
         bail!("bench-probe loads BPF programs: run it as root");
     }
-    let rounds = match std::env::var(ROUNDS_ENV) {
-        Ok(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("{ROUNDS_ENV}={n}: want a positive number"))?,
-        Err(_) => DEFAULT_ROUNDS,
-    };
+    let rounds = measure::rounds(DEFAULT_ROUNDS)?;
     cmd("cargo", &["build", "--release", "-p", "splitscope"])?;
     // bpftrace and opensnoop need tracefs; the agent would mount it itself.
     if !Path::new("/sys/kernel/tracing/events").exists() {
@@ -143,15 +132,7 @@ pub fn run() -> anyhow::Result<()> {
             .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
             .status();
     }
-    // A file of this run's own (removed when the run ends, however it ends); the suffix keeps the
-    // path's length, which the full-record variants copy, the same from run to run.
-    let mut file = tempfile::Builder::new()
-        .prefix("splitscope-bench-open.")
-        .rand_bytes(6)
-        .tempfile()
-        .context("creating the file the opener opens")?;
-    file.write_all(b"x")?;
-    let path = CString::new(file.path().to_string_lossy().as_bytes())?;
+    let (_file, path) = measure::file_to_open()?;
     let load_before = measure::load_average();
     let foreign = measure::tracing_programs();
     if !foreign.is_empty() {
