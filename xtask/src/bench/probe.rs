@@ -617,8 +617,8 @@ impl Report<'_> {
              own accounting (`bpf(BPF_ENABLE_STATS)`: two clock reads around every run, included) on \
              the same {OPS_PER_ROUND} opens in each of {} rounds (pinned), so a slow spell of the machine \
              slows both alike: the agent's program {:.0} ns per run ({:.0}–{:.0}), bpftrace's {:.0} ns \
-             ({:.0}–{:.0}). **The agent's program costs {:.0} ns more per open (round by round \
-             {:.0}–{:.0}), {:.2}× bpftrace's ({:.2}–{:.2}×)**: {}.\n",
+             ({:.0}–{:.0}). **The agent's program costs {:+.0} ns per open over bpftrace's (round by \
+             round {:+.0}…{:+.0}), {:.2}× bpftrace's ({:.2}–{:.2}×)**: {}.\n",
             self.beside(Peer::Agent).len(),
             agent.median,
             agent.min,
@@ -638,7 +638,8 @@ impl Report<'_> {
                  sends each event on to its perf event, and it attaches at the syscall's entry; \
                  `cargo xtask bench-vm` counts the difference), so it does not decide the target"
             } else if above.max <= 0.0 {
-                "at or below it in every round"
+                "at or below it in every round (the programs alone: see bench-vm for what the \
+                 kernel does around them)"
             } else {
                 "above it in some rounds and not in others"
             }
