@@ -1,6 +1,7 @@
 //! Benchmarks (never tests): `cargo xtask bench` runs the criterion suites, `cargo xtask
-//! bench-probe` measures the probe against its peers on this machine's kernel. Both write their
-//! figures, with the command, into BENCHMARKS.md between their own markers.
+//! bench-probe` measures the probe against its peers on this machine's kernel, `cargo xtask
+//! bench-vm` counts instructions in emulated kernels. Each writes its figures, with the command,
+//! into BENCHMARKS.md between its own markers.
 
 mod guest;
 mod measure;

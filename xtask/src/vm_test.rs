@@ -309,7 +309,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn boot_and_check(kernel: &Kernel, cache: &Path, binary: &Path) -> anyhow::Result<()> {
-    let guest = Guest::prepare(kernel, cache, binary, &self_test_steps(binary)?)?;
+    let guest = Guest::prepare(kernel, "vm-test", cache, &[binary], &self_test_steps(binary)?)?;
     let log = cache.join(format!("{}.console.log", kernel.label));
     let mut attempt = 1;
     loop {
@@ -359,18 +359,26 @@ pub(crate) struct Guest {
 }
 
 impl Guest {
-    /// Fetches the kernel (once; cached under `cache`) and builds the initramfs. `binary` is the
-    /// program under test, which the guest's scratch tmpfs must not hide.
-    pub(crate) fn prepare(kernel: &Kernel, cache: &Path, binary: &Path, steps: &str) -> anyhow::Result<Self> {
+    /// Fetches the kernel (once; cached under `cache`) and builds the initramfs, named after
+    /// `purpose` so that vm-test and bench-vm never boot each other's. `binaries` are the
+    /// programs the steps run, which the guest's scratch tmpfs must not hide.
+    pub(crate) fn prepare(
+        kernel: &Kernel,
+        purpose: &str,
+        cache: &Path,
+        binaries: &[&Path],
+        steps: &str,
+    ) -> anyhow::Result<Self> {
         let unpacked = fetch_kernel(kernel, cache)?;
         let vmlinuz = first_file(&unpacked.join("boot"), "vmlinuz-")?;
         let modules = only_dir(&unpacked.join("lib/modules"))?;
-        let initramfs = cache.join(format!("{}.initramfs.cpio.gz", kernel.label));
+        let name = format!("{}.{purpose}", kernel.label);
+        let initramfs = cache.join(format!("{name}.initramfs.cpio.gz"));
         build_initramfs(
             &modules,
-            binary,
+            binaries,
             &initramfs,
-            &cache.join(format!("{}.initramfs", kernel.label)),
+            &cache.join(format!("{name}.initramfs")),
             steps,
         )?;
         Ok(Self {
@@ -654,8 +662,8 @@ fn module_load_order(modules: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// get a tmpfs over them in the guest (the host's `/` is mounted read-only). A tmpfs must not
 /// hide the binary under test: a checkout under /tmp (as a CI clone may be) keeps the host's
 /// /tmp visible and writes go to /run instead.
-fn guest_scratch(binary: &Path) -> (Vec<&'static str>, &'static str) {
-    let hides_binary = |dir: &str| binary.starts_with(dir);
+fn guest_scratch(binaries: &[&Path]) -> (Vec<&'static str>, &'static str) {
+    let hides_binary = |dir: &str| binaries.iter().any(|b| b.starts_with(dir));
     let mounts: Vec<&'static str> = ["/tmp", "/run"]
         .into_iter()
         .filter(|d| !hides_binary(d))
@@ -682,7 +690,7 @@ fn self_test_steps(binary: &Path) -> anyhow::Result<String> {
 
 fn build_initramfs(
     modules: &Path,
-    binary: &Path,
+    binaries: &[&Path],
     out: &Path,
     staging: &Path,
     steps: &str,
@@ -730,7 +738,7 @@ fn build_initramfs(
         writeln!(insmods, "insmod /mods/{i:02}.ko || echo \"insmod {name} failed\"")?;
     }
 
-    let (tmpfs_mounts, scratch) = guest_scratch(binary);
+    let (tmpfs_mounts, scratch) = guest_scratch(binaries);
     let tmpfs_mounts: String = tmpfs_mounts
         .iter()
         .map(|dir| format!("mount -t tmpfs tmpfs /host{dir}\n"))
@@ -948,17 +956,23 @@ mod tests {
 
     #[test]
     fn guest_scratch_never_hides_the_binary() {
-        let (mounts, scratch) = guest_scratch(Path::new("/work/main/target/debug/splitscope"));
+        let (mounts, scratch) = guest_scratch(&[Path::new("/work/main/target/debug/splitscope")]);
         assert_eq!((mounts, scratch), (vec!["/tmp", "/run"], "/tmp"));
-        let (mounts, scratch) = guest_scratch(Path::new("/tmp/ci-clone/target/debug/splitscope"));
+        let (mounts, scratch) = guest_scratch(&[Path::new("/tmp/ci-clone/target/debug/splitscope")]);
         assert_eq!((mounts, scratch), (vec!["/run"], "/run"));
-        let (mounts, scratch) = guest_scratch(Path::new("/run/user/0/src/target/debug/splitscope"));
+        let (mounts, scratch) = guest_scratch(&[Path::new("/run/user/0/src/target/debug/splitscope")]);
         assert_eq!((mounts, scratch), (vec!["/tmp"], "/tmp"));
         // "/tmpfoo" is not under /tmp.
         assert_eq!(
-            guest_scratch(Path::new("/tmpfoo/splitscope")).0,
+            guest_scratch(&[Path::new("/tmpfoo/splitscope")]).0,
             vec!["/tmp", "/run"]
         );
+        // Every binary the steps run counts: the agent under the workspace, xtask under /tmp.
+        let (mounts, scratch) = guest_scratch(&[
+            Path::new("/work/main/target/release/splitscope"),
+            Path::new("/tmp/target/debug/xtask"),
+        ]);
+        assert_eq!((mounts, scratch), (vec!["/run"], "/run"));
     }
 
     /// A console as the Debian 6.1 guest prints it when every step does what it should.

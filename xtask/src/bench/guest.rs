@@ -19,6 +19,7 @@
 
 use std::ffi::CString;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -106,13 +107,20 @@ pub fn run() -> anyhow::Result<()> {
     let cache = root().join("target/vm-test");
     std::fs::create_dir_all(&cache)?;
     let steps = format!(
-        "{}={rounds} {xtask} bench-vm-guest 2>&1\necho '{GUEST_DONE}'\n",
+        "{}={rounds} '{xtask}' bench-vm-guest 2>&1\necho \"{GUEST_DONE} rc=$?\"\n",
         measure::ROUNDS_ENV
     );
     let started = Instant::now();
     let mut sections = String::new();
     for kernel in KERNELS {
-        let guest = Guest::prepare(kernel, &cache, &peers::agent_binary(), &steps)?;
+        let agent = peers::agent_binary();
+        let guest = Guest::prepare(
+            kernel,
+            "bench-vm",
+            &cache,
+            &[agent.as_path(), Path::new(xtask)],
+            &steps,
+        )?;
         eprintln!(
             "xtask: bench-vm {}: booting (one CPU, clocks counting instructions)",
             kernel.label
@@ -120,9 +128,9 @@ pub fn run() -> anyhow::Result<()> {
         let (console, qemu_exit) = guest.boot(Machine::COUNTED, Duration::from_secs(3600))?;
         let log = cache.join(format!("{}.bench.console.log", kernel.label));
         std::fs::write(&log, &console)?;
-        if !console.contains(GUEST_DONE) {
+        if !console.contains(&format!("{GUEST_DONE} rc=0")) {
             bail!(
-                "the {} guest stopped before its benchmark ended (qemu {qemu_exit}); console in {}",
+                "the {} guest's benchmark did not end well (qemu {qemu_exit}); console in {}",
                 kernel.label,
                 log.display()
             );
@@ -132,11 +140,11 @@ pub fn run() -> anyhow::Result<()> {
             .lines()
             .find_map(|l| l.split_once("=== KERNEL ").map(|(_, release)| release.trim()))
             .unwrap_or(kernel.label);
-        let samples: Vec<Sample> = console.lines().filter_map(Sample::parse).collect();
         let failed: Vec<&str> = console
             .lines()
             .filter_map(|l| l.split_once(FAILED).map(|(_, why)| why.trim()))
             .collect();
+        let samples: Vec<Sample> = console.lines().filter_map(Sample::parse).collect();
         let table = report(release, &samples, &failed)?;
         eprintln!("{table}");
         sections.push_str(&table);
@@ -189,7 +197,17 @@ fn added(samples: &[Sample], peer: Peer, baseline: &Added) -> Option<Added> {
     })
 }
 
+/// The section of one kernel. `failed` are the guest's lines for tracers it could not measure,
+/// each starting with the tracer's name.
 fn report(release: &str, samples: &[Sample], failed: &[&str]) -> anyhow::Result<String> {
+    // A tracer that failed in any round is left out whole: its other rounds alone would stand
+    // for all of them.
+    let samples: Vec<Sample> = samples
+        .iter()
+        .filter(|s| !failed.iter().any(|f| f.starts_with(&format!("{} ", s.peer))))
+        .cloned()
+        .collect();
+    let samples = samples.as_slice();
     let zero = Added {
         mode: String::new(),
         opener: 0.0,
@@ -199,7 +217,6 @@ fn report(release: &str, samples: &[Sample], failed: &[&str]) -> anyhow::Result<
     let Some(none) = added(samples, Peer::None, &zero) else {
         bail!("{release}: no measurement without a tracer; the guest printed: {failed:?}");
     };
-    let none = Added { reader: 0.0, ..none };
     let mut out = String::new();
     writeln!(
         out,
@@ -232,7 +249,10 @@ fn report(release: &str, samples: &[Sample], failed: &[&str]) -> anyhow::Result<
         )?;
     }
     out.push('\n');
-    match (added(samples, Peer::Agent, &none), reference) {
+    match (
+        added(samples, Peer::Agent, &none),
+        reference.filter(|r| r.total() > 0.0),
+    ) {
         (Some(agent), Some(count)) => writeln!(
             out,
             "The agent as shipped ({} mode) adds {:.0} instructions to an open+close, its reader \
@@ -247,7 +267,8 @@ fn report(release: &str, samples: &[Sample], failed: &[&str]) -> anyhow::Result<
         )?,
         _ => writeln!(
             out,
-            "The agent as shipped or bpftrace `count()` was not measured in this guest, so no ratio.\n"
+            "The agent as shipped or bpftrace `count()` was not measured in this guest (or `count()` \
+             added nothing), so no ratio.\n"
         )?,
     }
     for why in failed {
@@ -289,7 +310,7 @@ pub fn inside() -> anyhow::Result<()> {
                 Err(err) => {
                     // One reason per tracer is enough: the next rounds would fail alike.
                     failed.insert(format!("{peer:?}"));
-                    println!("{FAILED} {}: {err:#}", peer.label());
+                    println!("{FAILED} {peer:?} ({}): {err:#}", peer.label());
                 }
             }
             eprintln!(
@@ -308,7 +329,11 @@ fn measure_beside(peer: Peer, path: &CString) -> anyhow::Result<Sample> {
         wait_until_quiet(pid)?;
     }
     let mode = match peer.agent_env() {
-        Some(_) => super::probe::attach_mode(&peers::agent_attach_info()?),
+        // One word on the console line, whatever the agent reported.
+        Some(_) => super::probe::attach_mode(&peers::agent_attach_info()?)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join("_"),
         None => "—".to_owned(),
     };
     let cost = measure::cost_per_open(path, OPS, running.pid());
@@ -386,8 +411,10 @@ mod tests {
             sample(Peer::None, "—", 4990.0, 300.0),
             sample(Peer::Bpftrace, "—", 5400.0, 340.0),
             sample(Peer::Agent, "fentry", 5200.0, 300.0),
+            // Measured in one round, failed in another: left out whole.
+            sample(Peer::AgentKprobe, "kprobe", 5300.0, 300.0),
         ];
-        let text = report("6.1.0-57-amd64", &samples, &["AgentKprobe: refused"]).expect("report");
+        let text = report("6.1.0-57-amd64", &samples, &["AgentKprobe (kprobe): refused"]).expect("report");
         assert!(text.contains("an open+close takes 4990 instructions"), "{text}");
         assert!(
             text.contains("| fentry | +200 | 30 | +230 | 0.57× | +0.0 |"),
@@ -399,7 +426,10 @@ mod tests {
             text.contains(&format!("| {} | not measured |", Peer::AgentKprobe.label())),
             "{text}"
         );
-        assert!(text.contains("Not measured: AgentKprobe: refused"), "{text}");
+        assert!(
+            text.contains("Not measured: AgentKprobe (kprobe): refused"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -410,10 +440,8 @@ mod tests {
         ];
         let text = report("6.12", &samples, &[]).expect("report");
         assert!(text.contains("| fentry | +200 | 30 | +230 | — |"), "{text}");
-        assert!(
-            text.contains("was not measured in this guest, so no ratio"),
-            "{text}"
-        );
+        assert!(text.contains("was not measured in this guest"), "{text}");
+        assert!(!text.contains("× on an open"), "{text}");
         assert!(report("6.12", &samples[1..], &[]).is_err());
     }
 }

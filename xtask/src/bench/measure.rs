@@ -2,10 +2,9 @@
 //! rounds, a process's CPU time and memory, and the kernel's own BPF run-time counters.
 
 use std::ffi::CString;
+use std::io::Write as _;
 use std::process::Command;
 use std::time::Instant;
-
-use std::io::Write as _;
 
 use anyhow::Context;
 
