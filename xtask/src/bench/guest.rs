@@ -63,7 +63,6 @@ const GUEST_DONE: &str = "=== BENCH DONE";
 struct Sample {
     peer: String,
     mode: String,
-    open: f64,
     open_cpu: f64,
     reader: f64,
     getppid: f64,
@@ -72,8 +71,8 @@ struct Sample {
 impl Sample {
     fn line(&self) -> String {
         format!(
-            "{SAMPLE} peer={} mode={} open={:.1} open_cpu={:.1} reader={:.1} getppid={:.1}",
-            self.peer, self.mode, self.open, self.open_cpu, self.reader, self.getppid
+            "{SAMPLE} peer={} mode={} open_cpu={:.1} reader={:.1} getppid={:.1}",
+            self.peer, self.mode, self.open_cpu, self.reader, self.getppid
         )
     }
 
@@ -87,7 +86,6 @@ impl Sample {
         Some(Self {
             peer: field("peer")?.to_owned(),
             mode: field("mode")?.to_owned(),
-            open: number("open")?,
             open_cpu: number("open_cpu")?,
             reader: number("reader")?,
             getppid: number("getppid")?,
@@ -301,7 +299,7 @@ pub fn inside() -> anyhow::Result<()> {
     for round in 0..rounds {
         for k in 0..tracers.len() {
             let peer = tracers[(k + round) % tracers.len()];
-            if failed.contains(&format!("{peer:?}")) {
+            if failed.contains(&peer) {
                 continue;
             }
             let started = Instant::now();
@@ -309,7 +307,7 @@ pub fn inside() -> anyhow::Result<()> {
                 Ok(sample) => println!("{}", sample.line()),
                 Err(err) => {
                     // One reason per tracer is enough: the next rounds would fail alike.
-                    failed.insert(format!("{peer:?}"));
+                    failed.insert(peer);
                     println!("{FAILED} {peer:?} ({}): {err:#}", peer.label());
                 }
             }
@@ -337,12 +335,11 @@ fn measure_beside(peer: Peer, path: &CString) -> anyhow::Result<Sample> {
         None => "—".to_owned(),
     };
     let cost = measure::cost_per_open(path, OPS, running.pid());
-    let getppid = fastest_getppid();
+    let getppid = measure::fastest_of_4(OTHERS, &measure::other_syscalls);
     drop(running);
     Ok(Sample {
         peer: format!("{peer:?}"),
         mode,
-        open: cost.wall,
         open_cpu: cost.opener_cpu,
         reader: cost.tracer_cpu,
         getppid,
@@ -370,16 +367,6 @@ fn wait_until_quiet(pid: u32) -> anyhow::Result<()> {
     }
 }
 
-fn fastest_getppid() -> f64 {
-    (0..4)
-        .map(|_| {
-            let started = Instant::now();
-            measure::other_syscalls(OTHERS);
-            started.elapsed().as_nanos() as f64 / OTHERS as f64
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,7 +375,6 @@ mod tests {
         Sample {
             peer: format!("{peer:?}"),
             mode: mode.to_owned(),
-            open,
             open_cpu: open - 10.0,
             reader: if peer == Peer::Agent { 30.0 } else { 0.0 },
             getppid,
@@ -399,7 +385,10 @@ mod tests {
     fn a_sample_line_reads_back_as_written() {
         let s = sample(Peer::AgentKprobe, "kprobe", 5123.4, 301.5);
         assert_eq!(Sample::parse(&format!("\x1b[2J{}\r", s.line())), Some(s));
-        assert_eq!(Sample::parse("=== COUNTED peer=Agent mode=fentry open=1"), None);
+        assert_eq!(
+            Sample::parse("=== COUNTED peer=Agent mode=fentry open_cpu=1"),
+            None
+        );
         assert_eq!(Sample::parse("something else"), None);
     }
 

@@ -42,7 +42,7 @@ fn patience(usual: Duration) -> Duration {
 }
 
 /// What runs beside the opener.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Peer {
     None,
     /// The agent as shipped: compact records, batched per CPU.
